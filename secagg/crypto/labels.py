@@ -1,0 +1,43 @@
+"""Registry of every key-derivation label used in secagg (spec section "KDF labels").
+
+Every HKDF call in the project takes a :class:`Label` member, never a free-form
+string, so two purposes can never derive the same key: labels are distinct,
+and none is a prefix of another (checked at import time). Adding a label means
+adding it here and to ``specs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+_PREFIX = b"secagg/v1/"
+
+
+class Label(enum.Enum):
+    """Domain-separation labels, one per purpose. Values are the exact HKDF info prefixes."""
+
+    #: key that encrypts one client's shares for one neighbour (one direction)
+    SHARE_ENCRYPTION = _PREFIX + b"share-encryption-key"
+    #: pairwise mask seed s_uv derived from X25519(s_u, s_v)
+    PAIRWISE_MASK_SEED = _PREFIX + b"pairwise-mask-seed"
+    #: AES/ChaCha key that expands a mask seed into a vector (bound to session and vector)
+    MASK_PRG_KEY = _PREFIX + b"mask-prg-key"
+    #: session identifier computed by each client from the session binding
+    SESSION_ID = _PREFIX + b"session-id"
+    #: permutation of client ids for the Harary graph of SecAgg+
+    GRAPH_PERMUTATION = _PREFIX + b"graph-permutation"
+    #: deterministic randomness for published test vectors only
+    TEST_VECTOR_ENTROPY = _PREFIX + b"test-vector-entropy"
+
+
+def _check_registry() -> None:
+    values = [label.value for label in Label]
+    if len(set(values)) != len(values):
+        raise RuntimeError("duplicate KDF label")
+    for a in values:
+        for b in values:
+            if a != b and b.startswith(a):
+                raise RuntimeError("a KDF label is a prefix of another")
+
+
+_check_registry()
