@@ -1,0 +1,193 @@
+"""The mask PRG: expand a 32-byte seed into a uniform vector in Z_R^m.
+
+Every mask in the protocol (self masks PRG(b_u), pairwise masks PRG(s_uv)) comes
+from :func:`expand_mask`. Design choices, and why:
+
+* **Key derivation.** The stream-cipher key is ``HKDF(seed, MASK_PRG_KEY,
+  context)``. The caller builds ``context`` with
+  :func:`secagg.crypto.kdf.encode_context` from the session id, the purpose
+  (self or pairwise mask) and the vector index, so a seed reused across
+  sessions, purposes or vectors still never yields the same keystream. Because
+  every key is single-use, the IV / nonce is fixed at all zeros (as in Google's
+  fcp/secagg).
+* **Speed.** The keystream is written by OpenSSL (``update_into``) straight into
+  the output array's bytes, in 1 MiB chunks read from one shared, immutable
+  all-zero buffer: no per-element Python and no large temporary. Measured on the
+  reference machine, 1 MiB chunks are within ~1% of one whole-buffer call while
+  keeping memory bounded for long vectors.
+* **Exact distribution.** For R a power of two the low bits of each word are
+  used directly. For any other R the words are masked to ``R.bit_length()``
+  bits and rejection-sampled (values >= R are dropped, and the keystream simply
+  continues), so the output is exactly uniform: no modulo bias. The accept /
+  compact step is one fused, branch-free numba pass
+  (:func:`secagg.kernels.arith.compact_below`), 2-9x faster than numpy's
+  mask, compare and boolean-compress passes.
+
+Output definition (normative, reproducible across platforms): read the
+keystream as consecutive little-endian words of ``mask_dtype(R)`` width, AND
+each word with ``2**R.bit_length() - 1`` (R not a power of two) or ``R - 1``
+(R a power of two), and output the first ``length`` words that are ``< R``, in
+keystream order. The chunking used internally does not change this result.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+
+from secagg.crypto.kdf import hkdf
+from secagg.crypto.labels import Label
+from secagg.errors import ConfigError, CryptoError
+from secagg.kernels.arith import compact_below
+
+__all__ = ["SEED_LEN", "StreamCipher", "expand_mask", "mask_dtype"]
+
+#: Length in bytes of every mask seed (b_u and s_uv).
+SEED_LEN = 32
+
+_CHUNK = 1 << 20  # bytes of keystream per update_into call
+# Immutable, so sharing it between threads is safe; slices are zero-copy.
+_ZEROS = memoryview(bytes(_CHUNK))
+_BIG_ENDIAN_HOST = sys.byteorder == "big"
+
+
+class StreamCipher(enum.Enum):
+    """Which stream cipher expands the seed; the value is a stable wire name."""
+
+    AES128_CTR = "aes128-ctr"
+    CHACHA20 = "chacha20"
+
+
+_KEY_LEN = {StreamCipher.AES128_CTR: 16, StreamCipher.CHACHA20: 32}
+
+
+def mask_dtype(modulus: int) -> np.dtype:
+    """The unsigned dtype that holds values mod ``modulus``.
+
+    uint32 when ``modulus <= 2**32`` (half the memory and bandwidth of uint64),
+    uint64 up to ``2**64``. Larger or degenerate moduli are refused.
+    """
+    if isinstance(modulus, bool) or not isinstance(modulus, int | np.integer):
+        raise ConfigError("modulus must be an integer")
+    modulus = int(modulus)
+    if modulus < 2 or modulus > 1 << 64:
+        raise ConfigError("modulus must be in [2, 2**64]")
+    return np.dtype(np.uint32) if modulus <= 1 << 32 else np.dtype(np.uint64)
+
+
+def _encryptor(seed: bytes, context: bytes, cipher: StreamCipher) -> CipherContext:
+    """A fresh keystream generator keyed from (seed, context); never reused across calls."""
+    key = hkdf(seed, Label.MASK_PRG_KEY, context, length=_KEY_LEN[cipher])
+    if cipher is StreamCipher.AES128_CTR:
+        return Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+    # cryptography's ChaCha20 takes a 16-byte nonce (32-bit counter || 96-bit nonce).
+    return Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+
+
+def _fill_words(enc: CipherContext, words: np.ndarray) -> None:
+    """Overwrite ``words`` (C-contiguous) with the next keystream bytes, as little-endian words."""
+    buf = memoryview(words.view(np.uint8).reshape(-1))
+    total = len(buf)
+    for start in range(0, total, _CHUNK):
+        stop = min(total, start + _CHUNK)
+        enc.update_into(_ZEROS[: stop - start], buf[start:stop])
+    if _BIG_ENDIAN_HOST:  # pragma: no cover - exercised only on big-endian hosts
+        words.byteswap(inplace=True)
+
+
+def _check_out(out: np.ndarray, dtype: np.dtype, length: int) -> None:
+    """Refuse an output buffer that would be silently reinterpreted or copied."""
+    if not isinstance(out, np.ndarray):
+        raise ConfigError("out must be a numpy array")
+    if out.dtype != dtype:
+        raise ConfigError(f"out has dtype {out.dtype}, expected {dtype} for this modulus")
+    if out.ndim != 1 or out.shape[0] != length:
+        raise ConfigError(f"out has shape {out.shape}, expected ({length},)")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ConfigError("out must be C-contiguous and writeable")
+
+
+def expand_mask(
+    seed: bytes,
+    context: bytes,
+    length: int,
+    modulus: int,
+    *,
+    cipher: StreamCipher = StreamCipher.AES128_CTR,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Expand ``seed`` into ``length`` independent uniform values in ``[0, modulus)``.
+
+    ``context`` binds the keystream to one use (see the module docstring); it
+    should come from :func:`secagg.crypto.kdf.encode_context`. If ``out`` is
+    given it must be a 1-D C-contiguous array of ``mask_dtype(modulus)`` and
+    length ``length``; it is filled in place and returned (lets the caller
+    reuse one scratch buffer per worker thread).
+    """
+    if not isinstance(seed, bytes | bytearray) or len(seed) != SEED_LEN:
+        raise CryptoError(f"mask seed must be exactly {SEED_LEN} bytes")
+    if not isinstance(context, bytes | bytearray):
+        raise ConfigError("context must be bytes (build it with encode_context)")
+    if not isinstance(cipher, StreamCipher):
+        raise ConfigError("cipher must be a StreamCipher")
+    if isinstance(length, bool) or not isinstance(length, int | np.integer) or length < 0:
+        raise ConfigError("length must be a non-negative integer")
+    length = int(length)
+    dtype = mask_dtype(modulus)
+    modulus = int(modulus)
+    if out is None:
+        out = np.empty(length, dtype=dtype)
+    else:
+        _check_out(out, dtype, length)
+    if length == 0:
+        return out
+
+    enc = _encryptor(bytes(seed), bytes(context), cipher)
+    _fill_words(enc, out)
+
+    if modulus & (modulus - 1) == 0:  # power of two: low bits are exactly uniform
+        if modulus != 1 << (8 * dtype.itemsize):
+            np.bitwise_and(out, dtype.type(modulus - 1), out=out)
+        return out
+
+    _rejection_fill(enc, out, modulus, dtype)
+    return out
+
+
+def _rejection_fill(enc: CipherContext, out: np.ndarray, modulus: int, dtype: np.dtype) -> None:
+    """Turn keystream words already in ``out`` into uniform values < ``modulus``.
+
+    Each word is masked to ``modulus.bit_length()`` bits, so at least half of
+    them are accepted; accepted values are compacted in order (one fused numba
+    pass), and rejected slots are refilled from the continuing keystream in
+    batches until ``out`` is full. When rejections are expected to be rare
+    (R just below a power of two, e.g. 2**32 - 5 or 2**31 - 1), a cheap
+    ``max`` check usually shows that nothing needs compacting.
+    """
+    bits = modulus.bit_length()
+    word_mask = (1 << bits) - 1
+    reject_rate = 1.0 - modulus / float(1 << bits)
+    if reject_rate * out.shape[0] < 0.5:
+        if bits < 8 * dtype.itemsize:
+            np.bitwise_and(out, dtype.type(word_mask), out=out)
+        if int(out.max()) < modulus:
+            filled = out.shape[0]
+        else:
+            filled = compact_below(out, word_mask, modulus)
+    else:
+        filled = compact_below(out, word_mask, modulus)
+    max_words = _CHUNK // dtype.itemsize
+    scratch: np.ndarray | None = None
+    while filled < out.shape[0]:
+        need = out.shape[0] - filled
+        draw = min(max_words, int(need / (1.0 - reject_rate) * 1.05) + 64)
+        if scratch is None or scratch.shape[0] < draw:
+            scratch = np.empty(draw, dtype=dtype)
+        batch = scratch[:draw]
+        _fill_words(enc, batch)
+        take = min(need, compact_below(batch, word_mask, modulus))
+        out[filled : filled + take] = batch[:take]
+        filled += take
