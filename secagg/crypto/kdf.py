@@ -26,19 +26,24 @@ def encode_context(*parts: bytes | int | str) -> bytes:
     """
     out = bytearray()
     for part in parts:
-        if isinstance(part, bool):
-            raise TypeError("booleans are not context fields; use 0/1 explicitly")
-        if isinstance(part, bytes | bytearray | memoryview):
-            tag, body = b"b", bytes(part)
-        elif isinstance(part, int):
+        kind = type(part)
+        if kind is bytes:
+            tag, body = b"b", part
+        elif kind is int:
             if part < 0:
                 raise ValueError("integer context fields must be >= 0")
             tag, body = b"i", part.to_bytes(max(1, (part.bit_length() + 7) // 8), "big")
-        elif isinstance(part, str):
+        elif kind is str:
             tag, body = b"s", part.encode("utf-8")
+        elif isinstance(part, bytearray | memoryview):
+            tag, body = b"b", bytes(part)
+        elif isinstance(part, int) and not isinstance(part, bool):
+            return encode_context(*(int(p) if p is part else p for p in parts))
         else:
             raise TypeError(f"unsupported context field type {type(part).__name__}")
-        out += tag + len(body).to_bytes(4, "big") + body
+        out += tag
+        out += len(body).to_bytes(4, "big")
+        out += body
     return bytes(out)
 
 

@@ -1,0 +1,436 @@
+"""Sans-IO server state machine (spec section "Server").
+
+``ServerProtocol`` takes client messages one at a time (:meth:`receive`) and,
+when the driver decides a round is over (all expected clients answered or a
+deadline passed: the driver owns the clock), :meth:`close_round` computes the
+next round's messages. States::
+
+    COLLECT_KEYS -> COLLECT_SHARES -> COLLECT_MASKED -> COLLECT_UNMASK -> DONE
+                                         (any state) -> ABORTED
+
+A message that fails validation raises :class:`~secagg.errors.ProtocolError`
+and changes nothing. Masked inputs are added into one accumulator as they
+arrive (numba kernel, in place): the server never holds n full vectors, and
+its memory is O(m * threads + n * k).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from secagg import masking
+from secagg.config import SessionConfig
+from secagg.crypto import shamir
+from secagg.crypto.agreement import X25519PrivateKey, public_key_matches, validate_public_key
+from secagg.crypto.prg import mask_dtype
+from secagg.errors import (
+    AbortError,
+    InvalidKeyError,
+    ProtocolError,
+    ReconstructionError,
+)
+from secagg.kernels.arith import add_into, sub_into
+from secagg.messages import (
+    Abort,
+    AdvertiseKeys,
+    CiphertextBundle,
+    KeyBroadcast,
+    KeyEntry,
+    MaskedInput,
+    ShareKeys,
+    ShareKind,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from secagg.packing import bit_width, unpack
+
+
+class ServerState(enum.Enum):
+    """Which round's client messages the server is collecting."""
+
+    COLLECT_KEYS = "advertise-keys"
+    COLLECT_SHARES = "share-keys"
+    COLLECT_MASKED = "masked-input"
+    COLLECT_UNMASK = "unmasking"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    """The session's output: sum over ``included`` of the inputs, exact mod R."""
+
+    sum: np.ndarray
+    included: tuple[int, ...]
+    dropped: tuple[int, ...]
+    masks_expanded: int  # self masks + pairwise masks the server regenerated to unmask
+
+
+class ServerProtocol:
+    """The server's side of one session.
+
+    ``threads`` is the number of worker threads for unmasking (mask expansion
+    and folding release the GIL); it defaults to the number of cores.
+    """
+
+    def __init__(self, config: SessionConfig, *, threads: int | None = None) -> None:
+        self.config = config
+        self.threads = max(1, threads if threads is not None else (os.cpu_count() or 1))
+        self.state = ServerState.COLLECT_KEYS
+        self.abort_reason: str | None = None
+        self.result: AggregateResult | None = None
+        self._cohort = frozenset(config.cohort)
+        self._dtype = mask_dtype(config.modulus)
+        self._bits = bit_width(config.modulus)
+        # round 0
+        self._keys: dict[int, AdvertiseKeys] = {}
+        self._used_keys: set[bytes] = set()
+        self._u1: frozenset[int] = frozenset()
+        # round 1
+        self._commitments: dict[int, bytes] = {}
+        self._inbox: dict[int, dict[int, bytes]] = {}  # receiver -> sender -> ciphertext
+        self._u2: frozenset[int] = frozenset()
+        # round 2: one accumulator, whatever n is
+        self._accumulator: np.ndarray | None = None
+        self._masked_from: set[int] = set()
+        self._u3: frozenset[int] = frozenset()
+        # round 4
+        self._requests: dict[int, UnmaskRequest] = {}
+        self._shares: dict[ShareKind, dict[int, dict[int, bytes]]] = {
+            ShareKind.SELF_MASK_SEED: {},
+            ShareKind.MASK_KEY: {},
+        }
+        self._responders: set[int] = set()
+
+    def __repr__(self) -> str:
+        return f"ServerProtocol(n={self.config.n}, state={self.state.value})"
+
+    # -- introspection for drivers and tests ----------------------------------------------
+    def expected(self) -> frozenset[int]:
+        """Clients whose message for the current round has not arrived yet."""
+        if self.state is ServerState.COLLECT_KEYS:
+            return self._cohort - self._keys.keys()
+        if self.state is ServerState.COLLECT_SHARES:
+            return self._u1 - self._commitments.keys()
+        if self.state is ServerState.COLLECT_MASKED:
+            return self._u2 - self._masked_from
+        if self.state is ServerState.COLLECT_UNMASK:
+            return self._u3 - self._responders
+        return frozenset()
+
+    @property
+    def accumulator_count(self) -> int:
+        """How many m-length accumulators the server holds (1 once inputs arrive; never n)."""
+        return 0 if self._accumulator is None else 1
+
+    # -- receiving -----------------------------------------------------------------------
+    def receive(self, message: AdvertiseKeys | ShareKeys | MaskedInput | UnmaskResponse) -> None:
+        """Validate and absorb one client message; ProtocolError leaves the state unchanged."""
+        if isinstance(message, AdvertiseKeys):
+            self._expect(ServerState.COLLECT_KEYS, message)
+            self._receive_keys(message)
+        elif isinstance(message, ShareKeys):
+            self._expect(ServerState.COLLECT_SHARES, message)
+            self._receive_shares(message)
+        elif isinstance(message, MaskedInput):
+            self._expect(ServerState.COLLECT_MASKED, message)
+            self._receive_masked(message)
+        elif isinstance(message, UnmaskResponse):
+            self._expect(ServerState.COLLECT_UNMASK, message)
+            self._receive_unmask(message)
+        else:
+            raise ProtocolError(f"unexpected message type {type(message).__name__}")
+
+    def _expect(self, state: ServerState, message: object) -> None:
+        if self.state is not state:
+            raise ProtocolError(
+                f"{type(message).__name__} not expected in state {self.state.value}"
+            )
+
+    def _receive_keys(self, msg: AdvertiseKeys) -> None:
+        u = msg.sender
+        if u not in self._cohort:
+            raise ProtocolError(f"client {u} is not in the cohort")
+        if u in self._keys:
+            raise ProtocolError(f"duplicate AdvertiseKeys from client {u}")
+        if msg.enc_pk == msg.mask_pk:
+            raise ProtocolError(f"client {u} used one key for both purposes")
+        for key in (msg.enc_pk, msg.mask_pk):
+            try:
+                validate_public_key(key)
+            except InvalidKeyError:
+                raise ProtocolError(f"client {u} advertised an invalid key") from None
+        if msg.enc_pk in self._used_keys or msg.mask_pk in self._used_keys:
+            raise ProtocolError(f"client {u} advertised a key another client already uses")
+        self._keys[u] = msg
+        self._used_keys.update((msg.enc_pk, msg.mask_pk))
+
+    def _receive_shares(self, msg: ShareKeys) -> None:
+        u = msg.sender
+        if u not in self._u1:
+            raise ProtocolError(f"ShareKeys from client {u}, which is not in U1")
+        if u in self._commitments:
+            raise ProtocolError(f"duplicate ShareKeys from client {u}")
+        receivers = [rid for rid, _ in msg.ciphertexts]
+        if set(receivers) != self._nbrs(u, self._u1) or len(receivers) != len(set(receivers)):
+            raise ProtocolError(f"client {u} must send one ciphertext to each neighbour in U1")
+        for rid, ct in msg.ciphertexts:
+            self._inbox.setdefault(rid, {})[u] = ct
+        self._commitments[u] = msg.self_mask_commitment
+
+    def _receive_masked(self, msg: MaskedInput) -> None:
+        u = msg.sender
+        if u not in self._u2:
+            raise ProtocolError(f"MaskedInput from client {u}, which is not in U2")
+        if u in self._masked_from:
+            raise ProtocolError(f"duplicate MaskedInput from client {u}")
+        if msg.bits != self._bits or msg.count != self.config.dim:
+            raise ProtocolError(f"masked vector from client {u} has the wrong length or width")
+        vec = unpack(msg.packed, msg.bits, msg.count, self._dtype)
+        R = self.config.modulus
+        if R != 1 << msg.bits and vec.size and int(vec.max()) >= R:
+            raise ProtocolError(f"masked vector from client {u} has values outside [0, R)")
+        if self._accumulator is None:
+            self._accumulator = np.zeros(self.config.dim, dtype=self._dtype)
+        add_into(self._accumulator, vec, R)
+        self._masked_from.add(u)
+
+    def _receive_unmask(self, msg: UnmaskResponse) -> None:
+        u = msg.sender
+        request = self._requests.get(u)
+        if request is None:
+            raise ProtocolError(f"UnmaskResponse from client {u}, which was not asked")
+        if u in self._responders:
+            raise ProtocolError(f"duplicate UnmaskResponse from client {u}")
+        expected = {v: ShareKind.SELF_MASK_SEED for v in request.alive if v != u}
+        expected.update({v: ShareKind.MASK_KEY for v in request.dropped})
+        got = {owner: kind for owner, kind, _ in msg.shares}
+        if got != expected or len(msg.shares) != len(got):
+            raise ProtocolError(f"client {u} did not answer exactly the shares it was asked for")
+        for owner, kind, share in msg.shares:
+            self._shares[kind].setdefault(owner, {})[u] = share
+        self._responders.add(u)
+
+    # -- closing rounds ------------------------------------------------------------------
+    def close_round(self) -> dict[int, KeyBroadcast | CiphertextBundle | UnmaskRequest | Abort]:
+        """End the current round with whatever arrived; return the next messages per client.
+
+        When the session cannot go on safely, every remaining client gets an
+        :class:`Abort`, ``state`` becomes ABORTED and ``abort_reason`` says why.
+        After the unmasking round the result is in :attr:`result` and nothing is sent.
+        """
+        state = self.state
+        try:
+            if state is ServerState.COLLECT_KEYS:
+                return self._close_keys()
+            if state is ServerState.COLLECT_SHARES:
+                return self._close_shares()
+            if state is ServerState.COLLECT_MASKED:
+                return self._close_masked()
+            if state is ServerState.COLLECT_UNMASK:
+                self._close_unmask()
+                return {}
+        except AbortError as exc:
+            return self._abort(str(exc), state)
+        raise ProtocolError(f"no round to close in state {state.value}")
+
+    def _abort(self, reason: str, state: ServerState) -> dict[int, Abort]:
+        self.state = ServerState.ABORTED
+        self.abort_reason = reason
+        self._accumulator = None
+        live = {
+            ServerState.COLLECT_KEYS: self._keys.keys(),
+            ServerState.COLLECT_SHARES: self._u1,
+            ServerState.COLLECT_MASKED: self._u2,
+            ServerState.COLLECT_UNMASK: self._u3,
+        }[state]
+        return {u: Abort(reason) for u in sorted(live)}
+
+    def _nbrs(self, u: int, among: AbstractSet[int]) -> set[int]:
+        return {v for v in self.config.neighbours(u) if v in among}
+
+    def _prune(self, members: set[int], round_name: str) -> frozenset[int]:
+        """Drop, to a fixpoint, clients with fewer than t neighbours left among ``members``.
+
+        Such a client's secrets could never be reconstructed (it has fewer than t
+        shareholders), so it leaves the session here, before anyone masks with it.
+        """
+        t = self.config.threshold
+        changed = True
+        while changed:
+            changed = False
+            for u in sorted(members):
+                if u in members and len(self._nbrs(u, members)) < t:
+                    members.discard(u)
+                    changed = True
+        if len(members) < t + 1:
+            raise AbortError(
+                f"only {len(members)} clients remain after {round_name}; the threshold t = {t} "
+                "needs at least t + 1"
+            )
+        return frozenset(members)
+
+    def _close_keys(self) -> dict[int, KeyBroadcast | Abort]:
+        self._u1 = self._prune(set(self._keys), "advertise-keys")
+        out: dict[int, KeyBroadcast | Abort] = {}
+        for u in sorted(self._keys):
+            if u not in self._u1:
+                out[u] = Abort("excluded: too few neighbours advertised keys")
+                continue
+            ids = sorted(self._nbrs(u, self._u1) | {u})
+            out[u] = KeyBroadcast(tuple(
+                KeyEntry(v, self._keys[v].enc_pk, self._keys[v].mask_pk, self._keys[v].signature)
+                for v in ids
+            ))
+        self.state = ServerState.COLLECT_SHARES
+        return out
+
+    def _close_shares(self) -> dict[int, CiphertextBundle | Abort]:
+        self._u2 = self._prune(set(self._commitments), "share-keys")
+        out: dict[int, CiphertextBundle | Abort] = {}
+        for u in sorted(self._commitments):
+            if u not in self._u2:
+                out[u] = Abort("excluded: too few neighbours shared keys")
+                continue
+            inbox = self._inbox.get(u, {})
+            out[u] = CiphertextBundle(tuple(
+                (v, inbox[v]) for v in sorted(self._nbrs(u, self._u2))
+            ))
+        self._inbox.clear()
+        self.state = ServerState.COLLECT_MASKED
+        return out
+
+    def _close_masked(self) -> dict[int, UnmaskRequest]:
+        t = self.config.threshold
+        u3 = frozenset(self._masked_from)
+        if len(u3) < t:
+            raise AbortError(f"only {len(u3)} masked inputs arrived, fewer than t = {t}")
+        for u in sorted(u3):
+            if len(self._nbrs(u, u3)) < t:
+                raise AbortError(
+                    f"client {u} has fewer than t = {t} surviving neighbours: its self mask "
+                    "could not be removed"
+                )
+        for v in sorted(self._u2 - u3):
+            if self._nbrs(v, self._u2) & u3 and len(self._nbrs(v, u3)) < t:
+                raise AbortError(
+                    f"dropped client {v} has fewer than t = {t} surviving neighbours: its "
+                    "pairwise masks could not be removed"
+                )
+        self._u3 = u3
+        out: dict[int, UnmaskRequest] = {}
+        for u in sorted(u3):
+            alive = tuple(sorted(self._nbrs(u, u3) | {u}))
+            dropped = tuple(sorted(self._nbrs(u, self._u2) - u3))
+            out[u] = self._requests[u] = UnmaskRequest(alive, dropped)
+        self.state = ServerState.COLLECT_UNMASK
+        return out
+
+    def _close_unmask(self) -> None:
+        cfg, t = self.config, self.config.threshold
+        sid = cfg.session_id
+        cache = shamir.LagrangeCache()
+        b_seeds: dict[int, bytes] = {}
+        for w in sorted(self._u3):
+            shares = self._shares[ShareKind.SELF_MASK_SEED].get(w, {})
+            if len(shares) < t:
+                raise AbortError(f"only {len(shares)} shares of client {w}'s self-mask seed")
+            commitment = self._commitments[w]
+
+            def check(seed: bytes, w: int = w, commitment: bytes = commitment) -> bool:
+                return masking.self_mask_commitment(sid, w, seed) == commitment
+
+            try:
+                b_seeds[w] = shamir.reconstruct_verified(shares, t, check, cache=cache)
+            except ReconstructionError:
+                raise AbortError(
+                    f"shares of client {w}'s self-mask seed do not reconstruct a value "
+                    "matching its commitment"
+                ) from None
+        mask_keys: dict[int, X25519PrivateKey] = {}
+        for v in sorted(self._u2 - self._u3):
+            if not self._nbrs(v, self._u2) & self._u3:
+                continue
+            shares = self._shares[ShareKind.MASK_KEY].get(v, {})
+            if len(shares) < t:
+                raise AbortError(f"only {len(shares)} shares of dropped client {v}'s mask key")
+            pk = self._keys[v].mask_pk
+
+            def check_key(secret: bytes, pk: bytes = pk) -> bool:
+                return public_key_matches(secret, pk)
+
+            try:
+                secret = shamir.reconstruct_verified(shares, t, check_key, cache=cache)
+            except ReconstructionError:
+                raise AbortError(
+                    f"shares of dropped client {v}'s mask key do not match its public key"
+                ) from None
+            mask_keys[v] = X25519PrivateKey.from_bytes(secret)
+        assert self._accumulator is not None
+        total = self._accumulator
+        masks = self._remove_masks(total, b_seeds, mask_keys)
+        self.result = AggregateResult(
+            sum=total,
+            included=tuple(sorted(self._u3)),
+            dropped=tuple(sorted(self._cohort - self._u3)),
+            masks_expanded=masks,
+        )
+        self._accumulator = None
+        self.state = ServerState.DONE
+
+    # -- unmasking at the floor -----------------------------------------------------------
+    def _remove_masks(
+        self,
+        total: np.ndarray,
+        b_seeds: Mapping[int, bytes],
+        mask_keys: Mapping[int, X25519PrivateKey],
+    ) -> int:
+        """Subtract every survivor's self mask and every dropped client's pairwise masks.
+
+        Work is split across ``threads`` workers; each expands masks into its own
+        scratch buffer and folds them into its own partial sums ("plus" for masks
+        the survivors added, "minus" for masks they subtracted), so no two
+        threads write the same memory. Both the keystream (OpenSSL) and the
+        folding (numba, nogil) run without the GIL.
+        """
+        cfg = self.config
+        sid, dim, R, cipher = cfg.session_id, cfg.dim, cfg.modulus, cfg.prg
+        tasks: list[tuple[str, int, int]] = [("self", w, 0) for w in sorted(b_seeds)]
+        for v in sorted(mask_keys):
+            tasks.extend(("pair", v, w) for w in sorted(self._nbrs(v, self._u3)))
+        keys = self._keys
+
+        def work(chunk: list[tuple[str, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+            plus = np.zeros(dim, dtype=self._dtype)
+            minus = np.zeros(dim, dtype=self._dtype)
+            scratch = np.empty(dim, dtype=self._dtype)
+            for kind, a, b in chunk:
+                if kind == "self":
+                    masking.expand_self_mask(b_seeds[a], sid, a, dim, R, cipher, out=scratch)
+                    add_into(plus, scratch, R)
+                    continue
+                v, w = a, b  # v dropped, w survived and added sign(w, v) * PRG(s_wv)
+                agreed = mask_keys[v].exchange(keys[w].mask_pk)
+                seed = masking.pairwise_seed(agreed, sid, v, w, keys[v].mask_pk, keys[w].mask_pk)
+                masking.expand_pairwise_mask(seed, sid, v, w, dim, R, cipher, out=scratch)
+                add_into(plus if masking.pairwise_sign(w, v) > 0 else minus, scratch, R)
+            return plus, minus
+
+        n_workers = min(self.threads, max(1, len(tasks)))
+        chunks = [tasks[i::n_workers] for i in range(n_workers)]
+        if n_workers == 1:
+            results = [work(chunks[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=n_workers) as pool:
+                results = list(pool.map(work, chunks))
+        for plus, minus in results:
+            sub_into(total, plus, R)
+            add_into(total, minus, R)
+        return len(tasks)
