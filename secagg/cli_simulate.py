@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.exact else 3
 
 
-def _print_table(r, wall: float, args: argparse.Namespace) -> None:  # noqa: ANN001
+def _print_table(r, wall: float, args: argparse.Namespace) -> None:
     status = ("ABORTED: " + (r.abort_reason or "")) if r.aborted else (
         "exact sum" if r.exact else "WRONG SUM")
     ratio = f"{r.server_to_floor:.2f}x floor" if r.server_to_floor else "n/a"

@@ -27,6 +27,7 @@ from secagg.crypto.agreement import X25519PrivateKey, validate_public_key
 from secagg.crypto.entropy import Entropy, resolve
 from secagg.crypto.prg import mask_dtype
 from secagg.errors import (
+    ConfigError,
     CryptoError,
     DecryptionError,
     InvalidKeyError,
@@ -91,17 +92,15 @@ class ClientProtocol:
         entropy: Entropy | None = None,
     ) -> None:
         if client_id not in config.cohort:
-            raise ProtocolError(f"client {client_id} is not in the session's cohort")
+            raise ConfigError(f"client {client_id} is not in the session's cohort")
         vec = np.asarray(input_vector)
         dtype = mask_dtype(config.modulus)
         if vec.shape != (config.dim,) or vec.dtype != dtype:
-            raise ProtocolError(
-                f"input must be a vector of {config.dim} elements of dtype {dtype}"
-            )
+            raise ConfigError(f"input must be a vector of {config.dim} elements of dtype {dtype}")
         if config.modulus != 1 << (8 * dtype.itemsize) and vec.size and int(vec.max()) >= (
             config.modulus
         ):
-            raise ProtocolError("input values must lie in [0, R)")
+            raise ConfigError("input values must lie in [0, R)")
         self.config = config
         self.client_id = client_id
         self._input: np.ndarray | None = np.ascontiguousarray(vec)
@@ -114,6 +113,7 @@ class ClientProtocol:
         self._peers: dict[int, _Peer] = {}  # U1 ∩ N(u), from KeyBroadcast
         self._held: dict[int, tuple[bytes, bytes]] = {}  # v -> (s-share, b-share) of v
         self._released: dict[int, ShareKind] = {}  # v -> which share of v we released
+        self._b_seed = b""  # self-mask seed b_u, drawn in ShareKeys, dropped after MaskedInput
 
     def __repr__(self) -> str:
         return f"ClientProtocol(id={self.client_id}, state={self.state.value})"
@@ -248,6 +248,8 @@ class ClientProtocol:
         self._held = held
         self._input = None
         self._b_seed = b""
+        self._enc_sk = self._mask_sk = None
+        self._peers = {}
         self.state = ClientState.UNMASKING
         return out
 
@@ -281,12 +283,14 @@ class ClientProtocol:
             raise ProtocolError("unmask request lists a client as both alive and dropped")
         if me in dropped:
             raise ProtocolError("unmask request lists this client as dropped")
+        if me not in alive:
+            raise ProtocolError("unmask request does not list this client as alive")
         for cid in (alive | dropped) - {me}:
             if cid not in self._held:
                 raise ProtocolError(
                     f"unmask request names client {cid}, which did not share keys with this client"
                 )
-        self._require_threshold(len(alive), "alive clients in the unmask request")
+        self._require_threshold(len(alive - {me}), "alive neighbours in the unmask request")
         for cid in alive - {me}:
             if self._released.get(cid, ShareKind.SELF_MASK_SEED) is not ShareKind.SELF_MASK_SEED:
                 raise ProtocolError(f"both shares of client {cid} were requested")

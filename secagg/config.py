@@ -106,7 +106,8 @@ class SessionConfig:
             t = graphs.complete_threshold_default(n) if threshold is None else threshold
         else:
             if degree is None and threshold is None:
-                found = graphs.find_harary_params(n, dropout_rate, corruption_rate)
+                # the finder sees exactly the rates the config stores (and re-checks)
+                found = graphs.find_harary_params(n, dropout_ppm / _PPM, corruption_ppm / _PPM)
                 k, t = found.k, found.t
             elif degree is None or threshold is None:
                 raise ConfigError("give both degree and threshold for a Harary graph, or neither")
@@ -152,7 +153,7 @@ class SessionConfig:
             raise ConfigError(f"dim must be in [1, {MAX_DIM}]")
         if not 2 <= self.modulus <= 1 << 64:
             raise ConfigError("modulus must be in [2, 2**64]")
-        if len(self.task_hash) != TASK_HASH_LEN:
+        if not isinstance(self.task_hash, bytes) or len(self.task_hash) != TASK_HASH_LEN:
             raise ConfigError(f"task_hash must be {TASK_HASH_LEN} bytes")
         if not 0 <= self.round_index <= (1 << 64) - 1:
             raise ConfigError("round_index must fit in 64 bits")
@@ -166,6 +167,12 @@ class SessionConfig:
             if self.degree != n - 1:
                 raise ConfigError("the complete graph has degree n - 1")
             graphs.check_complete_threshold(n, self.threshold)
+            corrupt = n * self.corruption_ppm // _PPM
+            if self.threshold <= corrupt:
+                raise ConfigError(
+                    f"threshold t = {self.threshold} does not exceed the {corrupt} clients the "
+                    "declared corruption rate allows: they could reconstruct any secret"
+                )
         else:
             graphs.check_harary_params(
                 n,

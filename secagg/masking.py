@@ -61,8 +61,8 @@ def pairwise_sign(u: int, v: int) -> int:
 def self_mask_commitment(session_id: bytes, u: int, b_seed: bytes) -> bytes:
     """Hiding commitment to b_u (a uniform 256-bit seed), so the server can check a
     reconstructed b_u and never silently unmask with a wrong one."""
-    h = hashlib.sha256()
-    h.update(encode_context("self-mask-commitment", session_id, u))
+    h = hashlib.sha256(Label.SELF_MASK_COMMITMENT.value + b"|")
+    h.update(encode_context(session_id, u))
     h.update(b_seed)
     return h.digest()
 

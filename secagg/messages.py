@@ -15,6 +15,7 @@ ciphertext decrypt?) belong to the state machines in :mod:`secagg.client` and
 from __future__ import annotations
 
 import enum
+import itertools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -61,7 +62,7 @@ def _check_id(value: int, what: str) -> int:
 
 
 def _check_sorted(ids: list[int], what: str) -> None:
-    for a, b in zip(ids, ids[1:], strict=False):
+    for a, b in itertools.pairwise(ids):
         if b <= a:
             raise MessageDecodeError(f"{what} ids must be strictly increasing (no duplicates)")
 
@@ -313,8 +314,12 @@ class Abort(Message):
     TYPE: ClassVar[MessageType] = MessageType.ABORT
     reason: str
 
+    def __post_init__(self) -> None:
+        clean = "".join(c if " " <= c <= "~" else "?" for c in str(self.reason))
+        object.__setattr__(self, "reason", clean[:MAX_REASON_LEN])
+
     def _write(self, w: Writer) -> None:
-        w.var(self.reason.encode("ascii", "replace")[:MAX_REASON_LEN])
+        w.var(self.reason.encode("ascii"))
 
     @classmethod
     def _read(cls, r: Reader) -> Abort:

@@ -38,6 +38,9 @@ from secagg.errors import (
 )
 from secagg.kernels.arith import add_into, sub_into
 from secagg.messages import (
+    CIPHERTEXT_LEN,
+    COMMITMENT_LEN,
+    SHARE_LEN,
     Abort,
     AdvertiseKeys,
     CiphertextBundle,
@@ -160,6 +163,8 @@ class ServerProtocol:
             raise ProtocolError(f"client {u} is not in the cohort")
         if u in self._keys:
             raise ProtocolError(f"duplicate AdvertiseKeys from client {u}")
+        if msg.signature:
+            raise ProtocolError(f"client {u} sent a signature, which semi-honest mode does not use")
         if msg.enc_pk == msg.mask_pk:
             raise ProtocolError(f"client {u} used one key for both purposes")
         for key in (msg.enc_pk, msg.mask_pk):
@@ -178,6 +183,10 @@ class ServerProtocol:
             raise ProtocolError(f"ShareKeys from client {u}, which is not in U1")
         if u in self._commitments:
             raise ProtocolError(f"duplicate ShareKeys from client {u}")
+        if len(msg.self_mask_commitment) != COMMITMENT_LEN or any(
+            len(ct) != CIPHERTEXT_LEN for _, ct in msg.ciphertexts
+        ):
+            raise ProtocolError(f"ShareKeys from client {u} has a field of the wrong length")
         receivers = [rid for rid, _ in msg.ciphertexts]
         if set(receivers) != self._nbrs(u, self._u1) or len(receivers) != len(set(receivers)):
             raise ProtocolError(f"client {u} must send one ciphertext to each neighbour in U1")
@@ -195,7 +204,7 @@ class ServerProtocol:
             raise ProtocolError(f"masked vector from client {u} has the wrong length or width")
         vec = unpack(msg.packed, msg.bits, msg.count, self._dtype)
         R = self.config.modulus
-        if R != 1 << msg.bits and vec.size and int(vec.max()) >= R:
+        if 1 << msg.bits != R and vec.size and int(vec.max()) >= R:
             raise ProtocolError(f"masked vector from client {u} has values outside [0, R)")
         if self._accumulator is None:
             self._accumulator = np.zeros(self.config.dim, dtype=self._dtype)
@@ -214,6 +223,11 @@ class ServerProtocol:
         got = {owner: kind for owner, kind, _ in msg.shares}
         if got != expected or len(msg.shares) != len(got):
             raise ProtocolError(f"client {u} did not answer exactly the shares it was asked for")
+        if any(
+            len(share) != SHARE_LEN or int.from_bytes(share, "big") >= shamir.PRIME
+            for _, _, share in msg.shares
+        ):
+            raise ProtocolError(f"client {u} sent a share outside the Shamir field")
         for owner, kind, share in msg.shares:
             self._shares[kind].setdefault(owner, {})[u] = share
         self._responders.add(u)

@@ -1,6 +1,6 @@
 """HKDF-SHA256 (RFC 5869) with registered domain-separation labels (spec section "KDF labels").
 
-``info`` is always ``label || encode_context(...)``: the label comes from
+``info`` is always ``label || b"|" || encode_context(...)``: the label comes from
 :class:`secagg.crypto.labels.Label` (no free-form strings), and the context is a
 canonical, length-prefixed encoding, so distinct (label, context) pairs can never
 produce the same ``info`` and hence never the same key.

@@ -26,6 +26,8 @@ class Label(enum.Enum):
     SESSION_ID = _PREFIX + b"session-id"
     #: permutation of client ids for the Harary graph of SecAgg+
     GRAPH_PERMUTATION = _PREFIX + b"graph-permutation"
+    #: SHA-256 commitment to a self-mask seed b_u (a hash prefix, not an HKDF label)
+    SELF_MASK_COMMITMENT = _PREFIX + b"self-mask-commitment"
     #: deterministic randomness for published test vectors only
     TEST_VECTOR_ENTROPY = _PREFIX + b"test-vector-entropy"
 

@@ -151,7 +151,7 @@ class LagrangeCache:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
             raise ConfigError("LagrangeCache maxsize must be a positive integer")
         self._maxsize = maxsize
-        self._data: OrderedDict[tuple[int, frozenset[int]], tuple[int, ...]] = OrderedDict()
+        self._data: OrderedDict[tuple[int, tuple[int, ...]], tuple[int, ...]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -167,7 +167,7 @@ class LagrangeCache:
 
     def coefficients(self, xs: Sequence[int], prime: int = PRIME) -> tuple[int, ...]:
         """Lagrange coefficients at 0 for the sorted points ``xs`` (aligned with ``xs``)."""
-        key = (prime, frozenset(xs))
+        key = (prime, tuple(xs))  # ordered: coefficients are aligned with xs
         with self._lock:
             hit = self._data.get(key)
             if hit is not None:
