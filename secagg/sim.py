@@ -72,9 +72,12 @@ class SimulationReport:
     peak_server_mb: float
     threads: int
     client_refusals: dict[int, str] = field(default_factory=dict)
+    #: the aggregate itself (sum mod R over ``included_ids``); not part of the JSON
+    sum: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> str:
         data = asdict(self)
+        data.pop("sum")
         data["client_refusals"] = {str(k): v for k, v in self.client_refusals.items()}
         return json.dumps(data, sort_keys=True)
 
@@ -251,6 +254,7 @@ def simulate(
         peak_server_mb=peak / 2**20,
         threads=server.threads,
         client_refusals=refusals,
+        sum=None if result is None else result.sum,
     )
 
 
