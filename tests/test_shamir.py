@@ -380,3 +380,19 @@ def test_x25519_key_reconstruction_verified_against_public_key() -> None:
     matches = getattr(agreement, "public_key_matches", None)
     if matches is not None:  # the library's own verifier, as the server will use it
         assert reconstruct_verified(shares, 4, lambda s: matches(s, public)) == private
+
+
+def test_superset_derivation_matches_direct_coefficients() -> None:
+    """A set minus one point, derived from its superset, equals the O(t^2) computation."""
+    import random
+
+    rng = random.Random(7)
+    cache = LagrangeCache()
+    base = sorted(rng.sample(range(1, 5000), 40))
+    cache.prepare_superset(base)
+    for w in base:
+        xs = [x for x in base if x != w]
+        assert cache.coefficients(xs) == tuple(shamir.lagrange_at_zero(xs, PRIME))
+    # a set that is not the superset minus one point falls back to the direct computation
+    other = [*base[2:], 6000]
+    assert cache.coefficients(other[:39]) == tuple(shamir.lagrange_at_zero(other[:39], PRIME))

@@ -152,6 +152,7 @@ class LagrangeCache:
             raise ConfigError("LagrangeCache maxsize must be a positive integer")
         self._maxsize = maxsize
         self._data: OrderedDict[tuple[int, tuple[int, ...]], tuple[int, ...]] = OrderedDict()
+        self._supersets: dict[tuple[int, int], tuple[frozenset[int], dict[int, int]]] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -174,7 +175,9 @@ class LagrangeCache:
                 self._data.move_to_end(key)
                 self.hits += 1
                 return hit
-        value = tuple(lagrange_at_zero(xs, prime))  # computed outside the lock
+        value = self._from_superset(xs, prime)
+        if value is None:
+            value = tuple(lagrange_at_zero(xs, prime))  # computed outside the lock
         with self._lock:
             self.misses += 1
             self._data[key] = value
@@ -183,10 +186,37 @@ class LagrangeCache:
                 self._data.popitem(last=False)
         return value
 
+    def prepare_superset(self, xs: Sequence[int], prime: int = PRIME) -> None:
+        """Precompute the coefficients of ``xs`` so that any ``xs`` minus one point costs O(t).
+
+        In the complete graph every survivor's shares come from all responders
+        except itself, so the server sees up to t + 1 different t-point sets, each
+        O(t^2) from scratch. Removing point w from a set S rescales S's basis:
+        lambda'_i = lambda_i * (x_w - x_i) / x_w, one pass and one inversion.
+        """
+        points = tuple(xs)
+        coeffs = dict(zip(points, lagrange_at_zero(points, prime), strict=True))
+        with self._lock:
+            self._supersets[(prime, len(points))] = (frozenset(points), coeffs)
+
+    def _from_superset(self, xs: Sequence[int], prime: int) -> tuple[int, ...] | None:
+        with self._lock:
+            entry = self._supersets.get((prime, len(xs) + 1))
+        if entry is None:
+            return None
+        parent, coeffs = entry
+        missing = parent.difference(xs)
+        if len(missing) != 1 or not parent.issuperset(xs):
+            return None
+        (xw,) = missing
+        inv_xw = pow(xw, -1, prime)
+        return tuple(coeffs[x] * (xw - x) % prime * inv_xw % prime for x in xs)
+
     def clear(self) -> None:
         """Drop every entry (e.g. at the end of a session)."""
         with self._lock:
             self._data.clear()
+            self._supersets.clear()
 
     def __repr__(self) -> str:
         return f"LagrangeCache(size={len(self)}, maxsize={self._maxsize})"
