@@ -7,6 +7,17 @@ drive the very same object. States follow the spec's rounds::
     ADVERTISE_KEYS -> SHARE_KEYS -> MASKED_INPUT -> UNMASKING -> DONE
                                   (any state) -> ABORTED
 
+In active mode (spec §15) the client signs its round-0 keys with its long-term
+identity, verifies every peer's signature against the deployment's trust store,
+and passes through one more state before unmasking::
+
+    ... -> MASKED_INPUT -> CONSISTENCY_CHECK -> UNMASKING -> DONE
+
+It signs the survivor view it is shown (ConsistencyRequest without signatures)
+and releases shares only for a ConsistencyRequest that repeats that view and
+carries at least t valid signatures of agreeing views from distinct, known,
+alive neighbours.
+
 Every incoming message is validated completely before any state changes: a
 refused message raises :class:`~secagg.errors.ProtocolError` (or a subclass),
 releases nothing, and leaves the client where it was.
@@ -15,30 +26,36 @@ releases nothing, and leaves the client where it was.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from secagg import masking
-from secagg.config import SessionConfig
+from secagg.config import DEFAULT_MIN_COHORT, TASK_HASH_LEN, Mode, SessionConfig
 from secagg.crypto import shamir
 from secagg.crypto.aead import open_sealed, seal_once
 from secagg.crypto.agreement import X25519PrivateKey, validate_public_key
 from secagg.crypto.entropy import Entropy, resolve
 from secagg.crypto.prg import mask_dtype
+from secagg.crypto.signatures import SigningKey, verify
 from secagg.errors import (
     ConfigError,
     CryptoError,
     DecryptionError,
     InvalidKeyError,
     ProtocolError,
+    SignatureError,
 )
+from secagg.identity import TrustStore, advertise_statement, lookup_verify_key, view_statement
 from secagg.kernels.arith import add_into, sub_into
 from secagg.messages import (
     SHARE_LEN,
     Abort,
     AdvertiseKeys,
     CiphertextBundle,
+    ConsistencyRequest,
+    ConsistencySignature,
     KeyBroadcast,
     KeyEntry,
     MaskedInput,
@@ -59,7 +76,8 @@ class ClientState(enum.Enum):
     ADVERTISE_KEYS = "advertise-keys"  # start() not called yet
     SHARE_KEYS = "share-keys"  # awaiting KeyBroadcast
     MASKED_INPUT = "masked-input"  # awaiting CiphertextBundle
-    UNMASKING = "unmasking"  # awaiting UnmaskRequest
+    CONSISTENCY_CHECK = "consistency-check"  # active mode: awaiting the view to sign
+    UNMASKING = "unmasking"  # awaiting UnmaskRequest (active: the signed ConsistencyRequest)
     DONE = "done"
     ABORTED = "aborted"
 
@@ -81,6 +99,20 @@ class ClientProtocol:
     :mod:`secagg.quantize`), of length ``config.dim``. ``entropy`` is for
     reproducible simulations and test vectors only; by default every secret
     comes from the operating system.
+
+    Client-side policy (spec §15.8), never lowered by anything the server sends:
+
+    * ``identity`` and ``trust_store``: this client's long-term Ed25519 key and
+      the deployment's id -> verify key map. Required in active mode; a client
+      given them refuses a semi-honest config (a server must not be able to
+      switch the signature checks off by choosing the mode).
+    * ``expected_task_hash``: the 32-byte hash of the model (task) this client
+      actually received and trained on; a config with another ``task_hash`` is
+      refused. Required in active mode, so a server that hands different clients
+      different models cannot complete a session with them.
+    * ``min_cohort``: the smallest cohort this client joins, whatever the
+      config's own ``min_cohort`` says. Defaults to 10 in active mode; in
+      semi-honest mode only an explicit value is enforced.
     """
 
     def __init__(
@@ -90,6 +122,10 @@ class ClientProtocol:
         input_vector: np.ndarray,
         *,
         entropy: Entropy | None = None,
+        identity: SigningKey | None = None,
+        trust_store: TrustStore | None = None,
+        expected_task_hash: bytes | None = None,
+        min_cohort: int | None = None,
     ) -> None:
         if client_id not in config.cohort:
             raise ConfigError(f"client {client_id} is not in the session's cohort")
@@ -101,6 +137,8 @@ class ClientProtocol:
             config.modulus
         ):
             raise ConfigError("input values must lie in [0, R)")
+        self._active = config.mode is Mode.ACTIVE
+        _check_policy(config, client_id, identity, trust_store, expected_task_hash, min_cohort)
         self.config = config
         self.client_id = client_id
         self._input: np.ndarray | None = np.ascontiguousarray(vec)
@@ -114,6 +152,11 @@ class ClientProtocol:
         self._held: dict[int, tuple[bytes, bytes]] = {}  # v -> (s-share, b-share) of v
         self._released: dict[int, ShareKind] = {}  # v -> which share of v we released
         self._b_seed = b""  # self-mask seed b_u, drawn in ShareKeys, dropped after MaskedInput
+        # active mode
+        self._identity = identity
+        self._trust = trust_store
+        self._own_signature = b""  # our round-0 signature, as the server must relay it
+        self._view: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # signed (alive, dropped)
 
     def __repr__(self) -> str:
         return f"ClientProtocol(id={self.client_id}, state={self.state.value})"
@@ -125,16 +168,24 @@ class ClientProtocol:
         return dict(self._released)
 
     def start(self) -> AdvertiseKeys:
-        """Round 0 (AdvertiseKeys): two fresh X25519 key pairs."""
+        """Round 0 (AdvertiseKeys): two fresh X25519 key pairs (signed in active mode)."""
         self._expect(ClientState.ADVERTISE_KEYS)
-        self._enc_sk = X25519PrivateKey.generate(self._entropy)
-        self._mask_sk = X25519PrivateKey.generate(self._entropy)
+        enc_sk = X25519PrivateKey.generate(self._entropy)
+        mask_sk = X25519PrivateKey.generate(self._entropy)
+        signature = b""
+        if self._active:
+            assert self._identity is not None
+            signature = self._identity.sign(advertise_statement(
+                self.config.session_id, self.client_id, enc_sk.public_key, mask_sk.public_key))
+        self._enc_sk, self._mask_sk = enc_sk, mask_sk
+        self._own_signature = signature
         self.state = ClientState.SHARE_KEYS
-        return AdvertiseKeys(self.client_id, self._enc_sk.public_key, self._mask_sk.public_key)
+        return AdvertiseKeys(self.client_id, enc_sk.public_key, mask_sk.public_key, signature)
 
     def handle(
-        self, message: KeyBroadcast | CiphertextBundle | UnmaskRequest | Abort
-    ) -> ShareKeys | MaskedInput | UnmaskResponse | None:
+        self,
+        message: KeyBroadcast | CiphertextBundle | ConsistencyRequest | UnmaskRequest | Abort,
+    ) -> ShareKeys | MaskedInput | ConsistencySignature | UnmaskResponse | None:
         """Process one server message; return the reply (None after an Abort)."""
         if isinstance(message, Abort):
             if self.state not in (ClientState.DONE, ClientState.ABORTED):
@@ -147,6 +198,8 @@ class ClientProtocol:
             return self._masked_input(message)
         if isinstance(message, UnmaskRequest):
             return self._unmask(message)
+        if isinstance(message, ConsistencyRequest):
+            return self._consistency(message)
         raise ProtocolError(f"unexpected message type {type(message).__name__}")
 
     # -- round 1: ShareKeys --------------------------------------------------------------
@@ -159,8 +212,14 @@ class ClientProtocol:
             raise ProtocolError("key list must contain this client's own keys exactly once")
         if own[0].enc_pk != self._enc_sk.public_key or own[0].mask_pk != self._mask_sk.public_key:
             raise ProtocolError("key list carries keys for this client that it did not advertise")
+        if self._active and own[0].signature != self._own_signature:
+            raise ProtocolError("key list carries a signature for this client that it did not make")
         peers: dict[int, _Peer] = {}
         seen_keys: set[bytes] = {self._enc_sk.public_key, self._mask_sk.public_key}
+        seen_identities: set[bytes] = set()
+        if self._active:
+            assert self._identity is not None
+            seen_identities.add(self._identity.verify_key)
         for e in msg.entries:
             if e.client_id == me:
                 continue
@@ -169,6 +228,8 @@ class ClientProtocol:
             if e.client_id not in self._neighbours:
                 raise ProtocolError(f"client {e.client_id} is not a neighbour of this client")
             self._check_peer_keys(e, seen_keys)
+            if self._active:
+                self._check_key_signature(e, seen_identities)
             try:
                 agreed = self._enc_sk.exchange(e.enc_pk)
             except InvalidKeyError:
@@ -198,6 +259,36 @@ class ClientProtocol:
         self._b_seed = b_seed
         self.state = ClientState.MASKED_INPUT
         return ShareKeys(me, tuple(ciphertexts), commitment)
+
+    def _check_key_signature(self, e: KeyEntry, seen_identities: set[bytes]) -> None:
+        """Active mode: e's keys must carry the signature of e's registered identity.
+
+        This is what defeats key substitution (spec §12.2 b): a server that
+        relays its own X25519 keys in place of v's cannot sign them as v.
+        """
+        vk = self._identity_key(e.client_id)
+        try:
+            verify(vk, advertise_statement(self.config.session_id, e.client_id, e.enc_pk,
+                                           e.mask_pk), e.signature)
+        except SignatureError:
+            raise ProtocolError(
+                f"the keys of client {e.client_id} do not carry a valid signature of its identity"
+            ) from None
+        if vk in seen_identities:
+            raise ProtocolError(f"client {e.client_id} uses an identity key of another client")
+        seen_identities.add(vk)
+
+    def _identity_key(self, client_id: int) -> bytes:
+        assert self._trust is not None
+        try:
+            vk = lookup_verify_key(self._trust, client_id)
+        except ConfigError:
+            raise ProtocolError(
+                f"the trust store holds an unusable identity key for client {client_id}"
+            ) from None
+        if vk is None:
+            raise ProtocolError(f"client {client_id} has no identity in the trust store")
+        return vk
 
     def _check_peer_keys(self, e: KeyEntry, seen: set[bytes]) -> None:
         for key in (e.enc_pk, e.mask_pk):
@@ -250,7 +341,7 @@ class ClientProtocol:
         self._b_seed = b""
         self._enc_sk = self._mask_sk = None
         self._peers = {}
-        self.state = ClientState.UNMASKING
+        self.state = ClientState.CONSISTENCY_CHECK if self._active else ClientState.UNMASKING
         return out
 
     def _open_share(self, sender: int, peer: _Peer, ct: bytes) -> tuple[bytes, bytes]:
@@ -275,22 +366,38 @@ class ClientProtocol:
     # -- round 4: Unmasking --------------------------------------------------------------
     def _unmask(self, msg: UnmaskRequest) -> UnmaskResponse:
         self._expect(ClientState.UNMASKING)
+        if self._active:
+            raise ProtocolError(
+                "active mode: shares are released only for a signed ConsistencyRequest, "
+                "never for a plain unmask request"
+            )
+        alive, dropped = self._check_view(msg.alive, msg.dropped, "unmask request")
+        return self._release(alive, dropped)
+
+    def _check_view(self, alive_ids: Sequence[int], dropped_ids: Sequence[int],
+                    what: str) -> tuple[set[int], set[int]]:
+        """Checks shared by the semi-honest unmask request and the view signed in active mode."""
         me = self.client_id
-        alive, dropped = set(msg.alive), set(msg.dropped)
-        if len(alive) != len(msg.alive) or len(dropped) != len(msg.dropped):
-            raise ProtocolError("unmask request repeats a client id")
+        alive, dropped = set(alive_ids), set(dropped_ids)
+        if len(alive) != len(alive_ids) or len(dropped) != len(dropped_ids):
+            raise ProtocolError(f"{what} repeats a client id")
         if alive & dropped:
-            raise ProtocolError("unmask request lists a client as both alive and dropped")
+            raise ProtocolError(f"{what} lists a client as both alive and dropped")
         if me in dropped:
-            raise ProtocolError("unmask request lists this client as dropped")
+            raise ProtocolError(f"{what} lists this client as dropped")
         if me not in alive:
-            raise ProtocolError("unmask request does not list this client as alive")
+            raise ProtocolError(f"{what} does not list this client as alive")
         for cid in (alive | dropped) - {me}:
             if cid not in self._held:
                 raise ProtocolError(
-                    f"unmask request names client {cid}, which did not share keys with this client"
+                    f"{what} names client {cid}, which did not share keys with this client"
                 )
-        self._require_threshold(len(alive - {me}), "alive neighbours in the unmask request")
+        self._require_threshold(len(alive - {me}), f"alive neighbours in the {what}")
+        return alive, dropped
+
+    def _release(self, alive: set[int], dropped: set[int]) -> UnmaskResponse:
+        """Answer one share per listed neighbour, never both kinds for one client."""
+        me = self.client_id
         for cid in alive - {me}:
             if self._released.get(cid, ShareKind.SELF_MASK_SEED) is not ShareKind.SELF_MASK_SEED:
                 raise ProtocolError(f"both shares of client {cid} were requested")
@@ -310,6 +417,98 @@ class ClientProtocol:
         self.state = ClientState.DONE
         return UnmaskResponse(me, tuple(shares))
 
+    # -- active mode: ConsistencyCheck (round 3) and signed unmasking (round 4) ------------
+    def _consistency(self, msg: ConsistencyRequest) -> ConsistencySignature | UnmaskResponse:
+        if not self._active:
+            raise ProtocolError("ConsistencyRequest is only used in active mode")
+        if self.state is ClientState.CONSISTENCY_CHECK:
+            return self._sign_view(msg)
+        self._expect(ClientState.UNMASKING)
+        return self._unmask_signed(msg)
+
+    def _sign_view(self, msg: ConsistencyRequest) -> ConsistencySignature:
+        """Round 3: check the view like an unmask request, then sign it (spec §15.6)."""
+        if msg.signatures:
+            raise ProtocolError("the view to sign must not carry signatures yet")
+        self._check_view(msg.alive, msg.dropped, "consistency request")
+        alive, dropped = tuple(sorted(msg.alive)), tuple(sorted(msg.dropped))
+        assert self._identity is not None
+        sig = self._identity.sign(view_statement(self.config.session_id, self.client_id,
+                                                 alive, dropped))
+        self._view = (alive, dropped)
+        self.state = ClientState.UNMASKING
+        return ConsistencySignature(self.client_id, sig)
+
+    def _unmask_signed(self, msg: ConsistencyRequest) -> UnmaskResponse:
+        """Round 4: release shares only on the signed view, backed by t agreeing signatures.
+
+        Each signer v signed its own view, of its own neighbourhood D(v) = N(v) ∪ {v}.
+        The request's lists cover D(u) and every signer's D(v); restricted to D(u)
+        they must be exactly the view u signed, and restricted to D(v) they must
+        reproduce v's signed statement. So every counted signature says: v was
+        shown the same status as u for every client both can see (in SecAgg, the
+        same U3 as u, byte for byte).
+        """
+        assert self._view is not None
+        me, cfg = self.client_id, self.config
+        alive, dropped = set(msg.alive), set(msg.dropped)
+        if len(alive) != len(msg.alive) or len(dropped) != len(msg.dropped):
+            raise ProtocolError("signed unmask request repeats a client id")
+        if alive & dropped:
+            raise ProtocolError("signed unmask request lists a client as both alive and dropped")
+        own = self._domain(me)
+        signed_alive, signed_dropped = self._view
+        if (_restrict(sorted(alive), own) != signed_alive
+                or _restrict(sorted(dropped), own) != signed_dropped):
+            raise ProtocolError("signed unmask request does not repeat the view this client signed")
+        signers: set[int] = set()
+        covered = set(own)
+        candidates = set(signed_alive) - {me}
+        for v, _ in msg.signatures:
+            if v in signers:
+                raise ProtocolError(f"two consistency signatures from client {v}")
+            if v not in candidates:
+                raise ProtocolError(
+                    f"consistency signature from client {v}, which is not an alive neighbour "
+                    "in the view this client signed"
+                )
+            signers.add(v)
+            if len(covered) < cfg.n:  # (in SecAgg D(u) is already the whole cohort)
+                covered.update(self._domain(v))
+        if not alive | dropped <= covered:
+            raise ProtocolError(
+                "signed unmask request names clients outside the neighbourhoods of this client "
+                "and its signers"
+            )
+        self._require_threshold(len(signers), "consistency signatures")
+        assert self._identity is not None
+        seen_identities = {self._identity.verify_key}
+        alive_sorted, dropped_sorted = sorted(alive), sorted(dropped)
+        full = cfg.degree >= cfg.n - 1  # SecAgg: every view is the whole U3
+        for v, sig in msg.signatures:
+            vk = self._identity_key(v)
+            if vk in seen_identities:
+                raise ProtocolError(f"client {v} signs with an identity key of another client")
+            seen_identities.add(vk)
+            if full:
+                statement = view_statement(cfg.session_id, v, alive_sorted, dropped_sorted)
+            else:
+                dom = self._domain(v)
+                statement = view_statement(cfg.session_id, v, _restrict(alive_sorted, dom),
+                                           _restrict(dropped_sorted, dom))
+            try:
+                verify(vk, statement, sig)
+            except SignatureError:
+                raise ProtocolError(
+                    f"the consistency signature of client {v} does not verify on the view "
+                    "this client signed"
+                ) from None
+        return self._release(set(signed_alive), set(signed_dropped))
+
+    def _domain(self, v: int) -> frozenset[int]:
+        """D(v) = N(v) ∪ {v}: the clients whose status v's view states."""
+        return frozenset(self.config.neighbours(v)) | {v}
+
     # -- helpers -------------------------------------------------------------------------
     def _expect(self, state: ClientState) -> None:
         if self.state is not state:
@@ -321,3 +520,58 @@ class ClientProtocol:
         t = self.config.threshold
         if count < t:
             raise ProtocolError(f"only {count} {what}, fewer than the threshold t = {t}")
+
+
+def _restrict(ids: list[int], domain: frozenset[int]) -> tuple[int, ...]:
+    """The ascending ids of ``ids`` (already ascending) that lie in ``domain``."""
+    return tuple(cid for cid in ids if cid in domain)
+
+
+def _check_policy(
+    config: SessionConfig,
+    client_id: int,
+    identity: SigningKey | None,
+    trust_store: TrustStore | None,
+    expected_task_hash: bytes | None,
+    min_cohort: int | None,
+) -> None:
+    """The client's own policy (spec §15.8): refuses before any key is generated."""
+    active = config.mode is Mode.ACTIVE
+    floor = min_cohort if min_cohort is not None else (DEFAULT_MIN_COHORT if active else None)
+    if floor is not None:
+        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 3:
+            raise ConfigError("the client's min_cohort must be an int >= 3")
+        if config.n < floor:
+            raise ConfigError(
+                f"cohort of {config.n} clients is below this client's minimum of {floor}: "
+                "the server's config cannot lower a client's policy"
+            )
+    if expected_task_hash is not None:
+        if not isinstance(expected_task_hash, bytes) or len(expected_task_hash) != TASK_HASH_LEN:
+            raise ConfigError(f"expected_task_hash must be {TASK_HASH_LEN} bytes")
+        if config.task_hash != expected_task_hash:
+            raise ConfigError(
+                "the session's task_hash differs from the hash of the model this client "
+                "trained on: the server may be sending different models to different clients"
+            )
+    if not active:
+        if identity is not None or trust_store is not None:
+            raise ConfigError(
+                "this client holds an identity and joins only active-mode sessions: a "
+                "semi-honest config would switch off the signature checks"
+            )
+        return
+    if identity is None or trust_store is None:
+        raise ConfigError("active mode needs the client's identity key and a trust store")
+    if not isinstance(identity, SigningKey):
+        raise ConfigError("identity must be a secagg.crypto.signatures.SigningKey")
+    if not isinstance(trust_store, TrustStore):
+        raise ConfigError("trust_store must provide verify_key(client_id)")
+    if expected_task_hash is None:
+        raise ConfigError(
+            "active mode needs expected_task_hash, the hash of the model this client trained on"
+        )
+    if lookup_verify_key(trust_store, client_id) != identity.verify_key:
+        raise ConfigError(
+            f"the trust store does not hold this client's identity key under id {client_id}"
+        )

@@ -40,9 +40,35 @@ DEFAULT_MIN_COHORT = 10
 
 
 class Mode(enum.Enum):
-    """Adversary model the session defends against."""
+    """Adversary model the session defends against (spec §12, §15, §16).
+
+    ``SEMI_HONEST``: the server follows the protocol (it may be curious and
+    collude with clients). ``ACTIVE``: the server may deviate arbitrarily; clients
+    sign their keys and their survivor view with long-term identities, run the
+    ConsistencyCheck round, and thresholds are raised so that two contradictory
+    views can never both gather t signatures.
+    """
 
     SEMI_HONEST = "semi-honest"
+    ACTIVE = "active"
+
+    @property
+    def threat(self) -> graphs.ThreatModel:
+        """The threat model the threshold rules of this mode are checked under."""
+        if self is Mode.ACTIVE:
+            return graphs.ThreatModel.SEMI_MALICIOUS
+        return graphs.ThreatModel.SEMI_HONEST
+
+
+def active_complete_threshold_default(n: int) -> int:
+    """floor(2n/3) + 1: the active-mode default for the complete graph (Bonawitz et al.).
+
+    It exceeds (n + corrupt)/2 for any corrupt fraction below 1/3, which is what
+    keeps two contradictory survivor views from both collecting t signatures, and
+    still tolerates about n/3 - 2 dropouts.
+    """
+    graphs.complete_threshold_default(n)  # refuses n < 3 with the usual reason
+    return 2 * n // 3 + 1
 
 
 @dataclass(frozen=True)
@@ -87,15 +113,22 @@ class SessionConfig:
         task_hash: bytes = bytes(TASK_HASH_LEN),
         min_cohort: int = DEFAULT_MIN_COHORT,
         prg: StreamCipher = StreamCipher.AES128_CTR,
+        mode: Mode | str = Mode.SEMI_HONEST,
     ) -> SessionConfig:
         """Build a config with safe defaults for what is not given.
 
-        Complete graph: t = floor(n/2) + 1. Harary graph: (k, t) from the
-        parameter finder for the declared dropout and corruption rates, unless
-        given explicitly (then checked, and refused with the reason if unsafe).
+        Complete graph: t = floor(n/2) + 1 (semi-honest) or floor(2n/3) + 1
+        (active). Harary graph: (k, t) from the parameter finder for the declared
+        dropout and corruption rates, with the semi-malicious threat model in
+        active mode, unless given explicitly (then checked, and refused with the
+        reason if unsafe).
         """
         ids = tuple(sorted(cohort))
         kind = graphs.GraphKind(graph)
+        try:
+            mode = Mode(mode)
+        except ValueError:
+            raise ConfigError(f"unknown mode {mode!r}") from None
         n = len(ids)
         dropout_ppm = _to_ppm(dropout_rate, "dropout_rate")
         corruption_ppm = _to_ppm(corruption_rate, "corruption_rate")
@@ -103,11 +136,18 @@ class SessionConfig:
             if degree is not None and degree != n - 1:
                 raise ConfigError("the complete graph has degree n - 1; do not pass degree")
             k = n - 1
-            t = graphs.complete_threshold_default(n) if threshold is None else threshold
+            if threshold is not None:
+                t = threshold
+            elif mode is Mode.ACTIVE:
+                t = active_complete_threshold_default(n)
+            else:
+                t = graphs.complete_threshold_default(n)
         else:
             if degree is None and threshold is None:
                 # the finder sees exactly the rates the config stores (and re-checks)
-                found = graphs.find_harary_params(n, dropout_ppm / _PPM, corruption_ppm / _PPM)
+                found = graphs.find_harary_params(
+                    n, dropout_ppm / _PPM, corruption_ppm / _PPM, threat=mode.threat
+                )
                 k, t = found.k, found.t
             elif degree is None or threshold is None:
                 raise ConfigError("give both degree and threshold for a Harary graph, or neither")
@@ -125,6 +165,7 @@ class SessionConfig:
             min_cohort=min_cohort,
             dropout_ppm=dropout_ppm,
             corruption_ppm=corruption_ppm,
+            mode=mode,
             prg=prg,
         )
 
@@ -161,7 +202,7 @@ class SessionConfig:
             if not 0 <= getattr(self, name) < _PPM:
                 raise ConfigError(f"{name} must be in [0, {_PPM})")
         graphs.GraphKind(self.graph)
-        Mode(self.mode)
+        mode = Mode(self.mode)
         StreamCipher(self.prg)
         if self.graph is graphs.GraphKind.COMPLETE:
             if self.degree != n - 1:
@@ -173,6 +214,13 @@ class SessionConfig:
                     f"threshold t = {self.threshold} does not exceed the {corrupt} clients the "
                     "declared corruption rate allows: they could reconstruct any secret"
                 )
+            if mode is Mode.ACTIVE and 2 * self.threshold <= n + corrupt:
+                raise ConfigError(
+                    f"active mode: threshold t = {self.threshold} must exceed (n + corrupt)/2 = "
+                    f"{(n + corrupt) / 2} (n = {n}, {corrupt} declared corrupt clients), or a "
+                    "malicious server could collect t signatures on two different survivor "
+                    "views; the default for active mode is floor(2n/3) + 1"
+                )
         else:
             graphs.check_harary_params(
                 n,
@@ -180,6 +228,7 @@ class SessionConfig:
                 self.threshold,
                 self.dropout_ppm / _PPM,
                 self.corruption_ppm / _PPM,
+                threat=mode.threat,
             )
 
     # -- derived values -----------------------------------------------------------------

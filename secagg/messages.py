@@ -36,7 +36,11 @@ MAX_VECTOR_BYTES = 1 << 34
 
 
 class MessageType(enum.IntEnum):
-    """Wire type codes (spec "Messages"). 8-9 are reserved for the ConsistencyCheck round."""
+    """Wire type codes of the messages every mode uses (spec "Messages").
+
+    8 and 9, the ConsistencyCheck round of active mode, are in
+    :class:`ActiveMessageType`: this enum stays the set of semi-honest messages.
+    """
 
     ADVERTISE_KEYS = 1
     KEY_BROADCAST = 2
@@ -46,6 +50,13 @@ class MessageType(enum.IntEnum):
     UNMASK_REQUEST = 6
     UNMASK_RESPONSE = 7
     ABORT = 10
+
+
+class ActiveMessageType(enum.IntEnum):
+    """Wire type codes used only in active mode (spec §15.4)."""
+
+    CONSISTENCY_REQUEST = 8
+    CONSISTENCY_SIGNATURE = 9
 
 
 class ShareKind(enum.IntEnum):
@@ -70,7 +81,7 @@ def _check_sorted(ids: list[int], what: str) -> None:
 class Message:
     """Base of all messages: ``encode()`` and the registry used by :func:`decode`."""
 
-    TYPE: ClassVar[MessageType]
+    TYPE: ClassVar[MessageType | ActiveMessageType]
     _registry: ClassVar[dict[int, type[Message]]] = {}
 
     def __init_subclass__(cls, **kwargs: object) -> None:
@@ -102,6 +113,17 @@ def decode(data: bytes) -> Message:
     cls = Message._registry.get(code)
     if cls is None:
         raise MessageDecodeError(f"unknown message type {code}")
+    if code in _ACTIVE_CODES:
+        # Errors name the type: a peer built before active mode existed reports
+        # these codes as unknown types, and an operator reading either log must be
+        # able to tell a version mismatch from a malformed ConsistencyCheck body.
+        try:
+            msg = cls._read(r)
+            r.finish()
+        except MessageDecodeError as exc:
+            raise MessageDecodeError(f"malformed message of type {code} "
+                                     f"({cls.__name__}): {exc}") from None
+        return msg
     msg = cls._read(r)
     r.finish()
     return msg
@@ -306,6 +328,69 @@ class UnmaskResponse(Message):
         return cls(sender, tuple(items))
 
 
+# --- round 3 (active mode): ConsistencyCheck ----------------------------------------------
+@dataclass(frozen=True)
+class ConsistencyRequest(Message):
+    """Server -> client, active mode only: a survivor view, and the signatures on it.
+
+    Sent twice (spec §15.6, §15.7). At the end of round 2 with no signatures:
+    "sign this view" (``alive`` = u's surviving neighbours and u, ``dropped`` = its
+    neighbours that shared keys but sent no masked input; exactly the lists an
+    UnmaskRequest would carry). At the end of round 3 with at least t signatures:
+    "these neighbours signed views that agree with yours; now unmask". The second
+    one replaces the UnmaskRequest of semi-honest mode; its lists cover u's own
+    neighbourhood and those of the signers (so u can rebuild each signed
+    statement), and must agree with the view u signed.
+    """
+
+    TYPE: ClassVar[ActiveMessageType] = ActiveMessageType.CONSISTENCY_REQUEST
+    alive: tuple[int, ...]
+    dropped: tuple[int, ...]
+    signatures: tuple[tuple[int, bytes], ...] = ()  # (signer, signature), sorted by signer
+
+    def _write(self, w: Writer) -> None:
+        for ids in (self.alive, self.dropped):
+            w.u32(len(ids))
+            for cid in ids:
+                w.u32(cid)
+        w.u32(len(self.signatures))
+        for signer, sig in self.signatures:
+            w.u32(signer).fixed(sig, SIGNATURE_LEN)
+
+    @classmethod
+    def _read(cls, r: Reader) -> ConsistencyRequest:
+        lists = []
+        for what in ("alive", "dropped"):
+            n = r.count(what, MAX_ENTRIES)
+            ids = [_check_id(r.u32(what + " id"), what + " id") for _ in range(n)]
+            _check_sorted(ids, what)
+            lists.append(tuple(ids))
+        n = r.count("signatures", MAX_ENTRIES)
+        sigs = []
+        for _ in range(n):
+            signer = _check_id(r.u32("signer"), "signer")
+            sigs.append((signer, r.fixed(SIGNATURE_LEN, "signature")))
+        _check_sorted([s for s, _ in sigs], "signer")
+        return cls(lists[0], lists[1], tuple(sigs))
+
+
+@dataclass(frozen=True)
+class ConsistencySignature(Message):
+    """Client -> server, active mode only: u's Ed25519 signature on the view it was shown."""
+
+    TYPE: ClassVar[ActiveMessageType] = ActiveMessageType.CONSISTENCY_SIGNATURE
+    sender: int
+    signature: bytes
+
+    def _write(self, w: Writer) -> None:
+        w.u32(self.sender).fixed(self.signature, SIGNATURE_LEN)
+
+    @classmethod
+    def _read(cls, r: Reader) -> ConsistencySignature:
+        sender = _check_id(r.u32("sender"), "sender")
+        return cls(sender, r.fixed(SIGNATURE_LEN, "signature"))
+
+
 # --- any round ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Abort(Message):
@@ -329,5 +414,7 @@ class Abort(Message):
         return cls(raw.decode("ascii"))
 
 
-ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | UnmaskResponse
-ServerMessage = KeyBroadcast | CiphertextBundle | UnmaskRequest | Abort
+_ACTIVE_CODES = frozenset(int(c) for c in ActiveMessageType)
+
+ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskResponse
+ServerMessage = KeyBroadcast | CiphertextBundle | ConsistencyRequest | UnmaskRequest | Abort

@@ -8,6 +8,13 @@ next round's messages. States::
     COLLECT_KEYS -> COLLECT_SHARES -> COLLECT_MASKED -> COLLECT_UNMASK -> DONE
                                          (any state) -> ABORTED
 
+In active mode (spec §15) the server verifies every signature it relays
+against the deployment's trust store (so one client with a bad signature
+cannot make its honest neighbours refuse), and runs the ConsistencyCheck round
+between masked-input collection and unmasking::
+
+    ... -> COLLECT_MASKED -> COLLECT_CONSISTENCY -> COLLECT_UNMASK -> DONE
+
 A message that fails validation raises :class:`~secagg.errors.ProtocolError`
 and changes nothing. Masked inputs are added into one accumulator as they
 arrive (numba kernel, in place): the server never holds n full vectors, and
@@ -26,16 +33,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from secagg import masking
-from secagg.config import SessionConfig
+from secagg.config import Mode, SessionConfig
 from secagg.crypto import shamir
 from secagg.crypto.agreement import X25519PrivateKey, public_key_matches, validate_public_key
 from secagg.crypto.prg import mask_dtype
+from secagg.crypto.signatures import verify
 from secagg.errors import (
     AbortError,
+    ConfigError,
     InvalidKeyError,
     ProtocolError,
     ReconstructionError,
+    SignatureError,
 )
+from secagg.identity import TrustStore, advertise_statement, lookup_verify_key, view_statement
 from secagg.kernels.arith import add_into, sub_into
 from secagg.messages import (
     CIPHERTEXT_LEN,
@@ -44,6 +55,8 @@ from secagg.messages import (
     Abort,
     AdvertiseKeys,
     CiphertextBundle,
+    ConsistencyRequest,
+    ConsistencySignature,
     KeyBroadcast,
     KeyEntry,
     MaskedInput,
@@ -61,6 +74,7 @@ class ServerState(enum.Enum):
     COLLECT_KEYS = "advertise-keys"
     COLLECT_SHARES = "share-keys"
     COLLECT_MASKED = "masked-input"
+    COLLECT_CONSISTENCY = "consistency-check"  # active mode only
     COLLECT_UNMASK = "unmasking"
     DONE = "done"
     ABORTED = "aborted"
@@ -81,9 +95,20 @@ class ServerProtocol:
 
     ``threads`` is the number of worker threads for unmasking (mask expansion
     and folding release the GIL); it defaults to the number of cores.
+    ``trust_store`` (client id -> Ed25519 verify key) is required in active mode
+    and refused in semi-honest mode, where no signature is used.
     """
 
-    def __init__(self, config: SessionConfig, *, threads: int | None = None) -> None:
+    def __init__(self, config: SessionConfig, *, threads: int | None = None,
+                 trust_store: TrustStore | None = None) -> None:
+        self._active = config.mode is Mode.ACTIVE
+        if self._active and trust_store is None:
+            raise ConfigError("active mode needs a trust store to verify client signatures")
+        if not self._active and trust_store is not None:
+            raise ConfigError("a trust store is only used in active mode")
+        if trust_store is not None and not isinstance(trust_store, TrustStore):
+            raise ConfigError("trust_store must provide verify_key(client_id)")
+        self._trust = trust_store
         self.config = config
         self.threads = max(1, threads if threads is not None else (os.cpu_count() or 1))
         self.state = ServerState.COLLECT_KEYS
@@ -111,6 +136,11 @@ class ServerProtocol:
             ShareKind.MASK_KEY: {},
         }
         self._responders: set[int] = set()
+        # active mode: identities, round 3 views and signatures
+        self._identities: dict[int, bytes] = {}  # client -> verify key, from the trust store
+        self._identity_owner: dict[bytes, int] = {}
+        self._views: dict[int, ConsistencyRequest] = {}  # the view each client was asked to sign
+        self._view_sigs: dict[int, bytes] = {}
 
     def __repr__(self) -> str:
         return f"ServerProtocol(n={self.config.n}, state={self.state.value})"
@@ -124,8 +154,10 @@ class ServerProtocol:
             return self._u1 - self._commitments.keys()
         if self.state is ServerState.COLLECT_MASKED:
             return self._u2 - self._masked_from
+        if self.state is ServerState.COLLECT_CONSISTENCY:
+            return frozenset(self._views) - self._view_sigs.keys()
         if self.state is ServerState.COLLECT_UNMASK:
-            return self._u3 - self._responders
+            return frozenset(self._requests) - self._responders
         return frozenset()
 
     @property
@@ -134,7 +166,10 @@ class ServerProtocol:
         return 0 if self._accumulator is None else 1
 
     # -- receiving -----------------------------------------------------------------------
-    def receive(self, message: AdvertiseKeys | ShareKeys | MaskedInput | UnmaskResponse) -> None:
+    def receive(
+        self,
+        message: AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskResponse,
+    ) -> None:
         """Validate and absorb one client message; ProtocolError leaves the state unchanged."""
         if isinstance(message, AdvertiseKeys):
             self._expect(ServerState.COLLECT_KEYS, message)
@@ -148,6 +183,9 @@ class ServerProtocol:
         elif isinstance(message, UnmaskResponse):
             self._expect(ServerState.COLLECT_UNMASK, message)
             self._receive_unmask(message)
+        elif isinstance(message, ConsistencySignature):
+            self._expect(ServerState.COLLECT_CONSISTENCY, message)
+            self._receive_view_signature(message)
         else:
             raise ProtocolError(f"unexpected message type {type(message).__name__}")
 
@@ -163,7 +201,7 @@ class ServerProtocol:
             raise ProtocolError(f"client {u} is not in the cohort")
         if u in self._keys:
             raise ProtocolError(f"duplicate AdvertiseKeys from client {u}")
-        if msg.signature:
+        if msg.signature and not self._active:
             raise ProtocolError(f"client {u} sent a signature, which semi-honest mode does not use")
         if msg.enc_pk == msg.mask_pk:
             raise ProtocolError(f"client {u} used one key for both purposes")
@@ -174,8 +212,32 @@ class ServerProtocol:
                 raise ProtocolError(f"client {u} advertised an invalid key") from None
         if msg.enc_pk in self._used_keys or msg.mask_pk in self._used_keys:
             raise ProtocolError(f"client {u} advertised a key another client already uses")
+        if self._active:
+            vk = self._identity_key(u)
+            try:
+                verify(vk, advertise_statement(self.config.session_id, u, msg.enc_pk,
+                                               msg.mask_pk), msg.signature)
+            except SignatureError:
+                raise ProtocolError(
+                    f"the keys of client {u} do not carry a valid signature of its identity"
+                ) from None
+            owner = self._identity_owner.get(vk)
+            if owner is not None:
+                raise ProtocolError(f"client {u} uses the identity key of client {owner}")
+            self._identities[u] = vk
+            self._identity_owner[vk] = u
         self._keys[u] = msg
         self._used_keys.update((msg.enc_pk, msg.mask_pk))
+
+    def _identity_key(self, u: int) -> bytes:
+        assert self._trust is not None
+        try:
+            vk = lookup_verify_key(self._trust, u)
+        except ConfigError:
+            raise ProtocolError(f"the trust store holds an unusable key for client {u}") from None
+        if vk is None:
+            raise ProtocolError(f"client {u} has no identity in the trust store")
+        return vk
 
     def _receive_shares(self, msg: ShareKeys) -> None:
         u = msg.sender
@@ -211,6 +273,22 @@ class ServerProtocol:
         add_into(self._accumulator, vec, R)
         self._masked_from.add(u)
 
+    def _receive_view_signature(self, msg: ConsistencySignature) -> None:
+        u = msg.sender
+        view = self._views.get(u)
+        if view is None:
+            raise ProtocolError(f"ConsistencySignature from client {u}, which was not asked")
+        if u in self._view_sigs:
+            raise ProtocolError(f"duplicate ConsistencySignature from client {u}")
+        statement = view_statement(self.config.session_id, u, view.alive, view.dropped)
+        try:
+            verify(self._identities[u], statement, msg.signature)
+        except SignatureError:
+            raise ProtocolError(
+                f"the consistency signature of client {u} does not verify on its view"
+            ) from None
+        self._view_sigs[u] = msg.signature
+
     def _receive_unmask(self, msg: UnmaskResponse) -> None:
         u = msg.sender
         request = self._requests.get(u)
@@ -233,7 +311,9 @@ class ServerProtocol:
         self._responders.add(u)
 
     # -- closing rounds ------------------------------------------------------------------
-    def close_round(self) -> dict[int, KeyBroadcast | CiphertextBundle | UnmaskRequest | Abort]:
+    def close_round(
+        self,
+    ) -> dict[int, KeyBroadcast | CiphertextBundle | ConsistencyRequest | UnmaskRequest | Abort]:
         """End the current round with whatever arrived; return the next messages per client.
 
         When the session cannot go on safely, every remaining client gets an
@@ -248,6 +328,8 @@ class ServerProtocol:
                 return self._close_shares()
             if state is ServerState.COLLECT_MASKED:
                 return self._close_masked()
+            if state is ServerState.COLLECT_CONSISTENCY:
+                return self._close_consistency()
             if state is ServerState.COLLECT_UNMASK:
                 self._close_unmask()
                 return {}
@@ -263,6 +345,7 @@ class ServerProtocol:
             ServerState.COLLECT_KEYS: self._keys.keys(),
             ServerState.COLLECT_SHARES: self._u1,
             ServerState.COLLECT_MASKED: self._u2,
+            ServerState.COLLECT_CONSISTENCY: self._u3,
             ServerState.COLLECT_UNMASK: self._u3,
         }[state]
         return {u: Abort(reason) for u in sorted(live)}
@@ -321,7 +404,7 @@ class ServerProtocol:
         self.state = ServerState.COLLECT_MASKED
         return out
 
-    def _close_masked(self) -> dict[int, UnmaskRequest]:
+    def _close_masked(self) -> dict[int, UnmaskRequest | ConsistencyRequest]:
         t = self.config.threshold
         u3 = frozenset(self._masked_from)
         if len(u3) < t:
@@ -339,11 +422,69 @@ class ServerProtocol:
                     "pairwise masks could not be removed"
                 )
         self._u3 = u3
-        out: dict[int, UnmaskRequest] = {}
+        out: dict[int, UnmaskRequest | ConsistencyRequest] = {}
         for u in sorted(u3):
             alive = tuple(sorted(self._nbrs(u, u3) | {u}))
             dropped = tuple(sorted(self._nbrs(u, self._u2) - u3))
-            out[u] = self._requests[u] = UnmaskRequest(alive, dropped)
+            if self._active:
+                # The same lists, first to be signed (spec §15.6).
+                out[u] = self._views[u] = ConsistencyRequest(alive, dropped)
+            else:
+                out[u] = self._requests[u] = UnmaskRequest(alive, dropped)
+        self.state = ServerState.COLLECT_CONSISTENCY if self._active else ServerState.COLLECT_UNMASK
+        return out
+
+    def _close_consistency(self) -> dict[int, ConsistencyRequest | Abort]:
+        """End round 3: relay to each signer the signatures of its alive neighbours.
+
+        A signer with fewer than t signing neighbours could not unmask (it would
+        refuse), so it is told so and not asked; if the clients that will be asked
+        are too few to reconstruct every secret the sum needs, the session aborts
+        here, before any share is released (the rule of spec §9.2).
+        """
+        t = self.config.threshold
+        u4 = frozenset(self._view_sigs)
+        asked = frozenset(u for u in u4 if len(self._nbrs(u, u4)) >= t)
+        if len(asked) < t:
+            raise AbortError(
+                f"only {len(asked)} clients have t = {t} signed neighbours after the "
+                "consistency check"
+            )
+        for w in sorted(self._u3):
+            if len(self._nbrs(w, asked)) < t:
+                raise AbortError(
+                    f"client {w} has fewer than t = {t} neighbours able to unmask after the "
+                    "consistency check: its self mask could not be removed"
+                )
+        for v in sorted(self._u2 - self._u3):
+            if self._nbrs(v, self._u2) & self._u3 and len(self._nbrs(v, asked)) < t:
+                raise AbortError(
+                    f"dropped client {v} has fewer than t = {t} neighbours able to unmask after "
+                    "the consistency check: its pairwise masks could not be removed"
+                )
+        full = self.config.degree >= self.config.n - 1
+        out: dict[int, ConsistencyRequest | Abort] = {}
+        for u in sorted(self._u3):
+            if u not in u4:
+                continue  # silent since round 2: treated as a dropout, nothing to send
+            if u not in asked:
+                out[u] = Abort("excluded: fewer than t neighbours signed the consistency check")
+                continue
+            signers = sorted(self._nbrs(u, u4))
+            view = self._views[u]
+            if full:
+                alive, dropped = view.alive, view.dropped
+            else:
+                # the statuses of u's and every signer's neighbourhood, so u can rebuild
+                # each signer's statement (spec §15.7)
+                domain = set(self.config.neighbours(u)) | {u}
+                for v in signers:
+                    domain.update(self.config.neighbours(v))
+                alive = tuple(sorted(domain & self._u3))
+                dropped = tuple(sorted(domain & (self._u2 - self._u3)))
+            out[u] = ConsistencyRequest(alive, dropped,
+                                        tuple((v, self._view_sigs[v]) for v in signers))
+            self._requests[u] = UnmaskRequest(view.alive, view.dropped)
         self.state = ServerState.COLLECT_UNMASK
         return out
 
@@ -351,6 +492,10 @@ class ServerProtocol:
         cfg, t = self.config, self.config.threshold
         sid = cfg.session_id
         cache = shamir.LagrangeCache()
+        responders = sorted(self._responders)
+        if len(responders) > t:
+            # complete graph: each owner's first t holders are these t + 1 minus one
+            cache.prepare_superset(responders[: t + 1])
         b_seeds: dict[int, bytes] = {}
         for w in sorted(self._u3):
             shares = self._shares[ShareKind.SELF_MASK_SEED].get(w, {})

@@ -9,6 +9,9 @@ made by :class:`~secagg.client.ClientProtocol` and
 A client scheduled to drop at a round does not send that round's message
 (and never speaks again). The result is checked against the plaintext sum of
 the included clients' inputs.
+
+Active mode (spec §15) is simulated with freshly generated identities (or the
+caller's) and one more round, ConsistencyCheck, with its own drop point.
 """
 
 from __future__ import annotations
@@ -23,26 +26,44 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from secagg.client import ClientProtocol
-from secagg.config import SessionConfig
+from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
+from secagg.crypto.signatures import SigningKey
 from secagg.errors import ConfigError, ProtocolError
 from secagg.floor import measure_floor
+from secagg.identity import MemoryTrustStore, TrustStore, generate_identities
 from secagg.kernels.arith import add_into, sub_into
 from secagg.messages import Abort, Message, decode
 from secagg.server import ServerProtocol, ServerState
 
 
 class DropPoint(enum.Enum):
-    """The round at which a client stops sending (it sends nothing for that round on)."""
+    """The round at which a client stops sending (it sends nothing for that round on).
+
+    ``CONSISTENCY`` is the ConsistencyCheck round of active mode: the client sent
+    its masked input but not its signature. Semi-honest mode has no such round,
+    so there a client dropping at ``CONSISTENCY`` simply stops at the next round
+    that exists, exactly like ``UNMASK``.
+    """
 
     ADVERTISE = "advertise"
     SHARE_KEYS = "share-keys"
     MASKED_INPUT = "masked-input"
     UNMASK = "unmask"
+    CONSISTENCY = "consistency"
 
 
+#: The rounds of a semi-honest session, in order.
 ROUND_ORDER = (DropPoint.ADVERTISE, DropPoint.SHARE_KEYS, DropPoint.MASKED_INPUT,
                DropPoint.UNMASK)
+#: The rounds of an active-mode session, in order.
+ACTIVE_ROUND_ORDER = (DropPoint.ADVERTISE, DropPoint.SHARE_KEYS, DropPoint.MASKED_INPUT,
+                      DropPoint.CONSISTENCY, DropPoint.UNMASK)
+
+
+def round_order(mode: Mode) -> tuple[DropPoint, ...]:
+    """The rounds a session of ``mode`` runs, each named by the drop point before it."""
+    return ACTIVE_ROUND_ORDER if Mode(mode) is Mode.ACTIVE else ROUND_ORDER
 
 
 @dataclass
@@ -72,6 +93,7 @@ class SimulationReport:
     peak_server_mb: float
     threads: int
     client_refusals: dict[int, str] = field(default_factory=dict)
+    mode: str = Mode.SEMI_HONEST.value
     #: the aggregate itself (sum mod R over ``included_ids``); not part of the JSON
     sum: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -108,7 +130,7 @@ class _Meter:
 
 
 def replay_peak_memory(config: SessionConfig, transcript: list[list[bytes]],
-                       threads: int | None) -> int:
+                       threads: int | None, *, trust_store: TrustStore | None = None) -> int:
     """Peak bytes a fresh server allocates while it processes a recorded session.
 
     The timed run does not trace memory (tracemalloc slows every allocation);
@@ -122,7 +144,7 @@ def replay_peak_memory(config: SessionConfig, transcript: list[list[bytes]],
     try:
         base, _ = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        server = ServerProtocol(config, threads=threads)
+        server = ServerProtocol(config, threads=threads, trust_store=trust_store)
         for batch in transcript:
             for data in batch:
                 server.receive(decode(data))  # type: ignore[arg-type]
@@ -145,30 +167,58 @@ def simulate(
     measure_memory: bool = True,
     measure_floor_time: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
+    identities: Mapping[int, SigningKey] | None = None,
+    trust_store: TrustStore | None = None,
+    client_min_cohort: int | None = None,
 ) -> SimulationReport:
     """Run one session in-process and check its result.
 
     ``inputs`` maps client id -> vector in Z_R (or is a function that makes one,
     so n full vectors need not exist at once). ``schedule`` maps each drop point
     to the clients that stop sending there.
+
+    Active mode: ``identities`` (client id -> signing key) default to fresh
+    keys, ``trust_store`` to the store of their verify keys; every client is told
+    that it trained on ``config.task_hash``. ``client_min_cohort`` is the
+    clients' own minimum cohort (their default applies when None).
     """
     schedule = {DropPoint(k): set(v) for k, v in (schedule or {}).items()}
     unknown = set().union(*schedule.values()) - set(config.cohort) if schedule else set()
     if unknown:
         raise ConfigError("dropout schedule names clients outside the cohort")
     get_input = inputs if callable(inputs) else inputs.__getitem__
+    active = config.mode is Mode.ACTIVE
+    order = round_order(config.mode)
+    if not active and DropPoint.CONSISTENCY in schedule:
+        # no consistency round: those clients stop at the next round, unmasking
+        schedule.setdefault(DropPoint.UNMASK, set()).update(schedule.pop(DropPoint.CONSISTENCY))
     drop_at: dict[int, DropPoint] = {}
-    for point in ROUND_ORDER:  # earliest drop point wins
+    for point in order:  # earliest drop point wins
         for u in schedule.get(point, ()):
             drop_at.setdefault(u, point)
+    client_options: dict[str, object] = {"min_cohort": client_min_cohort}
+    server_trust: TrustStore | None = None
+    if active:
+        if identities is None:
+            identities, generated = generate_identities(config.cohort)
+            trust_store = trust_store if trust_store is not None else generated
+        elif trust_store is None:
+            trust_store = MemoryTrustStore({u: k.verify_key for u, k in identities.items()})
+        missing = set(config.cohort) - set(identities)
+        if missing:
+            raise ConfigError(f"no identity for clients {sorted(missing)[:5]}")
+        server_trust = trust_store
+        client_options.update(trust_store=trust_store, expected_task_hash=config.task_hash)
+    elif identities is not None or trust_store is not None:
+        raise ConfigError("identities and trust stores are only used in active mode")
 
     _warm_up_kernels(config.modulus)
-    server = ServerProtocol(config, threads=threads)
+    server = ServerProtocol(config, threads=threads, trust_store=server_trust)
     meter = _Meter()
     transcript: list[list[bytes]] | None = [] if measure_memory else None
     client_time: dict[int, float] = {}
-    up = {p.value: 0 for p in ROUND_ORDER}
-    down = {p.value: 0 for p in ROUND_ORDER}
+    up = {p.value: 0 for p in order}
+    down = {p.value: 0 for p in order}
     refusals: dict[int, str] = {}
     clients: dict[int, ClientProtocol] = {}
     # Round 0: AdvertiseKeys
@@ -176,7 +226,9 @@ def simulate(
     for i, u in enumerate(config.cohort):
         if progress:
             progress("advertise", i, config.n)
-        client = ClientProtocol(config, u, get_input(u))
+        identity = identities[u] if active and identities is not None else None
+        client = ClientProtocol(config, u, get_input(u), identity=identity,
+                                **client_options)  # type: ignore[arg-type]
         clients[u] = client
         if drop_at.get(u) is DropPoint.ADVERTISE:
             continue
@@ -185,7 +237,7 @@ def simulate(
         client_time[u] = time.perf_counter() - t0
     outgoing = _deliver_to_server(server, pending, meter, up, DropPoint.ADVERTISE, transcript)
 
-    for point in ROUND_ORDER[1:]:
+    for point in order[1:]:
         if server.state in (ServerState.ABORTED, ServerState.DONE):
             break
         pending = {}
@@ -195,7 +247,7 @@ def simulate(
             data = msg.encode()
             down[point.value] += len(data)
             client = clients[u]
-            if _has_dropped(drop_at.get(u), point) or drop_at.get(u) is point:
+            if _has_dropped(drop_at.get(u), point, order) or drop_at.get(u) is point:
                 continue
             t0 = time.perf_counter()
             try:
@@ -210,9 +262,10 @@ def simulate(
         outgoing = _deliver_to_server(server, pending, meter, up, point, transcript)
     # Final aborts (if any) reach the clients still listening.
     for u, msg in outgoing.items():
-        if isinstance(msg, Abort) and not _has_dropped(drop_at.get(u), DropPoint.UNMASK):
+        if isinstance(msg, Abort) and not _has_dropped(drop_at.get(u), DropPoint.UNMASK, order):
             clients[u].handle(msg)
-    peak = replay_peak_memory(config, transcript, threads) if transcript is not None else 0
+    peak = (replay_peak_memory(config, transcript, threads, trust_store=server_trust)
+            if transcript is not None else 0)
 
     dim, R = config.dim, config.modulus
     result = server.result
@@ -254,6 +307,7 @@ def simulate(
         peak_server_mb=peak / 2**20,
         threads=server.threads,
         client_refusals=refusals,
+        mode=config.mode.value,
         sum=None if result is None else result.sum,
     )
 
@@ -270,9 +324,10 @@ def _warm_up_kernels(modulus: int) -> None:
     unpack(pack(a, bits), bits, a.size, dtype)
 
 
-def _has_dropped(point: DropPoint | None, now: DropPoint) -> bool:
+def _has_dropped(point: DropPoint | None, now: DropPoint,
+                 order: tuple[DropPoint, ...] = ROUND_ORDER) -> bool:
     """True if a client scheduled to drop at ``point`` is already gone when ``now`` starts."""
-    return point is not None and ROUND_ORDER.index(point) < ROUND_ORDER.index(now)
+    return point is not None and order.index(point) < order.index(now)
 
 
 def _deliver_to_server(server: ServerProtocol, pending: Mapping[int, Message], meter: _Meter,

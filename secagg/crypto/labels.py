@@ -1,5 +1,9 @@
 """Registry of every key-derivation label used in secagg (spec section "KDF labels").
 
+The same registry holds the domain-separation prefixes of the active-mode
+signature statements (spec §15.3), so a signed statement can never be
+mistaken for a key derivation input or for a statement of another round.
+
 Every HKDF call in the project takes a :class:`Label` member, never a free-form
 string, so two purposes can never derive the same key: labels are distinct,
 and none is a prefix of another (checked at import time). Adding a label means
@@ -30,6 +34,10 @@ class Label(enum.Enum):
     SELF_MASK_COMMITMENT = _PREFIX + b"self-mask-commitment"
     #: deterministic randomness for published test vectors only
     TEST_VECTOR_ENTROPY = _PREFIX + b"test-vector-entropy"
+    #: prefix of the statement a client signs over its round-0 keys (active mode; not HKDF)
+    SIGNED_ADVERTISE_KEYS = _PREFIX + b"signed/advertise-keys"
+    #: prefix of the statement a client signs over the U3 view it was shown (active mode)
+    SIGNED_CONSISTENCY_VIEW = _PREFIX + b"signed/consistency-view"
 
 
 def _check_registry() -> None:
