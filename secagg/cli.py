@@ -17,9 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"secagg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    from secagg import cli_simulate
+    from secagg import cli_simulate, cli_train
 
     cli_simulate.register(sub)
+    cli_train.register(sub)
     return parser
 
 

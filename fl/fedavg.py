@@ -1,0 +1,293 @@
+"""Federated Averaging (McMahan et al. 2017) with the average computed by secure aggregation.
+
+Each round: sample a cohort; every cohort client receives the global model,
+runs ``local_epochs`` of SGD on its own data (FedProx term ``mu`` optional) and
+sends its update ``delta_u = w_u - w_global`` with weight ``n_u`` (its number
+of training examples); the server sets ``w_global += Σ n_u delta_u / Σ n_u``
+over the clients that stayed. The weighted mean comes from
+:class:`secagg.aggregator.SecureAggregator`: weights travel inside the masked
+vector, so the server sees neither one client's update nor its weight.
+
+Dropouts come from the simulator: a chosen fraction of the cohort stops
+sending at a chosen (or random) protocol round. Clients that dropped before
+their masked input are left out of the mean; the round goes on with the
+survivors. If too few survive, the session aborts and the round keeps the old
+model (and the history says so).
+
+Next to the secure run, the same loop runs **plaintext** FedAvg from the same
+initial model with the same cohorts, the same included clients and the same
+per-client SGD seeds, averaging in float64 with no clipping or quantization.
+The gap between the two is what secure aggregation costs in accuracy. Each
+round also checks the secure mean against the plaintext weighted mean of the
+very same (clipped) updates: the difference must stay within
+:attr:`SecureAggregator.error_bound`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fl.data import FederatedData
+from fl.models import Model, check_training_args
+from secagg.aggregator import AggregationAborted, SecureAggregator, weighted_mean
+from secagg.errors import ConfigError
+from secagg.graph import GraphKind
+from secagg.quantize import flatten
+from secagg.sim import ROUND_ORDER, DropPoint, random_schedule
+
+#: ``drop_at`` value that picks the protocol round of each FL round's dropouts at random
+RANDOM_DROP_POINT = "random"
+DROP_AT_CHOICES = (RANDOM_DROP_POINT, *(p.value for p in ROUND_ORDER))
+
+#: progress callback: (fl_round, stage, done, total)
+Progress = Callable[[int, str, int, int], None]
+
+
+@dataclass(frozen=True)
+class FedAvgConfig:
+    """Hyper-parameters of one training run (the defaults are ``secagg train``'s).
+
+    ``cohort_size=None`` takes every client each round. ``dropout`` is the
+    fraction of the cohort that drops each round, at protocol round
+    ``drop_at`` (``"random"``: a random one per FL round). ``declared_dropout``
+    is what the SecAgg+ parameter finder provisions the graph for; keep it
+    above ``dropout``. ``clip`` bounds each coordinate of an update and
+    ``bits`` is the quantization resolution; ``max_weight`` is the public cap
+    on a client's weight (``None``: the federation's total number of training
+    examples, which no single client can exceed).
+    """
+
+    rounds: int = 10
+    cohort_size: int | None = None
+    local_epochs: int = 5
+    lr: float = 0.5
+    batch_size: int = 16
+    mu: float = 0.0
+    dropout: float = 0.2
+    drop_at: str = RANDOM_DROP_POINT
+    graph: str = GraphKind.HARARY.value
+    declared_dropout: float = 0.25
+    clip: float = 2.0
+    bits: int = 16
+    max_weight: int | None = None
+    threads: int | None = None
+    seed: int = 0
+    plaintext_baseline: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ConfigError("rounds must be an int >= 1")
+        check_training_args(self.local_epochs, self.lr, self.batch_size, self.mu)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout must be in [0, 1)")
+        if self.drop_at not in DROP_AT_CHOICES:
+            raise ConfigError(f"drop_at must be one of {', '.join(DROP_AT_CHOICES)}")
+        if self.cohort_size is not None and self.cohort_size < 1:
+            raise ConfigError("cohort_size must be >= 1")
+
+
+@dataclass
+class RoundRecord:
+    """What one FL round did. ``to_dict`` field names are part of ``secagg train --json``."""
+
+    round: int
+    cohort: list[int]
+    drop_at: str
+    dropped: list[int]
+    included: list[int]
+    aborted: bool
+    abort_reason: str | None
+    total_weight: int
+    accuracy_secure: float
+    accuracy_plaintext: float | None
+    loss_secure: float
+    loss_plaintext: float | None
+    secagg_seconds: float
+    server_seconds: float
+    train_seconds: float
+    aggregation_error: float | None
+    error_bound: float
+    clipped_fraction: float
+
+
+@dataclass
+class TrainingHistory:
+    """Every round's record plus the starting point; what ``secagg train`` reports."""
+
+    config: FedAvgConfig
+    initial_accuracy: float
+    rounds: list[RoundRecord] = field(default_factory=list)
+
+    @property
+    def final_accuracy_secure(self) -> float:
+        return self.rounds[-1].accuracy_secure if self.rounds else self.initial_accuracy
+
+    @property
+    def final_accuracy_plaintext(self) -> float | None:
+        return self.rounds[-1].accuracy_plaintext if self.rounds else self.initial_accuracy
+
+    @property
+    def secagg_seconds(self) -> float:
+        return sum(r.secagg_seconds for r in self.rounds)
+
+    @property
+    def max_aggregation_error(self) -> float | None:
+        errors = [r.aggregation_error for r in self.rounds if r.aggregation_error is not None]
+        return max(errors) if errors else None
+
+    @property
+    def within_bound(self) -> bool:
+        """Every completed round's secure mean was within the quantization bound."""
+        return all(r.aggregation_error is None or r.aggregation_error <= r.error_bound
+                   for r in self.rounds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "initial_accuracy": self.initial_accuracy,
+            "final_accuracy_secure": self.final_accuracy_secure,
+            "final_accuracy_plaintext": self.final_accuracy_plaintext,
+            "secagg_seconds": self.secagg_seconds,
+            "aborted_rounds": [r.round for r in self.rounds if r.aborted],
+            "max_aggregation_error": self.max_aggregation_error,
+            "within_bound": self.within_bound,
+            "rounds": [asdict(r) for r in self.rounds],
+        }
+
+
+def _add(base: Sequence[np.ndarray], delta: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``base + delta`` in the base's dtypes (a float64 mean applied to float32 weights)."""
+    return [np.asarray(b + d).astype(b.dtype, copy=False)
+            for b, d in zip(base, delta, strict=True)]
+
+
+def _local_updates(model: Model, data: FederatedData, ids: Sequence[int],
+                   start: Sequence[np.ndarray], config: FedAvgConfig, fl_round: int,
+                   progress: Progress | None, stage: str) -> dict[int, list[np.ndarray]]:
+    """Each client's ``w_u - w_global`` after local training from ``start``.
+
+    Client u's SGD shuffling in round r is seeded by (seed, r, u) alone, so the
+    secure and the plaintext run train each client on the same minibatches.
+    """
+    updates: dict[int, list[np.ndarray]] = {}
+    for i, u in enumerate(ids):
+        if progress:
+            progress(fl_round, stage, i, len(ids))
+        client = data.clients[u]
+        model.set_weights(start)
+        model.fit(client.x_train, client.y_train, epochs=config.local_epochs, lr=config.lr,
+                  batch_size=config.batch_size, mu=config.mu,
+                  rng=np.random.default_rng([config.seed, fl_round, u]))
+        updates[u] = [np.asarray(w) - np.asarray(s)
+                      for w, s in zip(model.get_weights(), start, strict=True)]
+    return updates
+
+
+def run_fedavg(
+    data: FederatedData,
+    model: Model,
+    config: FedAvgConfig | None = None,
+    *,
+    progress: Progress | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
+) -> TrainingHistory:
+    """Train ``model`` (its current weights are the start) by secure FedAvg.
+
+    ``model`` is used as a scratch trainer for every client (its weights are
+    overwritten); on return it holds the final secure global model.
+    ``progress`` hears about each client trained and each aggregation started;
+    ``on_round`` gets every round's record as soon as the round ends.
+    """
+    config = config or FedAvgConfig()
+    ids = sorted(data.clients)
+    k = len(ids) if config.cohort_size is None else config.cohort_size
+    if k > len(ids):
+        raise ConfigError(f"cohort_size {k} exceeds the {len(ids)} clients")
+    max_weight = config.max_weight if config.max_weight is not None else data.num_train
+    weights = {u: data.clients[u].num_examples for u in ids}
+    aggregator = SecureAggregator(
+        clip=config.clip, bits=config.bits, max_weight=max_weight, graph=config.graph,
+        dropout_rate=config.declared_dropout, threads=config.threads,
+        seed=config.seed,
+    )
+    # refuse a config that cannot run (too small a cohort, no Harary parameters)
+    # before anyone trains; the layout's size does not affect these checks
+    aggregator.session_config(ids[:k], flatten(model.get_weights())[1])
+    x_test, y_test = data.x_test, data.y_test
+    rng = np.random.default_rng([config.seed, 0xF1])
+    secure = model.get_weights()
+    plain = [w.copy() for w in secure]
+    history = TrainingHistory(config, model.evaluate(x_test, y_test).accuracy)
+
+    for r in range(1, config.rounds + 1):
+        cohort = sorted(rng.choice(ids, size=k, replace=False).tolist())
+        point = (DropPoint(config.drop_at) if config.drop_at != RANDOM_DROP_POINT
+                 else ROUND_ORDER[int(rng.integers(len(ROUND_ORDER)))])
+        schedule = random_schedule(cohort, config.dropout, point, rng)
+        t0 = time.perf_counter()
+        updates = _local_updates(model, data, cohort, secure, config, r, progress, "train")
+        train_seconds = time.perf_counter() - t0
+        cohort_weights = {u: weights[u] for u in cohort}
+        if progress:
+            progress(r, "secagg", 0, 1)
+        error: float | None = None
+        try:
+            result = aggregator.aggregate(updates, cohort_weights, dropouts=schedule,
+                                          round_index=r)
+        except AggregationAborted as exc:
+            included: list[int] = []
+            aborted, reason = True, exc.reason
+            total_weight, sa_seconds = 0, exc.seconds
+            server_seconds = exc.report.server_seconds
+        else:
+            included = list(result.included)
+            aborted, reason = False, None
+            total_weight, sa_seconds = result.total_weight, result.seconds
+            server_seconds = result.report.server_seconds
+            oracle = weighted_mean(updates, cohort_weights, included, clip=config.clip)
+            error = max(float(np.max(np.abs(np.asarray(m, dtype=np.float64) - o), initial=0.0))
+                        for m, o in zip(result.mean, oracle, strict=True))
+            secure = _add(secure, result.mean)
+        clipped = _clipped_fraction(updates, config.clip)
+        model.set_weights(secure)
+        m_secure = model.evaluate(x_test, y_test)
+
+        m_plain = None
+        if config.plaintext_baseline:
+            if included:
+                plain_updates = _local_updates(model, data, included, plain, config, r,
+                                               progress, "plaintext")
+                plain = _add(plain, weighted_mean(plain_updates, cohort_weights, included))
+            model.set_weights(plain)
+            m_plain = model.evaluate(x_test, y_test)
+        record = RoundRecord(
+            round=r, cohort=cohort, drop_at=point.value,
+            dropped=sorted(set(cohort) - set(included)), included=included,
+            aborted=aborted, abort_reason=reason, total_weight=total_weight,
+            accuracy_secure=m_secure.accuracy,
+            accuracy_plaintext=None if m_plain is None else m_plain.accuracy,
+            loss_secure=m_secure.loss, loss_plaintext=None if m_plain is None else m_plain.loss,
+            secagg_seconds=sa_seconds, server_seconds=server_seconds,
+            train_seconds=train_seconds, aggregation_error=error,
+            error_bound=aggregator.error_bound, clipped_fraction=clipped,
+        )
+        history.rounds.append(record)
+        if on_round:
+            on_round(record)
+    model.set_weights(secure)
+    return history
+
+
+def _clipped_fraction(updates: dict[int, list[np.ndarray]], clip: float) -> float:
+    """Share of update coordinates beyond ``±clip``: how much clipping bends the mean."""
+    total = beyond = 0
+    for arrays in updates.values():
+        for a in arrays:
+            total += a.size
+            beyond += int(np.count_nonzero(np.abs(a) > clip))
+    return beyond / total if total else 0.0

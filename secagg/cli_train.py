@@ -1,0 +1,206 @@
+"""``secagg train``: federated training on bundled data, averaged by secure aggregation.
+
+Runs :func:`fl.fedavg.run_fedavg` next to its plaintext twin and reports per
+round: the secure model's and the plaintext model's test accuracy, the clients
+included and the seconds spent in secure aggregation. Writes
+``<out>/train.json`` and ``<out>/train.png``.
+
+Options and ``--json`` field names are a public interface (README, "secagg train").
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from secagg.errors import SecAggError
+from secagg.graph import GraphKind
+
+if TYPE_CHECKING:
+    from fl.fedavg import RoundRecord
+
+def register(sub: argparse._SubParsersAction) -> None:
+    # fl.fedavg, fl.data and fl.models import neither scikit-learn nor matplotlib,
+    # so `secagg --help` stays fast; the defaults are FedAvgConfig's, in one place
+    from fl.data import DATASETS
+    from fl.fedavg import DROP_AT_CHOICES, FedAvgConfig
+    from fl.models import MODELS
+
+    d = FedAvgConfig()
+    p = sub.add_parser(
+        "train",
+        help="federated training (FedAvg) with secure aggregation vs plaintext",
+        description="Train a model with Federated Averaging on scikit-learn's bundled data, "
+        "averaging the updates by secure aggregation with dropouts, next to plaintext FedAvg "
+        "on the same cohorts; write <out>/train.json and <out>/train.png.",
+    )
+    p.add_argument("--dataset", choices=DATASETS, default="digits",
+                   help="bundled data set (default digits)")
+    p.add_argument("--clients", type=int, default=20,
+                   help="number of clients (default 20)")
+    p.add_argument("--cohort", type=int, default=None,
+                   help="clients sampled per round (default: all)")
+    p.add_argument("--rounds", type=int, default=d.rounds, help="FL rounds (default %(default)s)")
+    p.add_argument("--local-epochs", type=int, default=d.local_epochs,
+                   help="local SGD epochs per round (default %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="SGD minibatch size (default %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.5,
+                   help="Dirichlet label-skew parameter, smaller = more skewed (default 0.5)")
+    p.add_argument("--iid", action="store_true", help="IID split instead of Dirichlet")
+    p.add_argument("--dropout", type=float, default=d.dropout,
+                   help="fraction of each cohort that drops (default %(default)s)")
+    p.add_argument("--drop-at", default=d.drop_at, choices=DROP_AT_CHOICES,
+                   help="protocol round at which they drop; random = a random one per FL "
+                   "round (default)")
+    p.add_argument("--graph", choices=[g.value for g in GraphKind], default=d.graph,
+                   help="complete (SecAgg) or harary (SecAgg+, default)")
+    p.add_argument("--declared-dropout", type=float, default=d.declared_dropout,
+                   help="dropout rate the SecAgg+ parameter finder provisions for "
+                   "(default %(default)s)")
+    p.add_argument("--model", choices=MODELS, default="logreg",
+                   help="numpy softmax regression or one-hidden-layer MLP (default logreg)")
+    p.add_argument("--mu", type=float, default=d.mu,
+                   help="FedProx proximal term; 0 = FedAvg (default)")
+    p.add_argument("--clip", type=float, default=d.clip,
+                   help="clip each update coordinate to [-clip, clip] (default %(default)s)")
+    p.add_argument("--bits", type=int, default=d.bits,
+                   help="quantization bits per coordinate (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed for data split, cohorts, dropouts and SGD (default %(default)s); the "
+                   "protocol's keys always come from the OS")
+    p.add_argument("--out", default="results", help="output directory (default results)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    # heavy imports (scikit-learn, matplotlib) only when training
+    from fl.data import federate
+    from fl.fedavg import FedAvgConfig, run_fedavg
+    from fl.models import make_model
+    from fl.plot import plot_accuracy
+
+    try:
+        if args.clients < 1:
+            raise SecAggError("--clients must be >= 1")
+        config = FedAvgConfig(
+            rounds=args.rounds, cohort_size=args.cohort, local_epochs=args.local_epochs,
+            lr=args.lr, batch_size=args.batch_size, mu=args.mu, dropout=args.dropout,
+            drop_at=args.drop_at, graph=args.graph, declared_dropout=args.declared_dropout,
+            clip=args.clip, bits=args.bits, seed=args.seed,
+        )
+        data = federate(args.dataset, args.clients, iid=args.iid, alpha=args.alpha,
+                        seed=args.seed)
+        model = make_model(args.model, data.num_features, data.num_classes, seed=args.seed)
+        bar = _ProgressBar(args.rounds) if not args.json and sys.stderr.isatty() else None
+        if not args.json:
+            _print_header(args, data.num_train)
+        history = run_fedavg(
+            data, model, config, progress=bar,
+            on_round=None if args.json else functools.partial(_print_row, bar=bar))
+        if bar:
+            bar.close()
+    except SecAggError as exc:
+        print(f"secagg train: refused: {exc}", file=sys.stderr)
+        return 2
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out / "train.json", out / "train.png"
+    split = "IID" if args.iid else f"Dirichlet alpha={args.alpha:g}"
+    title = (f"{args.dataset}, {args.clients} clients ({split}), {args.model}, "
+             f"{args.dropout:.0%} dropout, graph={args.graph}")
+    plot_accuracy(history, png_path, title=title)
+    summary: dict[str, Any] = {
+        "dataset": args.dataset, "model": args.model, "clients": args.clients,
+        "iid": args.iid, "alpha": args.alpha,
+        "num_rounds": len(history.rounds),
+        **history.to_dict(),
+        "wall_seconds": time.perf_counter() - start,
+        "json_path": str(json_path), "png_path": str(png_path),
+    }
+    json_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        _print_summary(summary)
+    return 0 if history.within_bound else 3
+
+
+def _print_header(args: argparse.Namespace, num_train: int) -> None:
+    split = "IID" if args.iid else f"non-IID, Dirichlet alpha={args.alpha:g}"
+    print(f"secagg train: {args.dataset}, {args.clients} clients ({split}, {num_train} "
+          f"training examples), model {args.model}, {args.rounds} rounds x "
+          f"{args.local_epochs} local epochs, lr {args.lr:g}"
+          + (f", FedProx mu={args.mu:g}" if args.mu else ""))
+    print(f"secure aggregation: graph {args.graph}, {args.dropout:.0%} of each cohort drops at "
+          f"{args.drop_at} round(s); {args.bits}-bit quantization, clip {args.clip:g}")
+    print()
+    print(f"{'round':>5}  {'dropped at':<12} {'included':>8}  {'secure acc':>10}  "
+          f"{'plain acc':>9}  {'secagg s':>8}  note")
+
+
+def _print_row(r: RoundRecord, bar: _ProgressBar | None) -> None:
+    if bar:
+        bar.clear()
+    plain = "-" if r.accuracy_plaintext is None else f"{100 * r.accuracy_plaintext:.2f}%"
+    note = ("ABORTED, model kept: " + (r.abort_reason or "")) if r.aborted else ""
+    included = f"{len(r.included)}/{len(r.cohort)}"
+    print(f"{r.round:>5}  {r.drop_at:<12} {included:>8}  {100 * r.accuracy_secure:>9.2f}%  "
+          f"{plain:>9}  {r.secagg_seconds:>8.3f}  {note}".rstrip(), flush=True)
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    plain = s["final_accuracy_plaintext"]
+    gap = "" if plain is None else (
+        f"  (difference {100 * (s['final_accuracy_secure'] - plain):+.2f} points)")
+    print()
+    print(f"final test accuracy: secure {100 * s['final_accuracy_secure']:.2f}%, plaintext "
+          + ("-" if plain is None else f"{100 * plain:.2f}%") + gap)
+    err = s["max_aggregation_error"]
+    if err is not None:
+        bound = s["rounds"][0]["error_bound"]
+        print(f"secure mean vs plaintext mean of the same updates: max |error| {err:.2e} "
+              f"(bound {bound:.2e}) " + ("OK" if s["within_bound"] else "EXCEEDED"))
+    if s["aborted_rounds"]:
+        print(f"aborted rounds (old model kept): {s['aborted_rounds']}")
+    print(f"time: {s['secagg_seconds']:.2f} s in secure aggregation, "
+          f"{s['wall_seconds']:.2f} s in all")
+    print(f"wrote {s['json_path']} and {s['png_path']}")
+
+
+class _ProgressBar:
+    """One line on stderr per round: which stage and how far (only when stderr is a TTY)."""
+
+    def __init__(self, rounds: int) -> None:
+        self._rounds = rounds
+        self._last = ""
+
+    def __call__(self, fl_round: int, stage: str, done: int, total: int) -> None:
+        if stage == "train" and done == 0:
+            self._last = ""
+        frac = (done + 1) / total if total else 1.0
+        label = {"train": "local training", "secagg": "secure aggregation",
+                 "plaintext": "plaintext baseline", "done": "done"}.get(stage, stage)
+        line = (f"\rround {fl_round}/{self._rounds} [{'#' * int(frac * 24):<24}] "
+                f"{label:<18} {done + 1}/{total}")
+        if line != self._last:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            self._last = line
+
+    def clear(self) -> None:
+        sys.stderr.write("\r" + " " * 72 + "\r")
+        sys.stderr.flush()
+        self._last = ""
+
+    def close(self) -> None:
+        self.clear()
