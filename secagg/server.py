@@ -360,6 +360,7 @@ class ServerProtocol:
         shareholders), so it leaves the session here, before anyone masks with it.
         """
         t = self.config.threshold
+        answered = len(members)
         changed = True
         while changed:
             changed = False
@@ -369,8 +370,8 @@ class ServerProtocol:
                     changed = True
         if len(members) < t + 1:
             raise AbortError(
-                f"only {len(members)} clients remain after {round_name}; the threshold t = {t} "
-                "needs at least t + 1"
+                f"{answered} clients answered {round_name}, and {len(members)} of them have at "
+                f"least t = {t} neighbours among the others; the session needs at least t + 1"
             )
         return frozenset(members)
 
