@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_simulate.register(sub)
     cli_train.register(sub)
+    from secagg import cli_audit  # secagg audit TRANSCRIPT | --attacks | --vectors DIR
+
+    cli_audit.register(sub)
     return parser
 
 

@@ -191,6 +191,7 @@ class ClientProtocol:
             if self.state not in (ClientState.DONE, ClientState.ABORTED):
                 self.state = ClientState.ABORTED
                 self.abort_reason = message.reason
+                self._drop_secrets()
             return None
         if isinstance(message, KeyBroadcast):
             return self._share_keys(message)
@@ -510,6 +511,17 @@ class ClientProtocol:
         return frozenset(self.config.neighbours(v)) | {v}
 
     # -- helpers -------------------------------------------------------------------------
+    def _drop_secrets(self) -> None:
+        """Forget every secret once aborted: an aborted client answers nothing more, so
+        its keys, self-mask seed, input, agreed secrets and peers' shares have no use
+        left and should not outlive the session (spec §14 item 11). What it released
+        (``released``) and the view it signed are public and kept."""
+        self._enc_sk = self._mask_sk = None
+        self._b_seed = b""
+        self._input = None
+        self._peers = {}
+        self._held = {}
+
     def _expect(self, state: ClientState) -> None:
         if self.state is not state:
             raise ProtocolError(

@@ -35,6 +35,7 @@ from secagg.identity import MemoryTrustStore, TrustStore, generate_identities
 from secagg.kernels.arith import add_into, sub_into
 from secagg.messages import Abort, Message, decode
 from secagg.server import ServerProtocol, ServerState
+from secagg.transcript import ROUND_NUMBERS, TranscriptRecorder
 
 
 class DropPoint(enum.Enum):
@@ -170,6 +171,7 @@ def simulate(
     identities: Mapping[int, SigningKey] | None = None,
     trust_store: TrustStore | None = None,
     client_min_cohort: int | None = None,
+    transcript: TranscriptRecorder | None = None,
 ) -> SimulationReport:
     """Run one session in-process and check its result.
 
@@ -181,6 +183,10 @@ def simulate(
     keys, ``trust_store`` to the store of their verify keys; every client is told
     that it trained on ``config.task_hash``. ``client_min_cohort`` is the
     clients' own minimum cohort (their default applies when None).
+
+    ``transcript``: if given, it records the session's public transcript (every
+    message as sent, the config, the identity keys and the published result;
+    spec §18.1), for ``secagg audit``.
     """
     schedule = {DropPoint(k): set(v) for k, v in (schedule or {}).items()}
     unknown = set().union(*schedule.values()) - set(config.cohort) if schedule else set()
@@ -214,13 +220,16 @@ def simulate(
 
     _warm_up_kernels(config.modulus)
     server = ServerProtocol(config, threads=threads, trust_store=server_trust)
+    if transcript is not None:
+        transcript.begin(config, server_trust)
     meter = _Meter()
-    transcript: list[list[bytes]] | None = [] if measure_memory else None
     client_time: dict[int, float] = {}
     up = {p.value: 0 for p in order}
     down = {p.value: 0 for p in order}
     refusals: dict[int, str] = {}
     clients: dict[int, ClientProtocol] = {}
+    # client messages, replayed into a fresh server to measure its memory
+    replay: list[list[bytes]] | None = [] if measure_memory else None
     # Round 0: AdvertiseKeys
     pending: dict[int, Message] = {}
     for i, u in enumerate(config.cohort):
@@ -235,7 +244,8 @@ def simulate(
         t0 = time.perf_counter()
         pending[u] = client.start()
         client_time[u] = time.perf_counter() - t0
-    outgoing = _deliver_to_server(server, pending, meter, up, DropPoint.ADVERTISE, transcript)
+    outgoing = _deliver_to_server(server, pending, meter, up, DropPoint.ADVERTISE, replay,
+                                  recorder=transcript)
 
     for point in order[1:]:
         if server.state in (ServerState.ABORTED, ServerState.DONE):
@@ -259,16 +269,22 @@ def simulate(
             if reply is None:
                 continue
             pending[u] = reply
-        outgoing = _deliver_to_server(server, pending, meter, up, point, transcript)
+        outgoing = _deliver_to_server(server, pending, meter, up, point, replay,
+                                      recorder=transcript)
     # Final aborts (if any) reach the clients still listening.
     for u, msg in outgoing.items():
         if isinstance(msg, Abort) and not _has_dropped(drop_at.get(u), DropPoint.UNMASK, order):
             clients[u].handle(msg)
-    peak = (replay_peak_memory(config, transcript, threads, trust_store=server_trust)
-            if transcript is not None else 0)
+    peak = (replay_peak_memory(config, replay, threads, trust_store=server_trust)
+            if replay is not None else 0)
 
     dim, R = config.dim, config.modulus
     result = server.result
+    if transcript is not None:
+        if result is not None:
+            transcript.publish_result(result.sum, result.included, R)
+        else:
+            transcript.publish_abort(server.abort_reason or "no result")
     exact = False
     floor = 0.0
     included: list[int] = []
@@ -332,15 +348,19 @@ def _has_dropped(point: DropPoint | None, now: DropPoint,
 
 def _deliver_to_server(server: ServerProtocol, pending: Mapping[int, Message], meter: _Meter,
                        up: dict[str, int], point: DropPoint,
-                       transcript: list[list[bytes]] | None) -> dict[int, Message]:
+                       transcript: list[list[bytes]] | None, *,
+                       recorder: TranscriptRecorder | None = None) -> dict[int, Message]:
     batch: list[bytes] = []
     if transcript is not None:
         transcript.append(batch)
-    for _u, msg in sorted(pending.items()):
+    round_number = ROUND_NUMBERS[point.value]
+    for u, msg in sorted(pending.items()):
         data = msg.encode()
         up[point.value] += len(data)
         if transcript is not None:
             batch.append(data)
+        if recorder is not None:
+            recorder.up(round_number, u, data)
 
         def receive(data: bytes = data) -> None:
             server.receive(decode(data))  # type: ignore[arg-type]
@@ -348,4 +368,7 @@ def _deliver_to_server(server: ServerProtocol, pending: Mapping[int, Message], m
         meter(receive)
     out = meter(server.close_round)
     assert isinstance(out, dict)
+    if recorder is not None:
+        for u, reply in sorted(out.items()):
+            recorder.down(round_number, u, reply.encode())
     return out

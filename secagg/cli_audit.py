@@ -1,0 +1,160 @@
+"""``secagg audit``: check a transcript, run the attack suite, or replay test vectors.
+
+* ``secagg audit TRANSCRIPT`` checks a recorded session (``secagg simulate
+  --transcript FILE``) against the spec's server rules A1..A11 (spec §18) and
+  prints one verdict per rule;
+* ``secagg audit --attacks`` plays every attack scenario (spec §19) and prints
+  one line per scenario, mode and graph;
+* ``secagg audit --vectors DIR`` replays the published test vectors against the
+  installed implementation (``secagg.vectors.check_vectors``).
+
+Exit status: 0 everything passed / every defended attack was defeated / every
+vector matched; 1 a violation, an attack not defeated, or a vector mismatch; 2
+the input could not be read or the options are wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from secagg.config import DEFAULT_MIN_COHORT
+from secagg.errors import SecAggError
+from secagg.identity import DirectoryTrustStore, FileTrustStore, TrustStore
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="audit a session transcript, run the attack suite, or replay test vectors",
+        description="Check a recorded session transcript against the server rules of the spec "
+        "(A1..A11, spec §18); with --attacks, run every malicious-server and malicious-client "
+        "scenario (spec §19); with --vectors DIR, replay the test vectors.",
+    )
+    p.add_argument("transcript", nargs="?", default=None,
+                   help="transcript file written by 'secagg simulate --transcript FILE'")
+    p.add_argument("--attacks", action="store_true",
+                   help="run the attack suite: one line per scenario; exit 0 only when every "
+                   "scenario is defeated in each mode that claims to defend it")
+    p.add_argument("--scenario", action="append", default=None, metavar="NAME",
+                   help="with --attacks: run only this scenario (name or id; repeatable)")
+    p.add_argument("--graph", choices=["complete", "harary"], action="append", default=None,
+                   help="with --attacks: run only on this graph (repeatable)")
+    p.add_argument("--vectors", metavar="DIR", default=None,
+                   help="replay the test vectors in DIR against this installation")
+    p.add_argument("--trust-store", metavar="PATH", default=None,
+                   help="identity keys for an active-mode transcript: a JSON file "
+                   "{\"id\": \"hex\"} or a directory of <id>.pub files (default: the keys "
+                   "recorded in the transcript)")
+    p.add_argument("--min-cohort", type=int, default=DEFAULT_MIN_COHORT, metavar="N",
+                   help=f"smallest acceptable cohort (default {DEFAULT_MIN_COHORT})")
+    p.add_argument("--task-hash", metavar="HEX", default=None,
+                   help="the 32-byte model hash the session must carry (hex)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    modes = sum(bool(x) for x in (args.transcript, args.attacks, args.vectors))
+    if modes != 1:
+        print("secagg audit: give exactly one of TRANSCRIPT, --attacks, --vectors DIR",
+              file=sys.stderr)
+        return 2
+    if args.attacks:
+        return _attacks(args)
+    if args.vectors:
+        return _vectors(Path(args.vectors), args.json)
+    return _transcript(args)
+
+
+def _transcript(args: argparse.Namespace) -> int:
+    from secagg.audit import audit_transcript
+    from secagg.transcript import Transcript
+
+    try:
+        transcript = Transcript.read(args.transcript)
+        store = _trust_store(args.trust_store) if args.trust_store else None
+        task_hash = _task_hash(args.task_hash) if args.task_hash else None
+    except SecAggError as exc:
+        print(f"secagg audit: {exc}", file=sys.stderr)
+        return 2
+    report = audit_transcript(transcript, trust_store=store, min_cohort=args.min_cohort,
+                              task_hash=task_hash)
+    if args.json:
+        print(json.dumps(report.to_dict(), sort_keys=True))
+    else:
+        for line in report.lines():
+            print(line)
+        failed = sorted(report.failed, key=lambda r: int(r[1:]))
+        print("verdict: " + ("PASS (every rule holds)" if report.ok else
+                             "FAIL (" + ", ".join(failed or ["rules skipped"]) + ")"))
+    return 0 if report.ok else 1
+
+
+def _trust_store(path: str) -> TrustStore:
+    return DirectoryTrustStore(path) if Path(path).is_dir() else FileTrustStore(path)
+
+
+def _task_hash(text: str) -> bytes:
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise SecAggError("--task-hash must be hex") from None
+    if len(value) != 32:
+        raise SecAggError("--task-hash must be 32 bytes (64 hex digits)")
+    return value
+
+
+def _attacks(args: argparse.Namespace) -> int:
+    from secagg.attacks import SCENARIOS, run_suite, suite_json
+    from secagg.graph import GraphKind
+
+    known = {s.name for s in SCENARIOS} | {s.id for s in SCENARIOS}
+    unknown = [n for n in args.scenario or [] if n not in known]
+    if unknown:
+        print(f"secagg audit: unknown scenario {unknown[0]!r}; known: "
+              + ", ".join(s.name for s in SCENARIOS), file=sys.stderr)
+        return 2
+    graphs = [GraphKind(g) for g in args.graph] if args.graph else None
+    outcomes = run_suite(args.scenario, graphs)
+    if args.json:
+        print(suite_json(outcomes))
+    else:
+        for o in outcomes:
+            print(o.line())
+        defended = [o for o in outcomes if o.counts]
+        beaten = sum(1 for o in defended if o.defeated)
+        print(f"verdict: {beaten}/{len(defended)} defended runs defeated the attack"
+              + ("" if beaten == len(defended) else " (FAIL)"))
+    return 0 if outcomes and all(o.ok for o in outcomes) else 1
+
+
+def _vectors(directory: Path, as_json: bool) -> int:
+    try:
+        from secagg import vectors
+    except ImportError:
+        print("secagg audit: this installation has no test-vector checker (secagg.vectors)",
+              file=sys.stderr)
+        return 2
+    check = getattr(vectors, "check_vectors", None)
+    if check is None:
+        print("secagg audit: secagg.vectors has no check_vectors()", file=sys.stderr)
+        return 2
+    try:
+        results = list(check(directory))
+    except (SecAggError, OSError) as exc:
+        print(f"secagg audit: cannot replay the vectors in {directory}: {exc}",
+              file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps({"ok": bool(results) and all(ok for _, ok, _ in results),
+                          "vectors": [{"name": n, "ok": ok, "detail": d}
+                                      for n, ok, d in results]}, sort_keys=True))
+    else:
+        for name, ok, detail in results:
+            print(f"{'PASS' if ok else 'FAIL'}  {name}" + (f"  ({detail})" if detail else ""))
+        if not results:
+            print(f"secagg audit: no test vectors found in {directory}", file=sys.stderr)
+    return 0 if results and all(ok for _, ok, _ in results) else 1
