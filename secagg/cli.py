@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     from secagg import cli_audit  # secagg audit TRANSCRIPT | --attacks | --vectors DIR
 
     cli_audit.register(sub)
+    from secagg import cli_transport  # secagg server / client / certs (gRPC)
+
+    cli_transport.register(sub)
     return parser
 
 

@@ -11,11 +11,12 @@ import time
 
 import numpy as np
 
-from secagg.config import SessionConfig
+from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.errors import SecAggError
 from secagg.graph import GraphKind
 from secagg.sim import DropPoint, random_schedule, simulate
+from secagg.transcript import TranscriptRecorder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float, default=0.1,
                    help="fraction of clients that drop (default 0.1)")
     p.add_argument("--drop-at", choices=[d.value for d in DropPoint], default="masked-input",
-                   help="round at which they stop sending (default masked-input)")
+                   help="round at which they stop sending (default masked-input); "
+                   "'consistency' is active mode's extra round (elsewhere the same as unmask)")
+    p.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.SEMI_HONEST.value,
+                   help="semi-honest (default) or active: malicious-server mode with "
+                   "identities, signatures and the ConsistencyCheck round")
     p.add_argument("--graph", choices=[g.value for g in GraphKind], default="complete",
                    help="complete (SecAgg) or harary (SecAgg+)")
     p.add_argument("--threshold", type=int, default=None,
@@ -47,6 +52,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None,
                    help="seed for inputs and the dropout choice (keys always come from the OS)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--transport", choices=["inproc", "grpc"], default="inproc",
+                   help="inproc (default): one process; grpc: a real server process and one "
+                   "process per client on 127.0.0.1 with mTLS, dropouts killed with SIGKILL")
+    p.add_argument("--round-timeout", type=float, default=10.0,
+                   help="grpc transport: seconds the server waits for each round (10)")
+    p.add_argument("--transcript", metavar="FILE", default=None,
+                   help="write the session's public transcript (every message as sent, the "
+                   "config, the result; no secrets) to FILE, for 'secagg audit FILE'")
     p.set_defaults(func=run)
 
 
@@ -66,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             degree=args.degree,
             dropout_rate=min(max(args.dropout, 0.0), 0.99),
             corruption_rate=args.corruption,
+            mode=args.mode,
             **kwargs,
         )
     except SecAggError as exc:
@@ -86,11 +100,32 @@ def run(args: argparse.Namespace) -> int:
     except SecAggError as exc:
         print(f"secagg simulate: refused: {exc}", file=sys.stderr)
         return 2
+    if args.transcript and args.transport != "inproc":
+        print("secagg simulate: refused: --transcript needs --transport inproc", file=sys.stderr)
+        return 2
+    if args.transport == "grpc":
+        from secagg.transport.simulate import run_grpc_simulation
+
+        return run_grpc_simulation(args, config, schedule, seed)
     show_progress = not args.json and sys.stderr.isatty()
     bar = _ProgressBar() if show_progress else None
     start = time.perf_counter()
-    report = simulate(config, make_input, schedule, threads=args.threads,
-                      progress=bar.update if bar else None)
+    try:
+        # the simulated clients accept the cohort floor the operator chose
+        recorder = TranscriptRecorder() if args.transcript else None
+        report = simulate(config, make_input, schedule, threads=args.threads,
+                          progress=bar.update if bar else None,
+                          client_min_cohort=args.min_cohort, transcript=recorder)
+        if recorder is not None:
+            recorder.write(args.transcript)
+    except SecAggError as exc:
+        if bar:
+            bar.close()
+        print(f"secagg simulate: refused: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"secagg simulate: cannot write the transcript: {exc.strerror}", file=sys.stderr)
+        return 2
     wall = time.perf_counter() - start
     if bar:
         bar.close()
@@ -109,7 +144,7 @@ def _print_table(r, wall: float, args: argparse.Namespace) -> None:
     ratio = f"{r.server_to_floor:.2f}x floor" if r.server_to_floor else "n/a"
     rows = [
         ("result", status),
-        ("graph", f"{r.graph} (k={r.degree}, t={r.threshold})"),
+        ("graph", f"{r.graph} (k={r.degree}, t={r.threshold}, {r.mode})"),
         ("clients", f"{r.clients} ({r.included} included, dropout {args.dropout:.0%} at "
                     f"{args.drop_at})"),
         ("vector", f"{r.dim} elements mod 2^{r.modulus_bits}"),

@@ -1,0 +1,392 @@
+"""gRPC client process: drives one :class:`~secagg.client.ClientProtocol` per session.
+
+Why it is built this way (spec "Transport (gRPC)"):
+
+* The client never trusts a session id from the server: it decodes the
+  config, recomputes the id and refuses a SessionOpen whose id differs, or
+  whose id it has already seen (a replayed or resumed session). Protocol state
+  never outlives its session: when the connection breaks, the session is
+  abandoned, its secrets dropped, and the next session starts with fresh keys.
+* Every call has a deadline: ``Join`` the client's lifetime, each ``Send`` the
+  server's round timeout; while a session runs, a silent server is given up
+  on after the round timeout plus a margin.
+* The Join stream is read by a background thread into a queue, so the main
+  loop can wait with a timeout and cancel the call when it gives up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+
+from secagg.client import ClientProtocol, ClientState
+from secagg.config import SessionConfig
+from secagg.crypto.prg import mask_dtype
+from secagg.errors import ConfigError, ProtocolError, SecAggError
+from secagg.messages import (
+    AdvertiseKeys,
+    MaskedInput,
+    Message,
+    ShareKeys,
+    UnmaskResponse,
+    decode,
+)
+from secagg.transport import framing, sockstat
+from secagg.transport import secagg_pb2 as pb
+from secagg.transport import secagg_pb2_grpc as pb_grpc
+
+#: Which outgoing message a ``--die-at`` round name stands for (dropout injection).
+DIE_POINTS: Mapping[str, type[Message]] = {
+    "advertise": AdvertiseKeys,
+    "share-keys": ShareKeys,
+    "masked-input": MaskedInput,
+    "unmask": UnmaskResponse,
+}
+#: Errors after which retrying cannot help: the server refused who we are.
+_FATAL = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
+                    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED,
+                    grpc.StatusCode.FAILED_PRECONDITION})
+#: Send failures that mean the connection is gone, not that the server said no.
+_CONNECTION_LOST = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                              grpc.StatusCode.DEADLINE_EXCEEDED})
+_END = object()
+
+Event = Mapping[str, Any]
+InputProvider = Callable[[SessionConfig], np.ndarray]
+
+
+def channel_options() -> list[tuple[str, int]]:
+    """Explicit message limits and fast reconnection (a restarted server is found in ~1 s)."""
+    return [
+        ("grpc.max_receive_message_length", framing.GRPC_MESSAGE_LIMIT),
+        ("grpc.max_send_message_length", framing.GRPC_MESSAGE_LIMIT),
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1_000),
+    ]
+
+
+def demo_input(seed: int, client_id: int, round_index: int, dim: int, modulus: int
+               ) -> np.ndarray:
+    """A reproducible, uniform input in Z_R for demos, simulations and tests."""
+    rng = np.random.default_rng([seed, client_id, round_index])
+    values = rng.integers(0, modulus - 1, size=dim, dtype=np.uint64, endpoint=True)
+    return values.astype(mask_dtype(modulus))
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    server: str  # host:port
+    client_id: int
+    connect_timeout: float = 30.0  # how long to keep trying to reach a server
+    lifetime: float = 24 * 3600.0  # deadline of the Join call
+    idle_margin: float = 30.0  # added to the round timeout before a silent server is given up
+    sessions: int = 0  # leave after this many sessions; 0: until the server says goodbye
+    die_at: str | None = None  # SIGKILL self before sending this round's message (tests)
+    die_session: int = 0  # ... in this session (0-based, counted by this client)
+    #: hostname the server certificate must name (default: the host of ``server``)
+    server_name: str | None = None
+    client_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Run:
+    """One session as this client sees it."""
+
+    sequence: int
+    config: SessionConfig
+    sid: bytes
+    protocol: ClientProtocol | None  # None once the session is over: no secret outlives it
+    round_timeout: float
+    round: int = 0  # round of the server message this client answers next
+    parts: framing.Reassembler | None = None
+    status: str = "running"
+    reason: str | None = None
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    compute_seconds: float = 0.0
+    wire_start: tuple[int, int] | None = None
+    last_heard: float = field(default_factory=time.monotonic)
+
+
+class TransportClient:
+    """A client process's main loop. ``run()`` returns the exit status.
+
+    Exit status: 0 after the server's goodbye (or ``sessions`` sessions), 1 when
+    the server could not be reached or the lifetime ran out, 2 when the server
+    refused this client (authentication, id).
+    """
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        inputs: InputProvider,
+        *,
+        credentials: grpc.ChannelCredentials | None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._inputs = inputs
+        self._credentials = credentials
+        self._on_event = on_event or (lambda _e: None)
+        self._seen: set[bytes] = set()
+        self._joined = 0
+        self._finished = 0
+        self._port = _port_of(settings.server)
+        options = channel_options()
+        if settings.server_name:
+            options.append(("grpc.ssl_target_name_override", settings.server_name))
+        if credentials is None:
+            self._channel = grpc.insecure_channel(settings.server, options=options)
+        else:
+            self._channel = grpc.secure_channel(settings.server, credentials, options=options)
+        self._stub = pb_grpc.AggregatorStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    # -- main loop ------------------------------------------------------------------------
+    def run(self) -> int:
+        s = self.settings
+        framing.warm_up(1 << 32)
+        end_of_life = time.monotonic() + s.lifetime
+        last_contact = time.monotonic()
+        backoff = 0.1
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= end_of_life:
+                    self._emit({"event": "exit", "reason": "lifetime over"})
+                    return 1
+                if now - last_contact > s.connect_timeout:
+                    self._emit({"event": "exit", "reason": "server unreachable"})
+                    return 1
+                outcome, code, detail = self._stream(end_of_life - now)
+                if outcome == "done":
+                    return 0
+                if outcome == "contact":
+                    last_contact = time.monotonic()
+                    backoff = 0.1
+                if code in _FATAL:
+                    self._emit({"event": "exit", "reason": f"refused: {code.name}: {detail}"})
+                    return 2
+                time.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
+        finally:
+            self.close()
+
+    def _stream(self, deadline: float) -> tuple[str, grpc.StatusCode | None, str]:
+        """One Join call. Returns ("done"|"contact"|"none", status code, details)."""
+        s = self.settings
+        call = self._stub.Join(pb.JoinRequest(client_id=s.client_id,
+                                              version=framing.TRANSPORT_VERSION),
+                               timeout=deadline)
+        inbox: queue.Queue[Any] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(call, inbox), daemon=True)
+        reader.start()
+        run: _Run | None = None
+        contact = False
+        try:
+            while True:
+                wait = None
+                if run is not None and run.status == "running":
+                    wait = max(0.05, run.last_heard + run.round_timeout + s.idle_margin
+                               - time.monotonic())
+                try:
+                    item = inbox.get(timeout=wait)
+                except queue.Empty:
+                    assert run is not None
+                    self._finish(run, "lost", "server silent past the round deadline")
+                    continue
+                if item is _END:
+                    if run is not None and run.status == "running":
+                        self._finish(run, "lost", "connection ended")
+                    return ("contact" if contact else "none"), None, ""
+                if isinstance(item, grpc.RpcError):
+                    if run is not None and run.status == "running":
+                        self._finish(run, "lost", f"connection lost: {item.code().name}")
+                    return ("contact" if contact else "none"), item.code(), item.details() or ""
+                contact = True
+                kind = item.WhichOneof("body")
+                if kind == "goodbye":
+                    if run is not None and run.status == "running":
+                        self._finish(run, "lost", "server said goodbye")
+                    self._emit({"event": "exit", "reason": "goodbye"})
+                    return "done", None, ""
+                if kind == "open":
+                    if run is not None and run.status == "running":
+                        self._finish(run, "lost", "server opened another session")
+                    run = self._open(item.open)
+                elif kind == "chunk" and run is not None:
+                    self._chunk(run, item.chunk)
+                elif kind == "end" and run is not None and item.end.session_id == run.sid:
+                    self._end(run, item.end)
+                    if s.sessions and self._finished >= s.sessions:
+                        return "done", None, ""
+        finally:
+            call.cancel()
+            reader.join(timeout=0.2)
+
+    # -- session handling -----------------------------------------------------------------
+    def _open(self, msg: pb.SessionOpen) -> _Run | None:
+        """Check a SessionOpen and start round 0; None when the session is refused."""
+        me = self.settings.client_id
+        try:
+            config = SessionConfig.decode(msg.config)
+        except SecAggError as exc:
+            self._emit({"event": "session-refused", "reason": f"bad config: {exc}"})
+            return None
+        sid = config.session_id
+        if msg.session_id != sid:
+            self._emit({"event": "session-refused", "reason": "session id does not match config"})
+            return None
+        if sid in self._seen:
+            self._emit({"event": "session-refused", "session_id": sid.hex(),
+                        "reason": "session already seen (replayed or resumed)"})
+            return None
+        self._seen.add(sid)
+        sequence = self._joined
+        self._joined += 1
+        try:
+            framing.warm_up(config.modulus)
+            vector = self._inputs(config)
+            protocol = ClientProtocol(config, me, vector, **dict(self.settings.client_kwargs))
+        except (ConfigError, ProtocolError, OSError, ValueError) as exc:
+            self._emit({"event": "session-refused", "session_id": sid.hex(),
+                        "reason": f"{type(exc).__name__}: {exc}"})
+            return None
+        timeout = max(0.1, msg.round_timeout_ms / 1000) if msg.round_timeout_ms else 30.0
+        run = _Run(sequence, config, sid, protocol, timeout,
+                   wire_start=sockstat.tcp_bytes(peer_port=self._port))
+        t0 = time.perf_counter()
+        first = protocol.start()
+        run.compute_seconds += time.perf_counter() - t0
+        self._emit({"event": "session-open", "session_id": sid.hex(), "sequence": sequence,
+                    "round_index": config.round_index,
+                    "keys_sha256": _fingerprint(first.enc_pk + first.mask_pk)})
+        self._reply(run, first)
+        return run
+
+    def _chunk(self, run: _Run, chunk: pb.Chunk) -> None:
+        if run.status != "running" or run.protocol is None:
+            return
+        if chunk.session_id != run.sid or chunk.round != run.round + 1:
+            # Not for this session's next round: stale, replayed or out of order.
+            self._emit({"event": "stale-message", "session_id": chunk.session_id.hex(),
+                        "round": chunk.round})
+            return
+        run.last_heard = time.monotonic()
+        try:
+            if run.parts is None:
+                run.parts = framing.Reassembler(
+                    chunk.total_length, framing.server_message_limit(run.config))
+            elif chunk.total_length != run.parts.total:
+                raise framing.FrameError("chunk declares another total length")
+            run.parts.add(chunk.data, chunk.offset)
+            if not run.parts.complete:
+                return
+            data = run.parts.finish()
+            run.parts = None
+            run.bytes_received += len(data)
+            msg = decode(data)
+            t0 = time.perf_counter()
+            reply = run.protocol.handle(msg)  # type: ignore[arg-type]
+            run.compute_seconds += time.perf_counter() - t0
+        except ProtocolError as exc:
+            self._finish(run, "refused", str(exc))
+            return
+        run.round += 1
+        if reply is not None:
+            self._reply(run, reply)
+
+    def _reply(self, run: _Run, msg: Message) -> None:
+        s = self.settings
+        if (s.die_at is not None and run.sequence == s.die_session
+                and isinstance(msg, DIE_POINTS[s.die_at])):
+            os.kill(os.getpid(), signal.SIGKILL)  # dropout injection: vanish mid-session
+        data = msg.encode()
+        try:
+            self._stub.Send(_chunks(run.sid, run.round, s.client_id, data),
+                            timeout=run.round_timeout + 5.0)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code in _CONNECTION_LOST:
+                self._finish(run, "lost", f"sending failed: {code.name}")
+            else:
+                self._finish(run, "refused",
+                             f"server refused our message: {code.name}: {exc.details()}")
+            return
+        run.bytes_sent += len(data)
+
+    def _end(self, run: _Run, end: pb.SessionEnd) -> None:
+        if run.status == "running" and run.protocol is not None:
+            protocol = run.protocol
+            if end.status == pb.SessionEnd.DONE and protocol.state is ClientState.DONE:
+                self._finish(run, "done", None)
+            elif end.status == pb.SessionEnd.ABORTED:
+                self._finish(run, "aborted", end.reason or protocol.abort_reason)
+            else:
+                self._finish(run, "dropped", "the session finished without this client")
+        self._finished += 1
+
+    def _finish(self, run: _Run, status: str, reason: str | None) -> None:
+        run.status = status
+        run.reason = reason
+        run.parts = None
+        wire = None
+        now_wire = sockstat.tcp_bytes(peer_port=self._port)
+        if now_wire is not None and run.wire_start is not None:
+            wire = {"sent": now_wire[0] - run.wire_start[0],
+                    "received": now_wire[1] - run.wire_start[1]}
+        self._emit({
+            "event": "session-end", "session_id": run.sid.hex(), "sequence": run.sequence,
+            "status": status, "reason": reason,
+            "state": run.protocol.state.value if run.protocol is not None else None,
+            "bytes_sent": run.bytes_sent, "bytes_received": run.bytes_received,
+            "wire": wire, "compute_seconds": run.compute_seconds,
+        })
+        run.protocol = None  # its secrets must not outlive the session
+
+    def _emit(self, event: Event) -> None:
+        self._on_event({"client": self.settings.client_id, **event})
+
+
+def _pump(call: Any, inbox: queue.Queue[Any]) -> None:
+    try:
+        for item in call:
+            inbox.put(item)
+        inbox.put(_END)
+    except grpc.RpcError as exc:
+        inbox.put(exc)
+
+
+def _chunks(sid: bytes, rnd: int, client_id: int, data: bytes) -> Iterator[pb.ClientChunk]:
+    for offset, piece in framing.split(data):
+        if offset == 0:
+            yield pb.ClientChunk(session_id=sid, round=rnd, total_length=len(data),
+                                 client_id=client_id, data=piece)
+        else:
+            yield pb.ClientChunk(data=piece)
+
+
+def _fingerprint(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _port_of(target: str) -> int | None:
+    _host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return int(port)
