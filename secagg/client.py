@@ -415,6 +415,7 @@ class ClientProtocol:
                 shares.append((cid, ShareKind.MASK_KEY, s_share))
         for cid, kind, _ in shares:
             self._released[cid] = kind
+        self._held = {}  # every share this client will ever release is in the response
         self.state = ClientState.DONE
         return UnmaskResponse(me, tuple(shares))
 
