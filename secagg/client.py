@@ -1,4 +1,4 @@
-"""Sans-IO client state machine (spec section "Client").
+"""Sans-IO client state machine (spec §8, §15).
 
 ``ClientProtocol`` takes server messages and returns client messages; it never
 touches a socket or a clock, so the simulator, the gRPC transport and adapters
@@ -203,7 +203,7 @@ class ClientProtocol:
             return self._consistency(message)
         raise ProtocolError(f"unexpected message type {type(message).__name__}")
 
-    # -- round 1: ShareKeys --------------------------------------------------------------
+    # -- round 1: ShareKeys (spec §8.2) ---------------------------------------------------
     def _share_keys(self, msg: KeyBroadcast) -> ShareKeys:
         self._expect(ClientState.SHARE_KEYS)
         assert self._enc_sk is not None and self._mask_sk is not None
@@ -301,7 +301,7 @@ class ClientProtocol:
             except InvalidKeyError:
                 raise ProtocolError(f"client {e.client_id} advertised an invalid key") from None
 
-    # -- round 2: MaskedInputCollection ---------------------------------------------------
+    # -- round 2: MaskedInputCollection (spec §8.3) ----------------------------------------
     def _masked_input(self, msg: CiphertextBundle) -> MaskedInput:
         self._expect(ClientState.MASKED_INPUT)
         assert self._enc_sk is not None and self._mask_sk is not None and self._input is not None
@@ -364,7 +364,7 @@ class ClientProtocol:
             raise ProtocolError(f"ciphertext from client {sender} names the wrong sender/receiver")
         return s_share, b_share
 
-    # -- round 4: Unmasking --------------------------------------------------------------
+    # -- round 4: Unmasking (spec §8.5, §15.7) ---------------------------------------------
     def _unmask(self, msg: UnmaskRequest) -> UnmaskResponse:
         self._expect(ClientState.UNMASKING)
         if self._active:

@@ -1,4 +1,4 @@
-"""Session configuration and the session binding (spec sections "Parameters" and "Session binding").
+"""Session configuration and the session binding (spec §2 and §3).
 
 A :class:`SessionConfig` fixes everything both sides must agree on: the cohort,
 vector length, modulus, threshold, graph, FL round and the task (model) hash. It
@@ -237,7 +237,7 @@ class SessionConfig:
         return len(self.cohort)
 
     def encode(self) -> bytes:
-        """Canonical encoding (spec "SessionConfig encoding"); input of the session id."""
+        """Canonical encoding (spec §2.6); input of the session id."""
         w = Writer().u8(PROTOCOL_VERSION)
         w.var(self.mode.value.encode()).var(self.graph.value.encode()).var(self.prg.value.encode())
         w.u64(self.round_index).fixed(self.task_hash, TASK_HASH_LEN)
@@ -290,7 +290,7 @@ class SessionConfig:
 
     @cached_property
     def session_id(self) -> bytes:
-        """Session id = HKDF(SHA-256(config encoding), SESSION_ID) (spec "Session binding")."""
+        """Session id = HKDF(SHA-256(config encoding), SESSION_ID) (spec §3.1)."""
         digest = hashlib.sha256(self.encode()).digest()
         return hkdf(digest, Label.SESSION_ID, encode_context(PROTOCOL_VERSION), length=32)
 

@@ -1,4 +1,4 @@
-"""Communication graphs and their safe (k, t) parameters (SecAgg and SecAgg+).
+"""Communication graphs and their safe (k, t) parameters (SecAgg and SecAgg+) (spec §6).
 
 SecAgg (Bonawitz et al., CCS 2017) uses the complete graph: every client
 shares its secrets with every other client. SecAgg+ (Bell et al., CCS 2020)

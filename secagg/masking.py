@@ -1,4 +1,4 @@
-"""Protocol-level derivations shared by client and server (spec "Key schedule" and "Masks").
+"""Protocol-level derivations shared by client and server (spec §5, §8.2, §8.3).
 
 Every function binds the session id and both endpoints, so a key or mask of one
 session, pair or direction can never be produced for another. The client uses

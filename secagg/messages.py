@@ -1,6 +1,6 @@
 """Protocol messages: typed, immutable records with one canonical byte encoding.
 
-Spec section "Messages". Every message starts with ``b"SA"``, the protocol
+Spec §7 (wire encoding). Every message starts with ``b"SA"``, the protocol
 version (u8) and a type code (u8); fields follow in a fixed order (see
 :mod:`secagg.wire`). Lists are sorted strictly by id, so an encoding is unique
 and a duplicate or re-ordered entry is a decoding error. :func:`decode`
@@ -36,7 +36,7 @@ MAX_VECTOR_BYTES = 1 << 34
 
 
 class MessageType(enum.IntEnum):
-    """Wire type codes of the messages every mode uses (spec "Messages").
+    """Wire type codes of the messages every mode uses (spec §7.3).
 
     8 and 9, the ConsistencyCheck round of active mode, are in
     :class:`ActiveMessageType`: this enum stays the set of semi-honest messages.

@@ -1,4 +1,4 @@
-"""Bit-packed wire format for vectors in Z_R.
+"""Bit-packed wire format for vectors in Z_R (spec §10.5).
 
 A masked input is a vector of integers below ``R``; sending each one in a whole
 ``uint32``/``uint64`` wastes up to half the bandwidth when ``R`` is, say, 2**17.

@@ -1,4 +1,4 @@
-"""Quantization of model updates into Z_R and decoding of their sum.
+"""Quantization of model updates into Z_R and decoding of their sum (spec §10.1-§10.4).
 
 Secure aggregation works on integer vectors modulo ``R``: masks cancel only in
 modular arithmetic, and the server learns only the sum mod ``R``. A client's

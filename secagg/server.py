@@ -1,4 +1,4 @@
-"""Sans-IO server state machine (spec section "Server").
+"""Sans-IO server state machine (spec §8, §9, §15).
 
 ``ServerProtocol`` takes client messages one at a time (:meth:`receive`) and,
 when the driver decides a round is over (all expected clients answered or a
@@ -196,6 +196,7 @@ class ServerProtocol:
             )
 
     def _receive_keys(self, msg: AdvertiseKeys) -> None:
+        # spec §8.1
         u = msg.sender
         if u not in self._cohort:
             raise ProtocolError(f"client {u} is not in the cohort")
@@ -240,6 +241,7 @@ class ServerProtocol:
         return vk
 
     def _receive_shares(self, msg: ShareKeys) -> None:
+        # spec §8.2
         u = msg.sender
         if u not in self._u1:
             raise ProtocolError(f"ShareKeys from client {u}, which is not in U1")
@@ -257,6 +259,7 @@ class ServerProtocol:
         self._commitments[u] = msg.self_mask_commitment
 
     def _receive_masked(self, msg: MaskedInput) -> None:
+        # spec §8.3
         u = msg.sender
         if u not in self._u2:
             raise ProtocolError(f"MaskedInput from client {u}, which is not in U2")
@@ -274,6 +277,7 @@ class ServerProtocol:
         self._masked_from.add(u)
 
     def _receive_view_signature(self, msg: ConsistencySignature) -> None:
+        # spec §15.6
         u = msg.sender
         view = self._views.get(u)
         if view is None:
@@ -290,6 +294,7 @@ class ServerProtocol:
         self._view_sigs[u] = msg.signature
 
     def _receive_unmask(self, msg: UnmaskResponse) -> None:
+        # spec §8.5
         u = msg.sender
         request = self._requests.get(u)
         if request is None:
@@ -376,6 +381,7 @@ class ServerProtocol:
         return frozenset(members)
 
     def _close_keys(self) -> dict[int, KeyBroadcast | Abort]:
+        # spec §8.1
         self._u1 = self._prune(set(self._keys), "advertise-keys")
         out: dict[int, KeyBroadcast | Abort] = {}
         for u in sorted(self._keys):
@@ -391,6 +397,7 @@ class ServerProtocol:
         return out
 
     def _close_shares(self) -> dict[int, CiphertextBundle | Abort]:
+        # spec §8.2, §9
         self._u2 = self._prune(set(self._commitments), "share-keys")
         out: dict[int, CiphertextBundle | Abort] = {}
         for u in sorted(self._commitments):
@@ -406,6 +413,7 @@ class ServerProtocol:
         return out
 
     def _close_masked(self) -> dict[int, UnmaskRequest | ConsistencyRequest]:
+        # spec §8.3, §9.2
         t = self.config.threshold
         u3 = frozenset(self._masked_from)
         if len(u3) < t:
@@ -436,7 +444,7 @@ class ServerProtocol:
         return out
 
     def _close_consistency(self) -> dict[int, ConsistencyRequest | Abort]:
-        """End round 3: relay to each signer the signatures of its alive neighbours.
+        """End round 3: relay to each signer the signatures of its alive neighbours (spec §15.6).
 
         A signer with fewer than t signing neighbours could not unmask (it would
         refuse), so it is told so and not asked; if the clients that will be asked
@@ -490,6 +498,7 @@ class ServerProtocol:
         return out
 
     def _close_unmask(self) -> None:
+        # spec §8.5
         cfg, t = self.config, self.config.threshold
         sid = cfg.session_id
         cache = shamir.LagrangeCache()

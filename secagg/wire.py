@@ -1,4 +1,4 @@
-"""Low-level canonical byte encoding (spec section "Encodings").
+"""Low-level canonical byte encoding (spec §7.1).
 
 All multi-byte integers are big-endian and fixed-width; byte strings and lists
 are length-prefixed with a u32. A :class:`Reader` refuses to read past the end

@@ -1,4 +1,4 @@
-"""ChaCha20-Poly1305 AEAD (RFC 8439) over OpenSSL, with nonces that cannot repeat.
+"""ChaCha20-Poly1305 AEAD (RFC 8439) over OpenSSL, with nonces that cannot repeat (spec §4.4).
 
 Why a wrapper: reusing a (key, nonce) pair with ChaCha20-Poly1305 leaks the XOR
 of two plaintexts and lets an attacker forge tags, and in SecAgg the plaintexts

@@ -1,4 +1,4 @@
-"""X25519 key agreement (RFC 7748) over libsodium, with strict public-key validation.
+"""X25519 key agreement (RFC 7748) over libsodium, with strict public-key validation (spec §4.3).
 
 Why strict: in SecAgg a client's pairwise mask seed and its share-encryption keys
 come from X25519 agreements with keys that the (possibly malicious) server relays.

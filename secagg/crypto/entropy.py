@@ -1,4 +1,4 @@
-"""Where secret randomness comes from.
+"""Where secret randomness comes from (spec §4.9).
 
 Secrets, seeds and keys come from the operating system (``os.urandom``) unless a
 caller explicitly injects a :class:`DeterministicEntropy` through the one

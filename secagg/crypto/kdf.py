@@ -1,4 +1,4 @@
-"""HKDF-SHA256 (RFC 5869) with registered domain-separation labels (spec section "KDF labels").
+"""HKDF-SHA256 (RFC 5869) with registered domain-separation labels (spec §4.1, §4.2, §5).
 
 ``info`` is always ``label || b"|" || encode_context(...)``: the label comes from
 :class:`secagg.crypto.labels.Label` (no free-form strings), and the context is a

@@ -1,4 +1,4 @@
-"""Registry of every key-derivation label used in secagg (spec section "KDF labels").
+"""Registry of every key-derivation label used in secagg (spec §5).
 
 The same registry holds the domain-separation prefixes of the active-mode
 signature statements (spec §15.3), so a signed statement can never be

@@ -1,4 +1,4 @@
-"""The mask PRG: expand a 32-byte seed into a uniform vector in Z_R^m.
+"""The mask PRG: expand a 32-byte seed into a uniform vector in Z_R^m (spec §4.6).
 
 Every mask in the protocol (self masks PRG(b_u), pairwise masks PRG(s_uv)) comes
 from :func:`expand_mask`. Design choices, and why:

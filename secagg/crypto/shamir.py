@@ -1,4 +1,4 @@
-"""Shamir t-out-of-n secret sharing of 32-byte secrets over a 257-bit prime field.
+"""Shamir t-out-of-n secret sharing of 32-byte secrets over a 257-bit prime field (spec §4.7).
 
 Clients share their self-mask seed b_u and their mask secret key s_u this way
 (Bonawitz et al. 2017, round ShareKeys). Why this design:

@@ -1,4 +1,4 @@
-"""Ed25519 signatures (RFC 8032) over libsodium.
+"""Ed25519 signatures (RFC 8032) over libsodium (spec §4.5, §15.3).
 
 Why: in the malicious-server variant of SecAgg each client signs its advertised
 public keys and its view of the surviving-client set, so the server cannot swap
