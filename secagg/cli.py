@@ -21,12 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_simulate.register(sub)
     cli_train.register(sub)
-    from secagg import cli_audit  # secagg audit TRANSCRIPT | --attacks | --vectors DIR
-
-    cli_audit.register(sub)
     from secagg import cli_transport  # secagg server / client / certs (gRPC)
 
     cli_transport.register(sub)
+    from secagg import cli_bench  # secagg bench SUITE (bench/: scaling, dropout, flower, ...)
+
+    cli_bench.register(sub)
+    from secagg import cli_audit  # secagg audit TRANSCRIPT | --attacks | --vectors DIR
+
+    cli_audit.register(sub)
     return parser
 
 
