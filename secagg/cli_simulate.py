@@ -6,6 +6,7 @@ Options and ``--json`` field names are a public interface (README, "CLI").
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import time
 
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     except SecAggError as exc:
         print(f"secagg simulate: refused: {exc}", file=sys.stderr)
         return 2
-    seed = args.seed if args.seed is not None else int.from_bytes(np.random.bytes(4), "big")
+    seed = args.seed if args.seed is not None else secrets.randbits(32)
     rng = np.random.default_rng(seed)
     R, dim = config.modulus, config.dim
     dtype = mask_dtype(R)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -187,7 +188,7 @@ def run_client(args: argparse.Namespace) -> int:
         print(f"secagg client: refused: {exc}", file=sys.stderr)
         return 2
     fixed = None if args.input is None else _load_input(args.input)
-    seed = args.seed if args.seed is not None else int.from_bytes(np.random.bytes(4), "big")
+    seed = args.seed if args.seed is not None else secrets.randbits(32)
 
     def inputs(config: SessionConfig) -> np.ndarray:
         if fixed is not None:
