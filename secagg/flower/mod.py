@@ -1,0 +1,361 @@
+"""Client side: a Flower mod that runs our protocol around the ClientApp's training.
+
+``ClientApp(client_fn=..., mods=[secaggplus_mod])`` (or with ``@app.train()``
+functions) is all a Flower client changes. The mod answers the four stages of
+:class:`secagg.flower.SecAggPlusWorkflow` with a :class:`~secagg.client.ClientProtocol`;
+at the masked-input stage it calls the training function, encodes the returned
+parameters, the example count and the declared metrics into one vector of Z_R
+and returns only the masked vector: no parameter, count or metric leaves the
+client in clear.
+
+State across messages. Flower may run each message in a fresh process (its
+process isolation) or on another simulation worker, so nothing may live only in
+memory. The mod persists in ``Context.state`` (which stays on the client's
+node) a fresh 32-byte secret seed per session, the session config and the
+server messages it accepted. Every secret of the session comes from a DRBG
+keyed by that seed, so the state machine is rebuilt exactly by replaying the
+accepted messages (keys, shares and self-mask seed come out identical). A
+refused message is never persisted, and the session's last accepted message
+(the unmask request) leaves the client DONE: a second request for shares,
+whatever it asks, is refused after any replay. A process-local cache avoids
+recomputing the masks at the unmask stage when the process is still there.
+
+Every refusal raises :class:`~secagg.errors.ProtocolError` or
+:class:`~secagg.errors.ConfigError`; Flower turns it into an error reply, which
+the server treats as a dropout. A training request that does not come with
+secure aggregation is refused too, so a server cannot simply ask for the
+update in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common import Code, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
+
+from secagg.client import ClientProtocol, ClientState
+from secagg.config import SessionConfig
+from secagg.crypto.prg import mask_dtype
+from secagg.errors import ConfigError, ProtocolError
+from secagg.flower.common import (
+    LABEL_PREFIX,
+    LEGACY_INS_PARAMETERS,
+    RECORD_KEY,
+    STATE_KEY,
+    K,
+    SessionParams,
+    Stage,
+    encode_update,
+    get_field,
+    model_hash,
+    model_layout,
+    model_record,
+    task_hash,
+)
+from secagg.messages import (
+    Abort,
+    CiphertextBundle,
+    KeyBroadcast,
+    UnmaskRequest,
+    decode,
+)
+from secagg.messages import (
+    Message as ProtocolMessage,
+)
+
+SEED_LEN = 32
+_EXPECTED: dict[Stage, type[ProtocolMessage]] = {
+    Stage.SHARE_KEYS: KeyBroadcast,
+    Stage.MASKED_INPUT: CiphertextBundle,
+    Stage.UNMASK: UnmaskRequest,
+}
+#: the stage each accepted server message moves the client to
+_NEXT = {Stage.ADVERTISE_KEYS: Stage.SHARE_KEYS, Stage.SHARE_KEYS: Stage.MASKED_INPUT,
+         Stage.MASKED_INPUT: Stage.UNMASK, Stage.UNMASK: None}
+
+
+class _SessionEntropy:
+    """SHAKE-256 keyed by the session's secret seed: every secret of one client session.
+
+    The seed comes from the OS and is kept only in the client's own Context, so
+    the stream is as secret as a key stored there (Flower's own mod stores its
+    private keys in the same place). Determinism is what makes replay exact.
+    """
+
+    def __init__(self, seed: bytes) -> None:
+        self._seed = seed
+        self._counter = 0
+
+    def random_bytes(self, n: int) -> bytes:
+        h = hashlib.shake_256(LABEL_PREFIX + b"client-state-drbg")
+        h.update(self._seed)
+        h.update(self._counter.to_bytes(8, "big"))
+        self._counter += 1
+        return h.digest(n)
+
+    def __repr__(self) -> str:
+        return "_SessionEntropy(<seed hidden>)"
+
+
+@dataclass
+class _Persisted:
+    """What survives between messages (in ``Context.state``)."""
+
+    config: bytes
+    client_id: int
+    seed: bytes
+    params: SessionParams
+    history: list[bytes]
+    next_stage: Stage | None  # None: the session is over (done or aborted)
+
+    def to_record(self) -> ConfigRecord:
+        return ConfigRecord({
+            K.CONFIG: self.config, K.CLIENT_ID: self.client_id, "seed": self.seed,
+            "history": list(self.history),
+            "next-stage": self.next_stage.value if self.next_stage else "",
+            **self.params.to_record(),
+        })
+
+    @classmethod
+    def from_record(cls, record: ConfigRecord) -> _Persisted:
+        nxt = str(record.get("next-stage", ""))
+        return cls(
+            config=bytes(get_field(record, K.CONFIG, bytes)),  # type: ignore[arg-type]
+            client_id=int(get_field(record, K.CLIENT_ID, int)),  # type: ignore[call-overload]
+            seed=bytes(get_field(record, "seed", bytes)),  # type: ignore[arg-type]
+            params=SessionParams.from_record(record),
+            history=[bytes(b) for b in record.get("history", [])],  # type: ignore[union-attr]
+            next_stage=Stage(nxt) if nxt else None,
+        )
+
+
+class SecAggPlusMod:
+    """The client mod; :data:`secaggplus_mod` is an instance with default policy.
+
+    ``min_cohort`` is this client's own floor on the cohort size (spec §15.8):
+    a session with fewer clients is refused whatever the server's config says.
+    ``cache=False`` forces a replay from the persisted state for every message,
+    which is what happens when Flower runs each message in a new process.
+    """
+
+    def __init__(self, *, min_cohort: int | None = None, cache: bool = True) -> None:
+        if min_cohort is not None and (isinstance(min_cohort, bool) or min_cohort < 3):
+            raise ConfigError("min_cohort must be an int >= 3")
+        self.min_cohort = min_cohort
+        self.cache = cache
+        self._lock = threading.Lock()
+        self._live: dict[tuple[int, int], tuple[bytes, int, ClientProtocol]] = {}
+
+    def __repr__(self) -> str:
+        return f"SecAggPlusMod(min_cohort={self.min_cohort}, cache={self.cache})"
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle the policy only: Flower's Ray engine ships the ClientApp (and so
+        this mod) to its workers; the lock and the cache stay in this process."""
+        return {"min_cohort": self.min_cohort, "cache": self.cache}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(**state)  # type: ignore[misc, arg-type]
+
+    # -- entry point ---------------------------------------------------------------------
+    def __call__(self, msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+        """Answer one Flower message: protocol stages here, anything but training passes."""
+        if msg.metadata.message_type.split(".")[0] != MessageType.TRAIN:
+            return call_next(msg, ctxt)
+        if not msg.has_content() or RECORD_KEY not in msg.content.config_records:
+            raise ProtocolError(
+                "refused: this client trains only under secure aggregation, and the "
+                "training request carries no secure-aggregation stage"
+            )
+        record = msg.content.config_records[RECORD_KEY]
+        try:
+            stage = Stage(get_field(record, K.STAGE, str))
+        except ValueError:
+            raise ProtocolError("unknown secure-aggregation stage") from None
+        out: bytes | None
+        if stage is Stage.ADVERTISE_KEYS:
+            out = self._advertise(record, ctxt)
+        elif stage is Stage.ABORT:
+            out = self._abort(record, ctxt)
+        else:
+            out = self._step(stage, msg, record, ctxt, call_next)
+        reply: dict[str, str | bytes] = {K.STAGE: stage.value}
+        if out is not None:
+            reply[K.MESSAGE] = out
+        return Message(RecordDict({RECORD_KEY: ConfigRecord(reply)}), reply_to=msg)
+
+    # -- stages --------------------------------------------------------------------------
+    def _advertise(self, record: ConfigRecord, ctxt: Context) -> bytes:
+        """Stage 0: a new session (any earlier one is forgotten), fresh seed and keys."""
+        config_bytes = bytes(get_field(record, K.CONFIG, bytes))  # type: ignore[arg-type]
+        client_id = int(get_field(record, K.CLIENT_ID, int))  # type: ignore[call-overload]
+        params = SessionParams.from_record(record)
+        config = SessionConfig.decode(config_bytes)
+        if params.quantization(config.n).modulus != config.modulus:
+            raise ProtocolError("the session's modulus is not the one its quantization needs")
+        state = _Persisted(config_bytes, client_id, os.urandom(SEED_LEN), params, [],
+                           Stage.SHARE_KEYS)
+        protocol = ClientProtocol(config, client_id, _placeholder(config),
+                                  entropy=_SessionEntropy(state.seed), min_cohort=self.min_cohort)
+        advertise = protocol.start()
+        self._forget(ctxt)
+        self._save(ctxt, state)
+        return advertise.encode()
+
+    def _step(self, stage: Stage, msg: Message, record: ConfigRecord, ctxt: Context,
+              call_next: ClientAppCallable) -> bytes:
+        """Stages 1, 2, 4: one server message, replayed state, one reply."""
+        state = self._load(ctxt)
+        if state is None or state.next_stage is not stage:
+            expected = state.next_stage.value if state and state.next_stage else "advertise-keys"
+            raise ProtocolError(f"stage {stage.value} not expected (expected {expected})")
+        incoming = decode(bytes(get_field(record, K.MESSAGE, bytes)))  # type: ignore[arg-type]
+        if not isinstance(incoming, _EXPECTED[stage]):
+            raise ProtocolError(f"stage {stage.value} must carry a "
+                                f"{_EXPECTED[stage].__name__}")
+        config = SessionConfig.decode(state.config)
+        vector = None
+        if stage is Stage.MASKED_INPUT:
+            vector = self._train(msg, ctxt, call_next, config, state.params)
+        protocol = self._cached(ctxt, config, state) if stage is Stage.UNMASK else None
+        if protocol is None:
+            protocol = self._protocol(config, state, vector)
+        reply = protocol.handle(incoming)  # refuses (ProtocolError) before any change
+        assert reply is not None
+        state.history.append(incoming.encode())
+        state.next_stage = _NEXT[stage]
+        if state.next_stage is None:  # done: the seed has no use left, forget it
+            self._forget(ctxt)
+            ctxt.state.config_records[STATE_KEY] = ConfigRecord({"next-stage": ""})
+        else:
+            self._save(ctxt, state)
+            if self.cache and stage is Stage.MASKED_INPUT:
+                with self._lock:
+                    self._live[_node_key(ctxt)] = (state.seed, len(state.history), protocol)
+        return reply.encode()
+
+    def _abort(self, record: ConfigRecord, ctxt: Context) -> None:
+        """The server ended the session: forget every secret of it."""
+        raw = record.get(K.MESSAGE)
+        if isinstance(raw, bytes) and not isinstance(decode(raw), Abort):
+            raise ProtocolError("an abort stage must carry an Abort message")
+        self._forget(ctxt)
+        ctxt.state.config_records[STATE_KEY] = ConfigRecord({"next-stage": ""})
+        return None
+
+    # -- training ------------------------------------------------------------------------
+    def _train(self, msg: Message, ctxt: Context, call_next: ClientAppCallable,
+               config: SessionConfig, params: SessionParams) -> np.ndarray:
+        """Check the model against the session, train, and encode the reply into Z_R."""
+        content = msg.content
+        _, model = model_record(content)
+        if task_hash(params, model_hash(model)) != config.task_hash:
+            raise ProtocolError(
+                "the model sent for training is not the one this session was opened for"
+            )
+        _, layout = model_layout(model)
+        if params.dim(layout) != config.dim:
+            raise ProtocolError("the session's vector length does not match the model")
+        del content.config_records[RECORD_KEY]  # the training function sees Flower's own
+        legacy = LEGACY_INS_PARAMETERS in content.array_records
+        out = call_next(msg, ctxt)
+        if out.has_error():
+            raise ProtocolError(f"local training failed: {out.error.reason}")
+        if legacy:
+            fitres = compat.recorddict_to_fitres(out.content, keep_input=False)
+            if fitres.status.code != Code.OK:
+                raise ProtocolError(f"local training failed: {fitres.status.message}")
+            arrays = parameters_to_ndarrays(fitres.parameters)
+            weight, metrics = fitres.num_examples, dict(fitres.metrics)
+        else:
+            arrays, weight, metrics = _message_reply(out.content, params.weight_key)
+        if isinstance(weight, float) and weight.is_integer():
+            weight = int(weight)
+        if isinstance(weight, bool) or not isinstance(weight, int):
+            raise ConfigError("the example count must be an integer")
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        return encode_update(arrays, numeric, weight, params, layout, config.n)
+
+    # -- state ---------------------------------------------------------------------------
+    def _protocol(self, config: SessionConfig, state: _Persisted,
+                  vector: np.ndarray | None) -> ClientProtocol:
+        """Rebuild the client state machine by replaying the accepted server messages.
+
+        Before training the input is a placeholder of zeros: it is read only when
+        the masked input is computed, and a replay that passes that point again
+        only needs the shares it decrypts, not the masked vector it recomputes.
+        """
+        if vector is None:
+            vector = _placeholder(config)
+        protocol = ClientProtocol(config, state.client_id, vector,
+                                  entropy=_SessionEntropy(state.seed), min_cohort=self.min_cohort)
+        protocol.start()
+        for raw in state.history:
+            protocol.handle(decode(raw))  # type: ignore[arg-type]
+        return protocol
+
+    def _cached(self, ctxt: Context, config: SessionConfig,
+                state: _Persisted) -> ClientProtocol | None:
+        if not self.cache:
+            return None
+        with self._lock:
+            entry = self._live.get(_node_key(ctxt))
+        if entry is None:
+            return None
+        seed, length, protocol = entry
+        if (seed != state.seed or length != len(state.history)
+                or protocol.state is not ClientState.UNMASKING or protocol.config != config):
+            return None
+        return protocol
+
+    def _forget(self, ctxt: Context) -> None:
+        with self._lock:
+            self._live.pop(_node_key(ctxt), None)
+        ctxt.state.config_records.pop(STATE_KEY, None)
+
+    @staticmethod
+    def _load(ctxt: Context) -> _Persisted | None:
+        record = ctxt.state.config_records.get(STATE_KEY)
+        if record is None or not record.get("next-stage"):
+            return None
+        return _Persisted.from_record(record)
+
+    @staticmethod
+    def _save(ctxt: Context, state: _Persisted) -> None:
+        ctxt.state.config_records[STATE_KEY] = state.to_record()
+
+
+def _placeholder(config: SessionConfig) -> np.ndarray:
+    """The input given to the state machine before training: never sent anywhere."""
+    return np.zeros(config.dim, dtype=mask_dtype(config.modulus))
+
+
+def _node_key(ctxt: Context) -> tuple[int, int]:
+    return (int(ctxt.run_id), int(ctxt.node_id))
+
+
+def _message_reply(content: RecordDict,
+                   weight_key: str) -> tuple[list[np.ndarray], object, dict[str, object]]:
+    """Arrays, example count and metrics of a message-API training reply."""
+    if len(content.array_records) != 1 or len(content.metric_records) != 1:
+        raise ConfigError("a training reply must carry exactly one ArrayRecord and one "
+                          "MetricRecord")
+    arrays = next(iter(content.array_records.values())).to_numpy_ndarrays()
+    metrics = dict(next(iter(content.metric_records.values())))
+    if weight_key not in metrics:
+        raise ConfigError(f"the training reply's MetricRecord has no {weight_key!r}")
+    weight = metrics.pop(weight_key)
+    return arrays, weight, metrics
+
+
+#: The mod with the default client policy: ``ClientApp(mods=[secaggplus_mod])``.
+secaggplus_mod = SecAggPlusMod()
+
+__all__ = ["SecAggPlusMod", "secaggplus_mod"]

@@ -1,0 +1,525 @@
+"""Server side: our protocol as a Flower workflow, for both kinds of Flower strategies.
+
+* Legacy strategies (``flwr.server.strategy.FedAvg`` & co.), the path Flower's
+  own secure aggregation takes: ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))``
+  inside a ``ServerApp`` main function, exactly where Flower's
+  ``SecAggPlusWorkflow`` goes.
+* Message-API strategies (``flwr.serverapp.strategy.FedAvg`` & co.), which have no
+  secure aggregation in Flower 1.42: pass ``SecAggGrid(grid, SecAggPlusWorkflow(...))``
+  to ``strategy.start`` instead of the grid. The wrapper runs a session
+  whenever the strategy sends training messages and hands the strategy one
+  reply holding the aggregate.
+
+One FL round is one protocol session over four request/response exchanges
+with the sampled nodes (stage names in :class:`~secagg.flower.common.Stage`).
+The training instruction (the global model and config the strategy chose)
+travels with the third, where the mod trains; the node ids of the sample are
+mapped to protocol ids 1..n in ascending node-id order.
+
+The strategy never sees a client's update, example count or metrics: it gets
+one result whose parameters are the secure weighted mean, whose
+``num_examples`` is the total weight of the included clients and whose metrics
+are the secure weighted means of the declared ``secure_metrics`` (what the
+server learns from the sum anyway), plus one failure per client left out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord
+from flwr.app import RecordDict as FlowerRecordDict
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+from flwr.compat.common import recorddict_compat as compat
+from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
+from flwr.server.compat.legacy_context import LegacyContext
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+from flwr.server.workflow.constant import Key as WorkflowKey
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+
+from secagg.config import DEFAULT_MIN_COHORT, Mode, SessionConfig
+from secagg.errors import ConfigError, ProtocolError
+from secagg.flower.common import (
+    RECORD_KEY,
+    DecodedAggregate,
+    K,
+    SessionParams,
+    Stage,
+    bits_of_range,
+    decode_aggregate,
+    get_field,
+    model_hash,
+    model_layout,
+    model_record,
+    task_hash,
+)
+from secagg.graph import GraphKind
+from secagg.messages import (
+    Abort,
+    AdvertiseKeys,
+    MaskedInput,
+    ShareKeys,
+    UnmaskResponse,
+    decode,
+)
+from secagg.messages import Message as ProtocolMessage
+from secagg.quantize import safe_modulus_bits
+from secagg.server import ServerProtocol, ServerState
+
+logger = logging.getLogger("secagg.flower")
+
+#: the client message each stage must return
+_REPLY_TYPE: dict[Stage, type[ProtocolMessage]] = {
+    Stage.ADVERTISE_KEYS: AdvertiseKeys,
+    Stage.SHARE_KEYS: ShareKeys,
+    Stage.MASKED_INPUT: MaskedInput,
+    Stage.UNMASK: UnmaskResponse,
+}
+_ORDER = (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK)
+
+
+@dataclass(frozen=True, eq=False)
+class SessionOutcome:
+    """What one session produced, in Flower node ids.
+
+    ``aggregate`` is None when the session aborted (``abort_reason`` says why);
+    ``failures`` lists, per node, why it was left out (error reply, refused or
+    missing message), for logs and for the strategy's failure list.
+    """
+
+    aggregate: DecodedAggregate | None
+    included: tuple[int, ...]
+    dropped: tuple[int, ...]
+    abort_reason: str | None
+    failures: tuple[str, ...]
+    config: SessionConfig
+
+
+class SecAggPlusWorkflow:
+    """Drop-in for ``flwr.server.workflow.SecAggPlusWorkflow`` running secagg's protocol.
+
+    Parameters named like Flower's mean the same thing:
+
+    * ``num_shares``: shares per secret *counting the owner*, as in Flower
+      (our Harary degree is ``num_shares - 1``); a float is a fraction of the
+      sampled clients; ``num_shares >= n`` (or None with ``graph="complete"``)
+      is the complete graph (SecAgg). None: the complete graph, or the SecAgg+
+      parameter finder's degree with ``graph="harary"``.
+    * ``reconstruction_threshold``: shares needed to reconstruct (t); a float
+      is a fraction of ``num_shares``. None: the safe default of the graph.
+      Unsafe (num_shares, threshold) pairs are refused with the reason.
+    * ``max_weight``: largest example count a client may report (an integer);
+      a larger one is refused by that client's mod, never wrapped.
+    * ``clipping_range``: parameters are clipped to ``[-c, c]``.
+    * ``quantization_range``: number of quantization levels, a power of two.
+    * ``modulus_range``: R, a power of two; None (default) picks the smallest
+      modulus the worst-case sum cannot overflow, and a smaller one is refused.
+    * ``timeout``: seconds each stage waits for replies (None: until all reply).
+
+    Ours: ``graph`` (``"complete"``/``"harary"``), ``mode`` (``"semi-honest"``;
+    ``"active"`` needs long-term client identities that Flower node ids do not
+    carry yet and is refused), ``min_cohort`` (sessions with fewer sampled
+    clients are refused), ``dropout_rate`` and ``corruption_rate`` (what the
+    SecAgg+ finder and checks provision for), ``secure_metrics`` (training
+    metric keys summed inside the aggregate; other metrics never leave the
+    client), ``metrics_range`` (their clip), ``weighted_by_key`` (the example
+    count's key in message-API replies) and ``threads`` (server unmasking).
+    """
+
+    def __init__(
+        self,
+        num_shares: int | float | None = None,
+        reconstruction_threshold: int | float | None = None,
+        *,
+        max_weight: float = 1000.0,
+        clipping_range: float = 8.0,
+        quantization_range: int = 4194304,
+        modulus_range: int | None = None,
+        timeout: float | None = None,
+        graph: GraphKind | str | None = None,
+        mode: Mode | str = Mode.SEMI_HONEST,
+        min_cohort: int = DEFAULT_MIN_COHORT,
+        dropout_rate: float = 0.1,
+        corruption_rate: float = 0.05,
+        secure_metrics: Sequence[str] = (),
+        metrics_range: float = 100.0,
+        weighted_by_key: str = "num-examples",
+        threads: int | None = None,
+    ) -> None:
+        self.num_shares = _check_count(num_shares, "num_shares")
+        self.reconstruction_threshold = _check_count(reconstruction_threshold,
+                                                     "reconstruction_threshold")
+        if isinstance(max_weight, bool) or not float(max_weight).is_integer() or max_weight < 1:
+            raise ConfigError("max_weight must be a whole number >= 1 (an example count)")
+        self.max_weight = int(max_weight)
+        self.clipping_range = float(clipping_range)
+        self.quantization_bits = bits_of_range(quantization_range, "quantization_range")
+        self.modulus_bits = (None if modulus_range is None
+                             else bits_of_range(modulus_range, "modulus_range"))
+        if timeout is not None and not timeout > 0:
+            raise ConfigError("timeout must be None or > 0 seconds")
+        self.timeout = timeout
+        try:
+            self.graph = None if graph is None else GraphKind(graph)
+            self.mode = Mode(mode)
+        except ValueError:
+            raise ConfigError(f"unknown graph {graph!r} or mode {mode!r}") from None
+        if self.mode is Mode.ACTIVE:
+            raise ConfigError(
+                "active mode is not available over Flower yet: it needs long-term client "
+                "identities bound to protocol ids, which Flower node ids do not provide"
+            )
+        self.min_cohort = int(min_cohort)
+        self.dropout_rate = float(dropout_rate)
+        self.corruption_rate = float(corruption_rate)
+        self.secure_metrics = tuple(secure_metrics)
+        self.metrics_range = float(metrics_range)
+        self.weighted_by_key = weighted_by_key
+        self.threads = threads
+        #: every session's outcome, in order (for logs, tests and benchmarks)
+        self.outcomes: list[SessionOutcome] = []
+        self.params(max(self.min_cohort, 3))  # refuse bad clip, levels, metric keys now
+
+    def __repr__(self) -> str:
+        return (f"SecAggPlusWorkflow(num_shares={self.num_shares}, "
+                f"reconstruction_threshold={self.reconstruction_threshold}, graph={self.graph})")
+
+    # -- per-session parameters -------------------------------------------------------------
+    def params(self, n: int) -> SessionParams:
+        """The session parameters for ``n`` sampled clients (ConfigError if unsafe)."""
+        bits = self.modulus_bits
+        if bits is None:
+            bits = safe_modulus_bits(bits=self.quantization_bits, max_clients=n,
+                                     max_weight=self.max_weight)
+        params = SessionParams(clip=self.clipping_range, bits=self.quantization_bits,
+                               max_weight=self.max_weight, modulus_bits=bits,
+                               metric_keys=self.secure_metrics,
+                               metrics_range=self.metrics_range,
+                               weight_key=self.weighted_by_key)
+        params.quantization(n)  # a modulus the worst-case sum of n clients would wrap: refused
+        return params
+
+    def graph_params(self, n: int) -> tuple[GraphKind, int | None, int | None]:
+        """(graph, degree, threshold) for ``n`` clients from Flower-style share counts."""
+        shares: int | None = None
+        if isinstance(self.num_shares, float):
+            shares = round(self.num_shares * n)
+            if shares < n and shares % 2 == 0:  # Flower's rule: odd, so the degree is even
+                shares += 1
+        elif self.num_shares is not None:
+            shares = self.num_shares
+            if shares < n and shares % 2 == 0:  # as Flower does: warn, then make it odd
+                logger.warning("num_shares should be odd for SecAgg+; using %d", shares + 1)
+                shares += 1
+        complete = (shares is None and self.graph is not GraphKind.HARARY) or (
+            shares is not None and shares >= n)
+        if self.graph is GraphKind.HARARY and shares is not None and shares >= n:
+            complete = True  # a Harary graph of degree n - 1 is the complete graph
+        if self.graph is GraphKind.COMPLETE and shares is not None and shares < n:
+            raise ConfigError(f"graph='complete' needs num_shares >= n = {n}")
+        threshold: int | None = None
+        base = n if complete else shares
+        if isinstance(self.reconstruction_threshold, float):
+            threshold = max(2, round(self.reconstruction_threshold * (base or n)))
+        elif self.reconstruction_threshold is not None:
+            threshold = self.reconstruction_threshold
+        if complete:
+            return GraphKind.COMPLETE, None, threshold
+        degree = None if shares is None else shares - 1
+        if (degree is None) != (threshold is None):
+            raise ConfigError("for SecAgg+ give both num_shares and reconstruction_threshold, "
+                              "or neither (then the parameter finder chooses)")
+        return GraphKind.HARARY, degree, threshold
+
+    # -- the legacy strategy path -----------------------------------------------------------
+    def __call__(self, grid: Grid, context: Context) -> None:
+        """One fit round of a legacy strategy under secure aggregation."""
+        if not isinstance(context, LegacyContext):
+            raise TypeError(f"expected a LegacyContext, got {type(context).__name__}")
+        cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
+        current_round = cast(int, cfg[WorkflowKey.CURRENT_ROUND])
+        parameters = compat.arrayrecord_to_parameters(
+            context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+        instructions = context.strategy.configure_fit(current_round, parameters,
+                                                      context.client_manager)
+        if not instructions:
+            logger.info("configure_fit: no clients selected, round skipped")
+            return
+        proxies = {proxy.node_id: proxy for proxy, _ in instructions}
+        contents = {proxy.node_id: compat.fitins_to_recorddict(fitins, True)
+                    for proxy, fitins in instructions}
+        outcome = self.run_session(grid, contents, server_round=current_round,
+                                   message_type=MessageType.TRAIN, group_id=str(current_round))
+        if outcome.aggregate is None:
+            logger.warning("secure aggregation aborted in round %s: %s; the model is kept",
+                           current_round, outcome.abort_reason)
+            return
+        agg = outcome.aggregate
+        fitres = FitRes(Status(Code.OK, "secure aggregate"), ndarrays_to_parameters(agg.arrays),
+                        agg.total_weight, dict(agg.metrics))
+        failures: list[BaseException] = [ProtocolError(f) for f in outcome.failures]
+        result = context.strategy.aggregate_fit(
+            current_round, [(proxies[outcome.included[0]], fitres)], failures)  # type: ignore[arg-type]
+        params_agg, metrics_agg = result
+        if params_agg:
+            context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+                params_agg, True)
+            context.history.add_metrics_distributed_fit(server_round=current_round,
+                                                        metrics=metrics_agg)
+
+    # -- one session --------------------------------------------------------------------------
+    def run_session(self, grid: Grid, contents: Mapping[int, FlowerRecordDict], *,
+                    server_round: int, message_type: str = MessageType.TRAIN,
+                    group_id: str = "") -> SessionOutcome:
+        """Run one session with the nodes of ``contents`` (node id -> training instruction).
+
+        Every instruction must carry the same global model. Raises ConfigError for
+        a configuration that is unsafe for this sample; an abort is an outcome.
+        """
+        nodes = sorted(contents)
+        n = len(nodes)
+        if n < 3:
+            raise ConfigError(f"secure aggregation needs at least 3 clients, {n} sampled")
+        ids = {node: i + 1 for i, node in enumerate(nodes)}
+        params = self.params(n)
+        hashes = {model_hash(model_record(contents[node])[1]) for node in nodes}
+        if len(hashes) != 1:
+            raise ConfigError("secure aggregation sums one model: every sampled client "
+                              "must be sent the same global model")
+        _, layout = model_layout(model_record(contents[nodes[0]])[1])
+        kind, degree, threshold = self.graph_params(n)
+        config = SessionConfig.create(
+            ids.values(), params.dim(layout), params.quantization(n).modulus, graph=kind,
+            threshold=threshold, degree=degree, dropout_rate=self.dropout_rate,
+            corruption_rate=self.corruption_rate, round_index=server_round,
+            task_hash=task_hash(params, hashes.pop()), min_cohort=self.min_cohort,
+            mode=self.mode,
+        )
+        server = ServerProtocol(config, threads=self.threads)
+        exchange = _Exchange(self, grid, ids, message_type, group_id)
+        first = {K.CONFIG: config.encode(), **params.to_record()}
+        outgoing: dict[int, bytes | None] = dict.fromkeys(nodes)
+        for stage in _ORDER:
+            extra = contents if stage is Stage.MASKED_INPUT else None
+            replies = exchange.send(stage, outgoing, first if stage is Stage.ADVERTISE_KEYS
+                                    else None, extra)
+            for node, payload in replies.items():
+                exchange.absorb(server, stage, node, payload)
+            messages = server.close_round()
+            if server.state is ServerState.ABORTED:
+                exchange.send(Stage.ABORT, {exchange.node_of[u]: m.encode()
+                                            for u, m in messages.items()}, None, None)
+                outcome = SessionOutcome(None, (), tuple(nodes), server.abort_reason,
+                                         tuple(exchange.failures), config)
+                self.outcomes.append(outcome)
+                self._log_failures(outcome)
+                return outcome
+            aborts = {exchange.node_of[u]: m.encode() for u, m in messages.items()
+                      if isinstance(m, Abort)}
+            if aborts:  # excluded clients: told with the next stage's batch (no extra trip)
+                exchange.pending_aborts.update(aborts)
+            outgoing = {exchange.node_of[u]: self._outgoing(stage, u, m).encode()
+                        for u, m in messages.items() if not isinstance(m, Abort)}
+        if exchange.pending_aborts:
+            exchange.send(Stage.ABORT, {}, None, None)
+        result = server.result
+        assert result is not None and server.state is ServerState.DONE
+        included = tuple(exchange.node_of[u] for u in result.included)
+        aggregate = decode_aggregate(result.sum, params, layout, n, len(result.included))
+        dropped = tuple(sorted(set(nodes) - set(included)))
+        logger.info("secure aggregation: %d of %d clients included, total weight %d",
+                    len(included), n, aggregate.total_weight)
+        outcome = SessionOutcome(aggregate, included, dropped, None, tuple(exchange.failures),
+                                 config)
+        self.outcomes.append(outcome)
+        self._log_failures(outcome)
+        return outcome
+
+    @staticmethod
+    def _log_failures(outcome: SessionOutcome) -> None:
+        for failure in outcome.failures:
+            logger.warning("secure aggregation left out %s", failure)
+
+    def _outgoing(self, stage: Stage, client_id: int, message: ProtocolMessage
+                  ) -> ProtocolMessage:
+        """The server message for ``client_id`` after ``stage`` closed.
+
+        An override point for attack tests (a malicious server changes what it
+        sends here); the honest workflow sends what the protocol computed.
+        """
+        del stage, client_id
+        return message
+
+
+class _Exchange:
+    """Sends one stage's Flower messages and collects the protocol messages replied."""
+
+    def __init__(self, workflow: SecAggPlusWorkflow, grid: Grid, ids: dict[int, int],
+                 message_type: str, group_id: str) -> None:
+        self.workflow = workflow
+        self.grid = grid
+        self.ids = ids
+        self.node_of = {u: node for node, u in ids.items()}
+        self.message_type = message_type
+        self.group_id = group_id
+        self.failures: list[str] = []
+        self.pending_aborts: dict[int, bytes] = {}
+
+    def send(self, stage: Stage, outgoing: Mapping[int, bytes | None],
+             first: Mapping[str, object] | None,
+             extra: Mapping[int, FlowerRecordDict] | None) -> dict[int, bytes]:
+        batch: dict[int, tuple[Stage, bytes | None]] = {
+            node: (Stage.ABORT, raw) for node, raw in self.pending_aborts.items()}
+        self.pending_aborts.clear()
+        batch.update({node: (stage, raw) for node, raw in outgoing.items()})
+        messages = []
+        for node, (node_stage, raw) in batch.items():
+            fields: dict[str, object] = {K.STAGE: node_stage.value}
+            if raw is not None:
+                fields[K.MESSAGE] = raw
+            if first is not None and node_stage is Stage.ADVERTISE_KEYS:
+                fields.update(first)
+                fields[K.CLIENT_ID] = self.ids[node]
+            content = FlowerRecordDict()
+            if extra is not None and node_stage is stage:
+                content = FlowerRecordDict(dict(extra[node].items()))  # shallow: keep theirs
+            content.config_records[RECORD_KEY] = ConfigRecord(fields)  # type: ignore[arg-type]
+            messages.append(Message(content, dst_node_id=node, message_type=self.message_type,
+                                    group_id=self.group_id))
+        if not messages:
+            return {}
+        replies = self.grid.send_and_receive(messages, timeout=self.workflow.timeout)
+        wanted = {node for node, (s, _) in batch.items() if s is stage and s is not Stage.ABORT}
+        got: dict[int, bytes] = {}
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if node not in wanted or node in got:
+                continue
+            if reply.has_error():
+                self.failures.append(f"node {node} at {stage.value}: {reply.error.reason}")
+                continue
+            record = reply.content.config_records.get(RECORD_KEY)
+            try:
+                if record is None or get_field(record, K.STAGE, str) != stage.value:
+                    raise ProtocolError("reply is not for this stage")
+                got[node] = bytes(get_field(record, K.MESSAGE, bytes))  # type: ignore[arg-type]
+            except ProtocolError as exc:
+                self.failures.append(f"node {node} at {stage.value}: {exc}")
+        for node in sorted(wanted - got.keys()):
+            if not any(f.startswith(f"node {node} ") for f in self.failures):
+                self.failures.append(f"node {node} at {stage.value}: no reply")
+        return got
+
+    def absorb(self, server: ServerProtocol, stage: Stage, node: int, payload: bytes) -> None:
+        """Give the server one reply; a bad one only leaves that client out."""
+        try:
+            message = decode(payload)
+            if not isinstance(message, _REPLY_TYPE[stage]):
+                raise ProtocolError(f"expected {_REPLY_TYPE[stage].__name__}")
+            if message.sender != self.ids[node]:  # type: ignore[attr-defined]
+                raise ProtocolError("the message names another client as its sender")
+            server.receive(message)  # type: ignore[arg-type]
+        except ProtocolError as exc:
+            self.failures.append(f"node {node} at {stage.value}: refused: {exc}")
+
+
+class SecAggGrid(Grid):
+    """A Grid for message-API strategies whose training rounds are securely aggregated.
+
+    ``strategy.start(grid=SecAggGrid(grid, SecAggPlusWorkflow(...)), ...)``: every
+    ``send_and_receive`` of training messages runs one session with their
+    destinations and returns one reply (to the lowest included node's message)
+    holding the aggregate ArrayRecord and a MetricRecord with the total weight
+    under ``weighted_by_key`` and the secure means of ``secure_metrics``; a
+    weighted-average strategy then reproduces exactly that aggregate. An aborted
+    session returns no reply (the strategy keeps its model). Everything else
+    (evaluation, queries, node listing) goes to the wrapped grid unchanged.
+    """
+
+    def __init__(self, grid: Grid, workflow: SecAggPlusWorkflow) -> None:
+        self.inner = grid
+        self.workflow = workflow
+        self._round = 0
+
+    # -- the wrapped Grid API -------------------------------------------------------------------
+    def set_run(self, run: Run) -> None:
+        self.inner.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        return self.inner.run
+
+    def create_message(self, content: FlowerRecordDict, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Message:
+        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.inner.get_node_ids()
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        return self.inner.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        batch = list(messages)
+        if any(_is_train(m) for m in batch):
+            raise ProtocolError("training messages must go through send_and_receive, which "
+                                "aggregates them securely")
+        return self.inner.push_messages(batch)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self.inner.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        batch = list(messages)
+        if not batch or not any(_is_train(m) for m in batch):
+            return self.inner.send_and_receive(batch, timeout=timeout)
+        if not all(_is_train(m) for m in batch):
+            raise ProtocolError("a batch may not mix training and other messages")
+        by_node = {m.metadata.dst_node_id: m for m in batch}
+        if len(by_node) != len(batch):
+            raise ProtocolError("one training message per node")
+        self._round += 1
+        server_round = _server_round(batch[0].content, self._round)
+        outcome = self.workflow.run_session(  # the protocol's own exchanges bypass this wrapper
+            self.inner, {node: m.content for node, m in by_node.items()}, server_round=server_round,
+            message_type=batch[0].metadata.message_type, group_id=batch[0].metadata.group_id)
+        if outcome.aggregate is None:
+            return []
+        agg = outcome.aggregate
+        name, model = model_record(batch[0].content)
+        arrays = ArrayRecord(dict(zip(model.keys(), (Array(a) for a in agg.arrays),
+                                      strict=True)))
+        metrics = MetricRecord({self.workflow.weighted_by_key: agg.total_weight, **agg.metrics})
+        reply = Message(FlowerRecordDict({name: arrays, "metrics": metrics}),
+                        reply_to=by_node[outcome.included[0]])
+        return [reply]
+
+
+def _is_train(message: Message) -> bool:
+    return message.metadata.message_type.split(".")[0] == MessageType.TRAIN
+
+
+def _server_round(content: FlowerRecordDict, fallback: int) -> int:
+    """The strategy's ``server-round`` from the training config, else a counter."""
+    for record in content.config_records.values():
+        value = record.get("server-round")
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return fallback
+
+
+def _check_count(value: int | float | None, name: str) -> int | float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be an int, a float fraction or None")
+    if isinstance(value, float) and not 0 < value <= 1:
+        raise ConfigError(f"{name} as a fraction must be in (0, 1]")
+    if isinstance(value, int) and value < 2:
+        raise ConfigError(f"{name} must be at least 2")
+    return value
