@@ -20,6 +20,7 @@ import pytest
 
 from secagg.client import ClientProtocol
 from secagg.config import SessionConfig
+from secagg.errors import ConfigError
 from secagg.messages import AdvertiseKeys, decode
 from secagg.transport import certs, framing
 from secagg.transport import secagg_pb2 as pb
@@ -233,16 +234,19 @@ class Adversary:
                 return
 
 
-def _sleeper(target: str, cert_dir: Path, release: threading.Event, cid: int = 11) -> None:
+def _sleeper(target: str, cert_dir: Path, release: threading.Event, cid: int = 11,
+             opened: threading.Event | None = None, timeout: float = 120) -> None:
     """Client ``cid`` joins and never answers, holding round 0 of session 0 open until
-    ``release``; then it leaves (the server drops it at once, seeing the stream close)."""
+    ``release``; then it leaves (the server drops it at once, seeing the stream close).
+    ``opened`` is set when its stream delivers a SessionOpen (so it is in the cohort)."""
     channel = grpc.secure_channel(target, certs.channel_credentials(cert_dir, cid))
     call = pb_grpc.AggregatorStub(channel).Join(pb.JoinRequest(client_id=cid, version=1),
-                                                timeout=120)
-    threading.Thread(target=lambda: (release.wait(60), call.cancel()), daemon=True).start()
+                                                timeout=timeout, wait_for_ready=True)
+    threading.Thread(target=lambda: (release.wait(timeout), call.cancel()), daemon=True).start()
     try:
-        for _ in call:
-            pass
+        for env in call:
+            if opened is not None and env.WhichOneof("body") == "open":
+                opened.set()
     except grpc.RpcError:
         pass
     finally:
@@ -298,25 +302,34 @@ def test_server_killed_mid_session_then_restarted(tmp_path: Path) -> None:
     n = 6
     task = bytes(range(32))
     with LocalCluster(range(1, n + 2), tmp=tmp_path) as cluster:
+        # round 0 deadline far beyond any wait below: only the kill may end session 0
         server = cluster.start_server(
-            "--clients", n + 1, "--dim", 64, "--round-timeout", 60, "--min-cohort", 5,
-            "--task-hash", task.hex(), "--join-timeout", 120)
+            "--clients", n + 1, "--dim", 64, "--round-timeout", 600, "--min-cohort", 5,
+            "--task-hash", task.hex(), "--join-timeout", 600)
         port = cluster.port
         for u in range(1, n + 1):
             cluster.start_client(u, "--seed", SEED, "--connect-timeout", 30)
-        # client 7 joins and never answers: round 0 stays open (60 s deadline) after the
-        # honest clients have generated and sent their keys, so the kill is mid-session
-        release = threading.Event()
+        # client 7 joins and never answers: round 0 stays open after the honest clients
+        # have generated and sent their keys, so the kill is mid-session. It leaves only
+        # when released (after the kill), never on a timer of its own.
+        release, sleeper_open = threading.Event(), threading.Event()
         sleeper = threading.Thread(target=_sleeper, daemon=True,
-                                   args=(f"127.0.0.1:{port}", cluster.certs, release, n + 1))
+                                   args=(f"127.0.0.1:{port}", cluster.certs, release, n + 1,
+                                         sleeper_open, 900))
         sleeper.start()
-        opened = server.wait_event(lambda e: e.get("event") == "session-open", 120)
-        for u in range(1, n + 1):
-            cluster.clients[u].wait_event(lambda e: e.get("event") == "session-open", 60)
-        time.sleep(1.0)  # their AdvertiseKeys are on the way or in
-        server.popen.send_signal(signal.SIGKILL)
-        server.wait(10)
-        release.set()
+        try:
+            opened = server.wait_event(lambda e: e.get("event") == "session-open", 300)
+            assert opened["cohort"] == list(range(1, n + 2))
+            assert sleeper_open.wait(60)
+            for u in range(1, n + 1):  # each honest client's AdvertiseKeys was accepted
+                cluster.clients[u].wait_event(
+                    lambda e: e.get("event") == "sent" and e.get("round") == 0
+                    and e.get("session_id") == opened["session_id"], 120)
+            assert server.popen.poll() is None  # session 0 is still in round 0
+            server.popen.send_signal(signal.SIGKILL)
+            assert server.wait(10) == -signal.SIGKILL
+        finally:
+            release.set()
         sleeper.join(timeout=10)
         old_sid = opened["session_id"]
         old_config = SessionConfig.create(range(1, n + 2), 64, 1 << 32, task_hash=task,
@@ -363,6 +376,75 @@ def test_server_killed_mid_session_then_restarted(tmp_path: Path) -> None:
             assert [e["session_id"] for e in refused] == [old_sid]
             assert len(opens) == 2 and opens[1]["session_id"] != old_sid
             assert opens[0]["keys_sha256"] != opens[1]["keys_sha256"]  # fresh keys
+
+
+# -- upload slots: at most upload_slots MaskedInput vectors buffered at once -------------------
+def test_masked_uploads_are_buffered_at_most_upload_slots_at_once() -> None:
+    """Every client uploads its MaskedInput at once; the server's instrumented hook sees
+    at most ``upload_slots`` uploads holding a buffer. The first holders are kept in the
+    hook until every other upload is waiting for a slot, so the cap is actually contended
+    (events, not timing)."""
+    from secagg.transport.client import ClientSettings, TransportClient
+
+    n, dim, slots = 8, 2000, 2
+    settings = ServerSettings(clients=n, dim=dim, round_timeout=60.0, sessions=1,
+                              join_timeout=60.0, upload_slots=slots, min_cohort=5)
+    server = TransportServer(settings, credentials=None)
+    lock = threading.Lock()
+    all_waiting = threading.Event()
+    seen: dict[str, list[int]] = {"waiting": [], "acquired": [], "released": []}
+    holders: set[int] = set()
+    peak = [0]
+    holders_when_all_waiting: list[int] = []
+
+    def hook(event: str, cid: int, reported: int) -> None:
+        with lock:
+            seen[event].append(cid)
+            if event == "acquired":
+                holders.add(cid)
+            elif event == "released":
+                holders.discard(cid)
+            peak[0] = max(peak[0], len(holders), reported)
+            if len(seen["waiting"]) == n and not all_waiting.is_set():
+                holders_when_all_waiting.append(len(holders))
+                all_waiting.set()
+        if event == "acquired":
+            assert all_waiting.wait(30), "not every upload reached the slot queue"
+
+    server.upload_hook = hook
+    port = server.start()
+    codes: dict[int, int] = {}
+
+    def client(u: int) -> None:
+        c = TransportClient(
+            ClientSettings(server=f"127.0.0.1:{port}", client_id=u, connect_timeout=20),
+            lambda cfg: demo_input(SEED, u, cfg.round_index, cfg.dim, cfg.modulus),
+            credentials=None)
+        codes[u] = c.run()
+
+    threads = [threading.Thread(target=client, args=(u,), daemon=True) for u in range(1, n + 1)]
+    for t in threads:
+        t.start()
+    try:
+        (outcome,) = server.run()
+    finally:
+        server.shutdown()
+    for t in threads:
+        t.join(timeout=20)
+    assert not outcome.aborted, outcome.abort_reason
+    assert outcome.included_ids == list(range(1, n + 1))
+    assert outcome.sum is not None
+    assert np.array_equal(outcome.sum, expected_sum(SEED, range(1, n + 1), 0, dim, 1 << 32))
+    assert sorted(seen["waiting"]) == sorted(seen["acquired"]) == sorted(seen["released"]) \
+        == list(range(1, n + 1))
+    assert holders_when_all_waiting and holders_when_all_waiting[0] <= slots
+    assert peak[0] == slots  # reached, never exceeded
+    assert codes == dict.fromkeys(range(1, n + 1), 0)
+
+
+def test_upload_slots_setting_is_checked() -> None:
+    with pytest.raises(ConfigError):
+        ServerSettings(clients=3, dim=4, upload_slots=0)
 
 
 # -- the simulator over real processes ---------------------------------------------------------

@@ -164,3 +164,33 @@ def test_cli_needs_certs_or_explicit_insecure(tmp_path: Path) -> None:
     assert _cli("certs", "init", str(tmp_path / "c"), "--clients", "2").returncode == 0
     assert (tmp_path / "c" / "client-2.pem").exists()
     assert _cli("certs", "init", str(tmp_path / "c")).returncode == 2  # no silent overwrite
+
+
+def test_stalled_masked_uploads_lose_their_slot() -> None:
+    """An upload holding a slot with no chunk for upload_stall_timeout is cancelled; one
+    whose chunks are all in (being decoded or accepted) is never cut."""
+    import time
+
+    from secagg.transport.server import ServerSettings, TransportServer, _Upload
+
+    class Ctx:
+        cancels = 0
+
+        def cancel(self) -> None:
+            self.cancels += 1
+
+    server = TransportServer(ServerSettings(clients=3, dim=4, upload_stall_timeout=0.5),
+                             credentials=None)
+    stalled, fresh, finished = (_Upload(Ctx(), 2) for _ in range(3))  # type: ignore[arg-type]
+    stalled.last_progress -= 5
+    finished.last_progress -= 5
+    finished.reading = False
+    with server._cond:
+        server._uploads |= {stalled, fresh, finished}
+        server._cancel_stalled_uploads()
+        server._cancel_stalled_uploads()  # idempotent
+    assert (stalled.cancelled, fresh.cancelled, finished.cancelled) == (True, False, False)
+    assert [u.context.cancels for u in (stalled, fresh, finished)] == [1, 0, 0]
+    assert fresh.last_progress <= time.monotonic()
+    with pytest.raises(ConfigError):
+        ServerSettings(clients=3, dim=4, upload_stall_timeout=0)

@@ -329,6 +329,8 @@ class TransportClient:
                              f"server refused our message: {code.name}: {exc.details()}")
             return
         run.bytes_sent += len(data)
+        self._emit({"event": "sent", "session_id": run.sid.hex(), "round": run.round,
+                    "bytes": len(data)})
 
     def _end(self, run: _Run, end: pb.SessionEnd) -> None:
         if run.status == "running" and run.protocol is not None:

@@ -83,12 +83,21 @@ class ServerSettings:
     #: sums kept in memory (the latest sessions'); older outcomes keep their report only,
     #: so a server running thousands of FL rounds does not hold thousands of vectors
     keep_sums: int = 16
+    #: at most this many MaskedInput uploads are buffered and decoded at once; other
+    #: senders wait (their calls stay open under their own deadlines), so the server holds
+    #: O(slots * m) of vectors in flight, not O(n * m), when every client uploads at once
+    upload_slots: int = 2
+    #: a buffering upload that receives no chunk for this long is cancelled, so a stalled
+    #: (or malicious) sender cannot keep a slot, and everyone behind it, for the whole round
+    upload_stall_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.clients < 1 or self.dim < 1 or self.sessions < 1:
             raise ConfigError("clients, dim and sessions must be positive")
         if not 0 < self.round_timeout <= 86_400 or not 0 < self.join_timeout <= 86_400:
             raise ConfigError("round and join timeouts must be in (0, 86400] seconds")
+        if self.upload_slots < 1 or not self.upload_stall_timeout > 0:
+            raise ConfigError("upload_slots and upload_stall_timeout must be positive")
 
 
 @dataclass
@@ -167,6 +176,24 @@ class _Peer:
         self.queue.put(None)
 
 
+class _Upload:
+    """A MaskedInput upload holding one of the server's upload slots."""
+
+    def __init__(self, context: grpc.ServicerContext, round_: int) -> None:
+        self.context = context
+        self.round = round_
+        self.last_progress = time.monotonic()  # written by the handler, read by the driver
+        self.reading = True  # until the last chunk is in
+        self.cancelled = False  # set (under the server's lock) by the driver
+
+    def cancel(self) -> None:
+        """Cut a sender still sending (call with the server's lock held)."""
+        if self.reading and not self.cancelled:
+            self.cancelled = True
+            with contextlib.suppress(Exception):
+                self.context.cancel()
+
+
 class _Session:
     """The state of the session in progress; guarded by the server's condition lock."""
 
@@ -211,6 +238,7 @@ class TransportServer:
         self._credentials = credentials
         self._address = address
         self._on_event = on_event or (lambda _e: None)
+        self._emit_lock = threading.Lock()
         self._config_factory = config_factory or self._default_config
         self._protocol_kwargs = dict(protocol_kwargs or {})
         self._cond = threading.Condition()
@@ -219,6 +247,11 @@ class TransportServer:
         self._sends: dict[int, int] = {}
         self._stop = threading.Event()
         self._decode_slots = threading.BoundedSemaphore(max(2, settings.threads or 2))
+        self._upload_slots = threading.BoundedSemaphore(settings.upload_slots)
+        self._uploads: set[_Upload] = set()  # slot holders; guarded by _cond
+        #: test instrumentation: called as hook(event, client_id, holders) with event
+        #: "waiting", "acquired" or "released"; holders counts slot holders after the event
+        self.upload_hook: Callable[[str, int, int], None] | None = None
         self._finished = False
         self.port = 0
         workers = 3 * settings.clients + 16
@@ -389,10 +422,13 @@ class TransportServer:
                     left = deadline - time.monotonic()
                     if not waiting or left <= 0:
                         break
+                    self._cancel_stalled_uploads()
                     self._cond.wait(min(left, _POLL_SECONDS * 4))
                 missing = sorted(protocol.expected())
                 answered = len(session.answered)
                 session.closing = True  # Sends for this round are refused from here on
+                for up in self._uploads:  # they would be refused anyway: free their slots
+                    up.cancel()
             t0 = time.perf_counter()
             out = protocol.close_round()
             outcome.server_seconds += time.perf_counter() - t0
@@ -412,6 +448,13 @@ class TransportServer:
                 "round": r, "state": state, "answered": answered, "missing": missing,
                 "seconds": time.perf_counter() - round_start,
             })
+
+    def _cancel_stalled_uploads(self) -> None:
+        """Cancel slot holders that received nothing for ``upload_stall_timeout`` (holds _cond)."""
+        limit = time.monotonic() - self.settings.upload_stall_timeout
+        for up in self._uploads:
+            if up.last_progress < limit:
+                up.cancel()  # only one still reading chunks
 
     # -- RPC handlers (called by _Servicer) ----------------------------------------------
     def join(self, request: pb.JoinRequest, context: grpc.ServicerContext
@@ -477,18 +520,76 @@ class TransportServer:
             session = self._check_current(cid, first.session_id, first.round, context)
             limit = framing.client_message_limit(session.config, session.protocol.state.value)
             state = session.protocol.state.value
+        if first.total_length > limit:  # refused before waiting for a slot
+            self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"message of {first.total_length} bytes exceeds the limit of {limit}")
+        if state != ServerState.COLLECT_MASKED.value:
+            return self._buffer_and_receive(cid, first, chunks, context, session, limit,
+                                             state, None)
+        upload = self._take_upload_slot(cid, first, context, session)
+        try:
+            return self._buffer_and_receive(cid, first, chunks, context, session, limit,
+                                            state, upload)
+        finally:
+            with self._cond:
+                self._uploads.discard(upload)
+                holders = len(self._uploads)
+            self._upload_slots.release()
+            self._hook("released", cid, holders)
+
+    def _take_upload_slot(self, cid: int, first: pb.ClientChunk, context: grpc.ServicerContext,
+                          session: _Session) -> _Upload:
+        """Wait for an upload slot while the call is alive and the round still open."""
+        with self._cond:
+            holders = len(self._uploads)
+        self._hook("waiting", cid, holders)
+        while not self._upload_slots.acquire(timeout=_POLL_SECONDS):
+            if not context.is_active():
+                self._refuse(context, grpc.StatusCode.CANCELLED, "call cancelled")
+            with self._cond:
+                if self._check_current(cid, first.session_id, first.round, context) is not session:
+                    self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "session changed")
+        try:
+            with self._cond:
+                current = self._check_current(cid, first.session_id, first.round, context)
+                if current is not session:
+                    self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "session changed")
+                upload = _Upload(context, session.round)
+                self._uploads.add(upload)
+                holders = len(self._uploads)
+        except BaseException:
+            self._upload_slots.release()
+            raise
+        self._hook("acquired", cid, holders)
+        return upload
+
+    def _hook(self, event: str, cid: int, holders: int) -> None:
+        hook = self.upload_hook
+        if hook is not None:
+            hook(event, cid, holders)
+
+    def _buffer_and_receive(self, cid: int, first: pb.ClientChunk,
+                            chunks: Iterator[pb.ClientChunk], context: grpc.ServicerContext,
+                            session: _Session, limit: int, state: str,
+                            upload: _Upload | None) -> pb.Ack:
         try:
             buf = framing.Reassembler(first.total_length, limit)
             buf.add(first.data)
             for chunk in chunks:
+                if upload is not None:
+                    upload.last_progress = time.monotonic()
                 if chunk.session_id or chunk.round or chunk.total_length or chunk.client_id:
                     raise framing.FrameError("header fields repeated after the first chunk")
                 buf.add(chunk.data)
             data = buf.finish()
+            if upload is not None:
+                upload.reading = False
         except framing.FrameTooLargeError as exc:
             self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except framing.FrameError as exc:
             self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except grpc.RpcError:  # the call was cancelled (by its client, or as stalled)
+            self._refuse(context, grpc.StatusCode.CANCELLED, "call cancelled")
         if not context.is_active():
             self._refuse(context, grpc.StatusCode.CANCELLED, "call cancelled")
         size = len(data)
@@ -509,6 +610,8 @@ class TransportServer:
             current = self._check_current(cid, first.session_id, first.round, context)
             if current is not session:
                 self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "session changed")
+            if upload is not None and upload.cancelled:
+                self._refuse(context, grpc.StatusCode.CANCELLED, "upload stalled")
             if cid in session.answered:
                 self._refuse(context, grpc.StatusCode.ALREADY_EXISTS,
                              f"client {cid} already answered round {session.round}")
@@ -573,8 +676,10 @@ class TransportServer:
         return cid
 
     def _emit(self, event: Event) -> None:
-        with contextlib.suppress(Exception):  # a broken observer must not break the server
-            self._on_event(event)
+        # one event at a time: handler threads (join) and the driver (session-open) emit
+        # concurrently, and a printing observer would interleave their lines
+        with self._emit_lock, contextlib.suppress(Exception):  # a broken observer must
+            self._on_event(event)                               # not break the server
 
 
 class _Servicer(pb_grpc.AggregatorServicer):
