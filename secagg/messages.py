@@ -19,6 +19,8 @@ import itertools
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+
 from secagg.errors import MessageDecodeError
 from secagg.wire import MAX_U32, Reader, Writer
 
@@ -66,6 +68,15 @@ class ShareKind(enum.IntEnum):
     MASK_KEY = 2  # s_v: the client dropped, its pairwise masks must be removed
 
 
+_SHARE_KINDS = {int(k): k for k in ShareKind}
+assert sorted(_SHARE_KINDS) == list(range(1, len(ShareKind) + 1))  # codes are 1..len
+
+
+def _known_share_kinds(codes: np.ndarray) -> bool:
+    """Whether every code is a ShareKind (a range test: np.isin costs ~20 us a call)."""
+    return bool(((codes >= 1) & (codes <= len(ShareKind))).all())
+
+
 def _check_id(value: int, what: str) -> int:
     if not 1 <= value <= MAX_U32:
         raise MessageDecodeError(f"{what} must be in [1, 2**32 - 1]")
@@ -76,6 +87,42 @@ def _check_sorted(ids: list[int], what: str) -> None:
     for a, b in itertools.pairwise(ids):
         if b <= a:
             raise MessageDecodeError(f"{what} ids must be strictly increasing (no duplicates)")
+
+
+# Fixed-size list entries as numpy records (big-endian, unpadded), for _id_records.
+_ID_RECORD = np.dtype([("id", ">u4")])
+_CIPHERTEXT_RECORD = np.dtype([("id", ">u4"), ("ct", f"V{CIPHERTEXT_LEN}")])
+_SHARE_RECORD = np.dtype([("id", ">u4"), ("kind", "u1"), ("share", f"V{SHARE_LEN}")])
+
+
+def _id_records(r: Reader, n: int, dtype: np.dtype) -> np.ndarray | None:
+    """Peek ``n`` fixed-size entries (a big-endian u32 ``id`` first) in one pass.
+
+    Returns them, unconsumed, only when every id is in range and the ids are
+    strictly increasing; None otherwise (too few bytes, or a defect). Callers
+    then take the field-by-field path, which raises the error for that defect,
+    so the fast path changes speed only, never which inputs are accepted or why
+    one is refused.
+    """
+    records = r.peek_records(dtype, n)
+    if records is None:
+        return None
+    ids = records["id"]
+    if n and (ids[0] < 1 or not (ids[1:] > ids[:-1]).all()):
+        return None  # ids[0] >= 1 and strictly increasing: every id is >= 1
+    return records
+
+
+def _read_id_list(r: Reader, what: str) -> tuple[int, ...]:
+    """A u32-counted list of strictly increasing client ids (UnmaskRequest, ConsistencyRequest)."""
+    n = r.count(what, MAX_ENTRIES)
+    records = _id_records(r, n, _ID_RECORD)
+    if records is not None:
+        r.skip(records.nbytes, what + " id")
+        return tuple(records["id"].tolist())
+    ids = [_check_id(r.u32(what + " id"), what + " id") for _ in range(n)]
+    _check_sorted(ids, what)
+    return tuple(ids)
 
 
 class Message:
@@ -215,6 +262,11 @@ class ShareKeys(Message):
         sender = _check_id(r.u32("sender"), "sender")
         commitment = r.fixed(COMMITMENT_LEN, "self-mask commitment")
         n = r.count("ciphertexts", MAX_ENTRIES)
+        records = _id_records(r, n, _CIPHERTEXT_RECORD)
+        if records is not None:
+            r.skip(records.nbytes, "ciphertexts")
+            return cls(sender, tuple(zip(records["id"].tolist(), records["ct"].tolist(),
+                                         strict=True)), commitment)
         items = []
         for _ in range(n):
             receiver = _check_id(r.u32("receiver"), "receiver")
@@ -238,6 +290,10 @@ class CiphertextBundle(Message):
     @classmethod
     def _read(cls, r: Reader) -> CiphertextBundle:
         n = r.count("ciphertexts", MAX_ENTRIES)
+        records = _id_records(r, n, _CIPHERTEXT_RECORD)
+        if records is not None:
+            r.skip(records.nbytes, "ciphertexts")
+            return cls(tuple(zip(records["id"].tolist(), records["ct"].tolist(), strict=True)))
         items = []
         for _ in range(n):
             sender = _check_id(r.u32("sender"), "sender")
@@ -292,10 +348,7 @@ class UnmaskRequest(Message):
     def _read(cls, r: Reader) -> UnmaskRequest:
         lists = []
         for what in ("alive", "dropped"):
-            n = r.count(what, MAX_ENTRIES)
-            ids = [_check_id(r.u32(what + " id"), what + " id") for _ in range(n)]
-            _check_sorted(ids, what)
-            lists.append(tuple(ids))
+            lists.append(_read_id_list(r, what))
         return cls(lists[0], lists[1])
 
 
@@ -316,6 +369,12 @@ class UnmaskResponse(Message):
     def _read(cls, r: Reader) -> UnmaskResponse:
         sender = _check_id(r.u32("sender"), "sender")
         n = r.count("shares", MAX_ENTRIES)
+        records = _id_records(r, n, _SHARE_RECORD)
+        if records is not None and _known_share_kinds(records["kind"]):
+            r.skip(records.nbytes, "shares")
+            kinds = [_SHARE_KINDS[k] for k in records["kind"].tolist()]
+            return cls(sender, tuple(zip(records["id"].tolist(), kinds, records["share"].tolist(),
+                                         strict=True)))
         items = []
         for _ in range(n):
             owner = _check_id(r.u32("share owner"), "share owner")
@@ -361,10 +420,7 @@ class ConsistencyRequest(Message):
     def _read(cls, r: Reader) -> ConsistencyRequest:
         lists = []
         for what in ("alive", "dropped"):
-            n = r.count(what, MAX_ENTRIES)
-            ids = [_check_id(r.u32(what + " id"), what + " id") for _ in range(n)]
-            _check_sorted(ids, what)
-            lists.append(tuple(ids))
+            lists.append(_read_id_list(r, what))
         n = r.count("signatures", MAX_ENTRIES)
         sigs = []
         for _ in range(n):

@@ -8,6 +8,8 @@ encoding and a truncated or padded message is rejected, never half-parsed.
 
 from __future__ import annotations
 
+import numpy as np
+
 from secagg.errors import MessageDecodeError
 
 MAX_U8 = (1 << 8) - 1
@@ -104,6 +106,22 @@ class Reader:
         if n > max_count:
             raise MessageDecodeError(f"{what} count {n} exceeds limit {max_count}")
         return n
+
+    def peek_records(self, dtype: np.dtype, count: int) -> np.ndarray | None:
+        """The next ``count`` fixed-size records as a read-only array, without consuming them.
+
+        None when fewer bytes remain. Decoders use it to parse a long list of
+        fixed-size entries in one pass (per-field reads cost microseconds each,
+        seconds for a server with 10^4 clients) and :meth:`skip` past it once the
+        entries are valid; on any defect they re-read field by field, so the error
+        raised is exactly the one the field-by-field reader gives.
+        """
+        if count * dtype.itemsize > self.remaining:
+            return None
+        return np.frombuffer(self._data, dtype=dtype, count=count, offset=self._pos)
+
+    def skip(self, n: int, what: str) -> None:
+        self._take(n, what)
 
     def finish(self) -> None:
         if self.remaining:
