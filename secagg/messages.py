@@ -352,13 +352,18 @@ class UnmaskRequest(Message):
         return cls(lists[0], lists[1])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class UnmaskResponse(Message):
     """Client -> server: one share per requested neighbour, of the kind the request implies."""
 
     TYPE: ClassVar[MessageType] = MessageType.UNMASK_RESPONSE
     sender: int
     shares: tuple[tuple[int, ShareKind, bytes], ...]  # (owner, kind, share), sorted by owner
+
+    def __repr__(self) -> str:
+        # Shares are secret material: a logged or printed response names owners and kinds only.
+        owners = ", ".join(f"{owner}:{kind.name}" for owner, kind, _ in self.shares)
+        return f"UnmaskResponse(sender={self.sender}, shares=[{owners}] <values hidden>)"
 
     def _write(self, w: Writer) -> None:
         w.u32(self.sender).u32(len(self.shares))

@@ -454,3 +454,13 @@ def test_every_field_is_encoded() -> None:
                "task_hash", "min_cohort", "dropout_ppm", "corruption_ppm", "mode", "prg"}
     fields = {f.name for f in dataclasses.fields(SessionConfig) if f.init}
     assert fields == covered
+
+
+def test_unmask_response_repr_hides_share_values() -> None:
+    from secagg.messages import ShareKind, UnmaskResponse
+
+    share = bytes(range(33))
+    msg = UnmaskResponse(5, ((2, ShareKind.SELF_MASK_SEED, share),))
+    text = repr(msg)
+    assert share.hex() not in text and repr(share) not in text
+    assert "sender=5" in text and "2:SELF_MASK_SEED" in text
