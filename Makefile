@@ -24,4 +24,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.primitives
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
