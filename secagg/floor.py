@@ -35,7 +35,7 @@ def measure_floor(masks: int, adds: int, dim: int, dtype: np.dtype, modulus: int
         zeros = bytes(nbytes)
         for _ in range(n_masks):
             enc = Cipher(algorithms.AES(os.urandom(16)), modes.CTR(bytes(16))).encryptor()
-            enc.update_into(zeros, raw)
+            enc.update_into(zeros, raw.data)
             if modulus != 1 << (8 * dtype.itemsize):
                 np.bitwise_and(buf, dtype.type(min(modulus, 1 << (8 * dtype.itemsize)) - 1),
                                out=buf)

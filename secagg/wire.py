@@ -12,9 +12,7 @@ import numpy as np
 
 from secagg.errors import MessageDecodeError
 
-MAX_U8 = (1 << 8) - 1
 MAX_U32 = (1 << 32) - 1
-MAX_U64 = (1 << 64) - 1
 
 
 class Writer:

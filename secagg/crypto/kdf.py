@@ -17,7 +17,7 @@ from secagg.errors import CryptoError
 _MAX_OUTPUT = 255 * 32  # RFC 5869: L <= 255 * HashLen
 
 
-def encode_context(*parts: bytes | int | str) -> bytes:
+def encode_context(*parts: bytes | bytearray | memoryview | int | str) -> bytes:
     """Canonical encoding of a tuple of context fields.
 
     Each field is a 1-byte type tag (b: bytes, i: unsigned int, s: UTF-8 text)
@@ -26,14 +26,15 @@ def encode_context(*parts: bytes | int | str) -> bytes:
     """
     out = bytearray()
     for part in parts:
-        kind = type(part)
-        if kind is bytes:
+        # Exact-type checks first (the common case, and they narrow for the type checker);
+        # subclasses of int (IntEnum) re-encode as plain ints below.
+        if type(part) is bytes:
             tag, body = b"b", part
-        elif kind is int:
+        elif type(part) is int:
             if part < 0:
                 raise ValueError("integer context fields must be >= 0")
             tag, body = b"i", part.to_bytes(max(1, (part.bit_length() + 7) // 8), "big")
-        elif kind is str:
+        elif type(part) is str:
             tag, body = b"s", part.encode("utf-8")
         elif isinstance(part, bytearray | memoryview):
             tag, body = b"b", bytes(part)

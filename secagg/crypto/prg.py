@@ -89,7 +89,7 @@ def _encryptor(seed: bytes, context: bytes, cipher: StreamCipher) -> CipherConte
 
 def _fill_words(enc: CipherContext, words: np.ndarray) -> None:
     """Overwrite ``words`` (C-contiguous) with the next keystream bytes, as little-endian words."""
-    buf = memoryview(words.view(np.uint8).reshape(-1))
+    buf = words.view(np.uint8).reshape(-1).data
     total = len(buf)
     for start in range(0, total, _CHUNK):
         stop = min(total, start + _CHUNK)

@@ -90,7 +90,7 @@ def _compact_below(words: np.ndarray, mask: np.uint64, bound: np.uint64) -> int:
     for i in range(words.shape[0]):
         v = np.uint64(words[i]) & mask
         words[k] = v
-        k += v < bound
+        k += int(v < bound)
     return k
 
 

@@ -95,4 +95,4 @@ def unpack_bits(data: np.ndarray, bits: int, out: np.ndarray) -> bool:  # pragma
             acc >>= hi_bits
             nacc -= hi_bits
         out[i] = v
-    return acc == _ZERO
+    return bool(acc == _ZERO)
