@@ -97,16 +97,16 @@ def evaluate(h: Harness) -> OracleVerdict:
     t = view.threshold
     breaches: list[str] = []
     held: dict[int, tuple[int, int]] = {}
+    for comp in sorted(leak.leaked_subsets(), key=len):
+        breaches.append(f"can learn client {min(comp)}'s input alone" if len(comp) == 1 else
+                        f"can learn a partial sum over clients {_ids(comp)} "
+                        f"(of {len(leak.senders)} honest senders)")
     for v in sorted(h.honest):
         b = len(view.holders(v, ShareKind.SELF_MASK_SEED))
         s = len(view.holders(v, ShareKind.MASK_KEY))
         held[v] = (b, s)
         if b >= t and s >= t:
             breaches.append(f"holds {b} b-shares and {s} s-shares of client {v} (t = {t})")
-    for comp in leak.leaked_subsets():
-        breaches.append(f"can learn client {min(comp)}'s input alone" if len(comp) == 1 else
-                        f"can learn a partial sum over clients {_ids(comp)} "
-                        f"(of {len(leak.senders)} honest senders)")
     breaches.extend(_sum_size(h, view, leak))
     included = set(h.result.included) if h.result is not None else set()
     learnable_ids = set().union(*leak.components) if leak.components else set()
@@ -133,7 +133,7 @@ def _sum_size(h: Harness, view: AdversaryView, leak: Leakage) -> list[str]:
                    f"minimum of {DEFAULT_MIN_COHORT}")
     corrupt_senders = set(view.masked_with) & view.corrupt
     for comp in leak.components:
-        if len(comp) + len(corrupt_senders) < view.threshold + 1:
+        if len(comp) > 1 and len(comp) + len(corrupt_senders) < view.threshold + 1:
             out.append(f"can unmask a sum over only {len(comp) + len(corrupt_senders)} clients "
                        f"(fewer than t + 1 = {view.threshold + 1})")
     return out
