@@ -595,11 +595,11 @@ class ThresholdPeers(Attack):
         t, v = h.config.threshold, self.target
         views = {u: m for u, m in honest.items() if u != v and u in h.honest
                  and isinstance(m, UnmaskRequest | ConsistencyRequest)}
-        room = {u: len(m.alive) - 1 - t for u, m in views.items()}  # type: ignore[union-attr]
+        room = {u: len(m.alive) - 1 - t for u, m in views.items()}
         asked: dict[int, set[int]] = {u: set() for u in views}
         for w in sorted(self.peers):
             able = [u for u, m in views.items() if u != w and room[u] > len(asked[u])
-                    and w in m.alive]  # type: ignore[union-attr]
+                    and w in m.alive]
             for u in sorted(able, key=lambda x: (len(asked[x]) - room[x], x))[:t]:
                 asked[u].add(w)
         return {u: ws for u, ws in asked.items() if ws}
