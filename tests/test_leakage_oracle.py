@@ -23,6 +23,7 @@ from secagg.attacks.leakage import (
     AdversaryView,
     Leakage,
     RevealedShare,
+    ViewRecorder,
     learnable,
     view_from_messages,
     view_from_transcript,
@@ -71,6 +72,20 @@ def test_correct_session_reveals_exactly_the_total_sum(config: SessionConfig,
     assert leak.leaked_subsets() == () and leak.singles() == frozenset()
     assert leak.can_learn(dict.fromkeys(included, 3))
     assert not leak.can_learn({min(included): 1})
+
+
+def test_view_recorder_hooks_build_the_same_view() -> None:
+    """The observer hooks a session driver calls give the same view as the transcript."""
+    config = SessionConfig.create(range(1, 11), 8, 1 << 32)
+    transcript, report = run(config, {DropPoint.MASKED_INPUT: {3}})
+    rec = ViewRecorder(config)
+    for r in transcript.records:
+        (rec.on_up if r.direction.value == "up" else rec.on_down)(r.round, r.client, r.data)
+    view = rec.view()
+    assert view == view_from_transcript(transcript)
+    assert learnable(view).components == (frozenset(report.included_ids),)
+    assert learnable(rec.view(corrupt=range(1, 7))).singles() == frozenset(
+        report.included_ids) - set(range(1, 7))
 
 
 @pytest.mark.parametrize("point", [DropPoint.ADVERTISE, DropPoint.SHARE_KEYS,

@@ -262,7 +262,9 @@ def view_from_messages(config: SessionConfig, received: Iterable[Wire],
     (spec §18.1). ``accepted`` maps (client, round) to the server message the
     client acted on, where several were sent (an attack's tampered and genuine
     versions); without it the last one sent counts, and without any sent bundle
-    u is taken to have masked with every peer that addressed a ciphertext to it.
+    u is taken to have masked with every peer that addressed a ciphertext to it
+    (exact for an honest server unless round 1 pruned a sender; a peer too many
+    only hides leakage, so give ``sent`` when judging a deviating server).
     ``opened`` are shares the server read by decrypting ciphertexts with keys of
     its own (substituted keys); corrupt clients' shares are added here.
     """
@@ -310,3 +312,30 @@ def view_from_transcript(transcript: Transcript, *, corrupt: Iterable[int] = (),
     down = [(r.round, r.client, r.data) for r in transcript.records
             if r.direction is Direction.DOWN]
     return view_from_messages(config, up, down, corrupt=corrupt, opened=opened)
+
+
+class ViewRecorder:
+    """Collects a server's view as a session runs, through a driver's observer hooks.
+
+    ``on_up(round, client_id, data)`` for every message the server received and
+    ``on_down(round, client_id, data)`` for every message it sent (the same calls
+    a :class:`~secagg.transcript.TranscriptRecorder` gets); :meth:`view` then builds
+    the :class:`AdversaryView` with :func:`view_from_messages`.
+    """
+
+    def __init__(self, config: SessionConfig) -> None:
+        self.config = config
+        self.received: list[Wire] = []
+        self.sent: list[Wire] = []
+
+    def on_up(self, round_number: int, client_id: int, data: bytes) -> None:
+        self.received.append((int(round_number), client_id, bytes(data)))
+
+    def on_down(self, round_number: int, client_id: int, data: bytes) -> None:
+        self.sent.append((int(round_number), client_id, bytes(data)))
+
+    def view(self, *, corrupt: Iterable[int] = (),
+             accepted: Mapping[tuple[int, int], Message | bytes] | None = None,
+             opened: Iterable[RevealedShare] = ()) -> AdversaryView:
+        return view_from_messages(self.config, self.received, self.sent, corrupt=corrupt,
+                                  accepted=accepted, opened=opened)

@@ -61,6 +61,9 @@ from .leakage import AdversaryView, Leakage, RevealedShare, learnable, view_from
 
 _M = TypeVar("_M", bound=Message)
 
+#: kind -> owner -> holder -> share value: what the adversary can read.
+Shares = dict[ShareKind, dict[int, dict[int, bytes]]]
+
 #: Length, in elements, of the input windows searched for in the received bytes.
 WINDOW = 4
 
@@ -79,11 +82,13 @@ class OracleVerdict:
         return not self.breaches
 
 
-def adversary_view(h: Harness) -> AdversaryView:
+def adversary_view(h: Harness, shares: Shares | None = None) -> AdversaryView:
     """The adversary's view after ``h`` ran: received and sent bytes, what each client acted
-    on, its corrupt clients, and the shares in every ciphertext its keys open."""
+    on, its corrupt clients, and the shares in every ciphertext its keys open (``shares``,
+    computed here when not given)."""
     sent = [(r, u, data) for (u, r), items in h.sent.items() for data in items]
-    shares = _collect_shares(h)
+    if shares is None:
+        shares = _collect_shares(h)
     opened = [RevealedShare(holder, owner, kind) for kind, by_owner in shares.items()
               for owner, by_holder in by_owner.items() for holder in by_holder]
     return view_from_messages(h.config, h.knowledge.received, sent, corrupt=h.attack.corrupt,
@@ -92,7 +97,8 @@ def adversary_view(h: Harness) -> AdversaryView:
 
 def evaluate(h: Harness) -> OracleVerdict:
     """Judge the adversary's knowledge after ``h`` ran."""
-    view = adversary_view(h)
+    shares = _collect_shares(h, with_responses=True)
+    view = adversary_view(h, shares)
     leak = learnable(view)
     t = view.threshold
     breaches: list[str] = []
@@ -115,7 +121,6 @@ def evaluate(h: Harness) -> OracleVerdict:
             breaches.append(f"client {v}, served another model, is in a sum the adversary "
                             "can learn")
     breaches.extend(_canary_leaks(h))
-    shares = _collect_shares(h, with_responses=True)
     recovered = tuple(v for v in sorted(leak.singles()) if _recover_input(h, view, v, shares))
     for v in recovered:
         breaches.append(f"recovered client {v}'s input (the canary) from its masked input")
@@ -144,8 +149,7 @@ def _ids(ids: frozenset[int]) -> str:
 
 
 # --- shares the adversary holds -----------------------------------------------------------
-def _collect_shares(h: Harness, *, with_responses: bool = False,
-                    ) -> dict[ShareKind, dict[int, dict[int, bytes]]]:
+def _collect_shares(h: Harness, *, with_responses: bool = False) -> Shares:
     """kind -> owner -> holder -> share, from every ciphertext the adversary's keys open
     (and, with ``with_responses``, from the UnmaskResponses it received)."""
     out: dict[ShareKind, dict[int, dict[int, bytes]]] = {
@@ -231,7 +235,6 @@ def _canary_leaks(h: Harness) -> list[str]:
 
 
 # --- using the shares ---------------------------------------------------------------------
-Shares = dict[ShareKind, dict[int, dict[int, bytes]]]
 
 
 def _recover_input(h: Harness, view: AdversaryView, v: int, shares: Shares) -> bool:
