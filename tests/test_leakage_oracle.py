@@ -28,7 +28,7 @@ from secagg.attacks.leakage import (
     view_from_messages,
     view_from_transcript,
 )
-from secagg.attacks.scenarios import ThresholdPeers
+from secagg.attacks.scenarios import SplitViews, ThresholdPeers
 from secagg.config import Mode, SessionConfig
 from secagg.graph import GraphKind
 from secagg.messages import ShareKind
@@ -197,6 +197,18 @@ def test_threshold_peers_recovers_an_input_without_corrupt_clients(n: int) -> No
     sent = [(r, u, d) for (u, r), items in h.sent.items() for d in items]
     view = view_from_messages(h.config, h.knowledge.received, sent)  # without `accepted`
     assert learnable(view).singles() == {target}
+
+
+def test_split_views_on_harary_defaults_need_no_corrupt_client() -> None:
+    """Semi-honest Harary parameters (n = 20: k = 4, t = 2) allow k >= 2t: S2 singles out the
+    target with no corrupt client, and the leakage oracle sees it."""
+    setting = Setting(Mode.SEMI_HONEST, GraphKind.HARARY)
+    h = Harness(setting, SplitViews()).run()
+    assert not h.attack.corrupt
+    verdict = evaluate(h)
+    target = h.attack.target  # type: ignore[attr-defined]
+    assert verdict.leakage is not None and target in verdict.leakage.singles()
+    assert verdict.recovered == (target,)
 
 
 def test_threshold_peers_defeated_in_active_mode() -> None:
