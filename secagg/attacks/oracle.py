@@ -1,27 +1,30 @@
 """The oracle: what could the adversary compute from what it holds? (spec §19.2)
 
 Why: a client refusing a tampered message is necessary but not the point; the
-point is that after the session the adversary cannot unmask any honest
-client's input. The oracle therefore works from the adversary's knowledge
-only (every byte its server received, the keys it generated, its corrupt
-clients' secrets) and checks, after the session:
+point is that after the session the adversary cannot learn anything about the
+honest clients' inputs beyond the sum over all of them. The oracle therefore
+works from the adversary's knowledge only (every byte its server received and
+sent, the keys it generated, its corrupt clients' secrets) and checks, after
+the session:
 
-1. **shares**: for no honest client v does it hold t or more shares of v's
-   self-mask seed *and* t or more shares of v's mask key, counting each
-   shareholder of v once (in SecAgg+ only v's neighbours hold shares of v).
-   Shares come from UnmaskResponses it received and from every ciphertext it
-   can open (those addressed to corrupt clients, or to keys it substituted);
-2. **sum size**: it can unmask a sum only over a cohort of at least the
-   clients' minimum (10) and over at least t + 1 clients;
+1. **leakage**: the linear combinations of honest inputs it can compute
+   (:mod:`secagg.attacks.leakage`, derived from the spec's masking equations,
+   not from the server's code) are nothing, or only the total sum over the
+   honest clients whose masked input it holds: no single input, no partial sum.
+   Shares come from UnmaskResponses, from corrupt clients, and from every
+   ciphertext it can open (keys it substituted). Holding t shares of both of one
+   honest client's secrets is reported as such;
+2. **sum size**: a sum it can learn is over a cohort of at least the clients'
+   minimum (10) and over at least t + 1 clients;
 3. **model consistency**: no client that was served another model is in a
-   sum it can unmask or in the published result;
+   sum it can learn or in the published result;
 4. **canary**: no honest client's input appears in any byte it received,
    neither packed as on the wire nor as raw array bytes, as a whole vector or
    as any window of :data:`WINDOW` consecutive elements.
 
-When condition 1 fails the oracle also tries to *use* the shares, rebuilding
+When a single input is learnable the oracle also *uses* the shares, rebuilding
 the victim's input from its masked input exactly as an attacker would; a
-recovered canary is the proof that the breach is real and not an accounting
+recovered canary is the proof that the leak is real and not an accounting
 artefact.
 """
 
@@ -43,7 +46,6 @@ from secagg.kernels.arith import add_into, sub_into
 from secagg.messages import (
     SHARE_LEN,
     AdvertiseKeys,
-    CiphertextBundle,
     KeyBroadcast,
     MaskedInput,
     Message,
@@ -55,8 +57,12 @@ from secagg.packing import bit_width, pack, unpack
 from secagg.wire import Reader
 
 from .harness import Harness
+from .leakage import AdversaryView, Leakage, RevealedShare, learnable, view_from_messages
 
 _M = TypeVar("_M", bound=Message)
+
+#: kind -> owner -> holder -> share value: what the adversary can read.
+Shares = dict[ShareKind, dict[int, dict[int, bytes]]]
 
 #: Length, in elements, of the input windows searched for in the received bytes.
 WINDOW = 4
@@ -69,61 +75,87 @@ class OracleVerdict:
     breaches: tuple[str, ...]
     recovered: tuple[int, ...]  # honest clients whose input the adversary rebuilt
     max_shares: dict[int, tuple[int, int]]  # honest client -> (b-shares, s-shares) held
+    leakage: Leakage | None = None  # what it can learn (None: not computed)
 
     @property
     def holds(self) -> bool:
         return not self.breaches
 
 
+def adversary_view(h: Harness, shares: Shares | None = None) -> AdversaryView:
+    """The adversary's view after ``h`` ran: received and sent bytes, what each client acted
+    on, its corrupt clients, and the shares in every ciphertext its keys open (``shares``,
+    computed here when not given)."""
+    sent = [(r, u, data) for (u, r), items in h.sent.items() for data in items]
+    if shares is None:
+        shares = _collect_shares(h)
+    opened = [RevealedShare(holder, owner, kind) for kind, by_owner in shares.items()
+              for owner, by_holder in by_owner.items() for holder in by_holder]
+    return view_from_messages(h.config, h.knowledge.received, sent, corrupt=h.attack.corrupt,
+                              accepted=h.accepted, opened=opened)
+
+
 def evaluate(h: Harness) -> OracleVerdict:
     """Judge the adversary's knowledge after ``h`` ran."""
-    shares = _collect_shares(h)
+    shares = _collect_shares(h, with_responses=True)
+    view = adversary_view(h, shares)
+    leak = learnable(view)
+    t = view.threshold
     breaches: list[str] = []
     held: dict[int, tuple[int, int]] = {}
-    unmaskable: set[int] = set()
-    double: list[int] = []
+    for comp in sorted(leak.leaked_subsets(), key=len):
+        breaches.append(f"can learn client {min(comp)}'s input alone" if len(comp) == 1 else
+                        f"can learn a partial sum over clients {_ids(comp)} "
+                        f"(of {len(leak.senders)} honest senders)")
     for v in sorted(h.honest):
-        cfg = h.client_configs[v]
-        b = len(shares[ShareKind.SELF_MASK_SEED].get(v, {}))
-        s = len(shares[ShareKind.MASK_KEY].get(v, {}))
+        b = len(view.holders(v, ShareKind.SELF_MASK_SEED))
+        s = len(view.holders(v, ShareKind.MASK_KEY))
         held[v] = (b, s)
-        if b >= cfg.threshold:
-            unmaskable.add(v)
-            if s >= cfg.threshold:
-                double.append(v)
-    for v in double:
-        b, s = held[v]
-        breaches.append(f"holds {b} b-shares and {s} s-shares of client {v} "
-                        f"(t = {h.client_configs[v].threshold})")
-    masked_from = {sender for sender, m in h.knowledge.messages(2) if isinstance(m, MaskedInput)}
-    if unmaskable:
-        cfg = h.client_configs[min(unmaskable)]
-        members = unmaskable | (set(h.attack.corrupt) & masked_from)
-        if cfg.n < DEFAULT_MIN_COHORT:
-            breaches.append(f"can unmask a sum over a cohort of {cfg.n} clients, below the "
-                            f"minimum of {DEFAULT_MIN_COHORT}")
-        if len(members) < cfg.threshold + 1:
-            breaches.append(f"can unmask a sum over only {len(members)} clients "
-                            f"(fewer than t + 1 = {cfg.threshold + 1})")
+        if b >= t and s >= t:
+            breaches.append(f"holds {b} b-shares and {s} s-shares of client {v} (t = {t})")
+    breaches.extend(_sum_size(h, view, leak))
     included = set(h.result.included) if h.result is not None else set()
+    learnable_ids = set().union(*leak.components) if leak.components else set()
     for v in sorted(h.attack.misled):
-        if v in unmaskable or v in included:
+        if v in learnable_ids or v in included:
             breaches.append(f"client {v}, served another model, is in a sum the adversary "
-                            "can unmask")
+                            "can learn")
     breaches.extend(_canary_leaks(h))
-    recovered = tuple(v for v in double if _recover_input(h, v, shares))
+    recovered = tuple(v for v in sorted(leak.singles()) if _recover_input(h, view, v, shares))
     for v in recovered:
         breaches.append(f"recovered client {v}'s input (the canary) from its masked input")
-    return OracleVerdict(tuple(breaches), recovered, held)
+    return OracleVerdict(tuple(breaches), recovered, held, leak)
+
+
+def _sum_size(h: Harness, view: AdversaryView, leak: Leakage) -> list[str]:
+    """Spec §2.4, §8.3: a learnable sum must cover >= t + 1 clients of a large enough cohort."""
+    if leak.is_nothing():
+        return []
+    out = []
+    cfg = h.config
+    if cfg.n < DEFAULT_MIN_COHORT:
+        out.append(f"can unmask a sum over a cohort of {cfg.n} clients, below the "
+                   f"minimum of {DEFAULT_MIN_COHORT}")
+    corrupt_senders = set(view.masked_with) & view.corrupt
+    for comp in leak.components:
+        if len(comp) > 1 and len(comp) + len(corrupt_senders) < view.threshold + 1:
+            out.append(f"can unmask a sum over only {len(comp) + len(corrupt_senders)} clients "
+                       f"(fewer than t + 1 = {view.threshold + 1})")
+    return out
+
+
+def _ids(ids: frozenset[int]) -> str:
+    return "{" + ", ".join(str(u) for u in sorted(ids)) + "}"
 
 
 # --- shares the adversary holds -----------------------------------------------------------
-def _collect_shares(h: Harness) -> dict[ShareKind, dict[int, dict[int, bytes]]]:
-    """kind -> owner -> holder -> share, from responses and from every openable ciphertext."""
+def _collect_shares(h: Harness, *, with_responses: bool = False) -> Shares:
+    """kind -> owner -> holder -> share, from every ciphertext the adversary's keys open
+    (and, with ``with_responses``, from the UnmaskResponses it received)."""
     out: dict[ShareKind, dict[int, dict[int, bytes]]] = {
         ShareKind.SELF_MASK_SEED: defaultdict(dict), ShareKind.MASK_KEY: defaultdict(dict)}
-    for sender, msg in h.knowledge.messages():
-        if isinstance(msg, UnmaskResponse):
+    for sender, msg in h.knowledge.messages() if with_responses else ():
+        if isinstance(msg, UnmaskResponse) and msg.sender == sender:
             for owner, kind, share in msg.shares:
                 out[kind][owner].setdefault(sender, share)
     adverts: dict[int, list[bytes]] = defaultdict(list)
@@ -203,45 +235,74 @@ def _canary_leaks(h: Harness) -> list[str]:
 
 
 # --- using the shares ---------------------------------------------------------------------
-def _recover_input(h: Harness, v: int,
-                   shares: dict[ShareKind, dict[int, dict[int, bytes]]]) -> bool:
-    """Rebuild v's input as an attacker holding both of v's secrets would; True if it is
-    exactly v's canary."""
+
+
+def _recover_input(h: Harness, view: AdversaryView, v: int, shares: Shares) -> bool:
+    """Rebuild v's input as an attacker would: remove PRG(b_v), and every pairwise mask of
+    y_v with the mask key of v or of the peer (reconstructed, or a corrupt client's own);
+    True if the result is exactly v's canary."""
     cfg: SessionConfig = h.client_configs[v]
-    sid, t, R, dim = cfg.session_id, cfg.threshold, cfg.modulus, cfg.dim
-    advert, share_keys, masked = (_first(h, v, 0, AdvertiseKeys), _first(h, v, 1, ShareKeys),
-                                  _first(h, v, 2, MaskedInput))
-    key_list, bundle = h.accepted.get((v, 0)), h.accepted.get((v, 1))
-    if (advert is None or share_keys is None or masked is None
-            or not isinstance(key_list, KeyBroadcast) or not isinstance(bundle, CiphertextBundle)):
+    sid, R, dim = cfg.session_id, cfg.modulus, cfg.dim
+    share_keys, masked = _first(h, v, 1, ShareKeys), _first(h, v, 2, MaskedInput)
+    key_list = h.accepted.get((v, 0))
+    if share_keys is None or masked is None or not isinstance(key_list, KeyBroadcast):
         return False
     commitment = share_keys.self_mask_commitment
     try:
         b_seed = shamir.reconstruct_verified(
-            shares[ShareKind.SELF_MASK_SEED][v], t,
+            shares[ShareKind.SELF_MASK_SEED][v], view.threshold,
             lambda c: masking.self_mask_commitment(sid, v, c) == commitment)
-        sk = X25519PrivateKey.from_bytes(shamir.reconstruct_verified(
-            shares[ShareKind.MASK_KEY][v], t, lambda c: public_key_matches(c, advert.mask_pk)))
         y = unpack(masked.packed, masked.bits, masked.count, h.inputs[v].dtype)
     except SecAggError:
         return False
-    peers = {e.client_id: e.mask_pk for e in key_list.entries}
+    pks = {e.client_id: e.mask_pk for e in key_list.entries}
     x = y.copy()
     scratch = np.empty(dim, dtype=x.dtype)
     masking.expand_self_mask(b_seed, sid, v, dim, R, cfg.prg, out=scratch)
     sub_into(x, scratch, R)
-    for w, _ in bundle.ciphertexts:
-        try:
-            agreed = sk.exchange(peers[w])
-        except (KeyError, SecAggError):
+    for w in sorted(view.masked_with.get(v, ())):
+        seed = _pair_seed(h, view, v, w, pks, shares)
+        if seed is None:
             return False
-        seed = masking.pairwise_seed(agreed, sid, v, w, advert.mask_pk, peers[w])
         masking.expand_pairwise_mask(seed, sid, v, w, dim, R, cfg.prg, out=scratch)
         if masking.pairwise_sign(v, w) > 0:
             sub_into(x, scratch, R)
         else:
             add_into(x, scratch, R)
     return bool(np.array_equal(x, h.inputs[v]))
+
+
+def _pair_seed(h: Harness, view: AdversaryView, v: int, w: int, pks: dict[int, bytes],
+               shares: Shares) -> bytes | None:
+    """s_vw from whichever of the two mask keys the adversary holds; None if neither."""
+    if v not in pks or w not in pks:
+        return None
+    for owner, other in ((v, w), (w, v)):
+        sk = _mask_key(h, view, owner, pks[owner], shares)
+        if sk is None:
+            continue
+        try:
+            agreed = sk.exchange(pks[other])
+        except SecAggError:
+            return None
+        return masking.pairwise_seed(agreed, h.config.session_id, v, w, pks[v], pks[w])
+    return None
+
+
+def _mask_key(h: Harness, view: AdversaryView, owner: int, pk: bytes,
+              shares: Shares) -> X25519PrivateKey | None:
+    """``owner``'s mask key: a corrupt client's own (its known seed), or t s-shares."""
+    if owner in view.corrupt:
+        entropy = h.corrupt_entropy(owner)
+        X25519PrivateKey.generate(entropy)  # c_u comes first (spec §8.1)
+        key = X25519PrivateKey.generate(entropy)
+        return key if key.public_key == pk else None
+    try:
+        return X25519PrivateKey.from_bytes(shamir.reconstruct_verified(
+            shares[ShareKind.MASK_KEY][owner], view.threshold,
+            lambda c: public_key_matches(c, pk)))
+    except SecAggError:
+        return None
 
 
 def _first(h: Harness, v: int, round_number: int, kind: type[_M]) -> _M | None:

@@ -546,6 +546,65 @@ class SmallCohort(Attack):
         return cfg, options, True
 
 
+# --- S12: a bundle from exactly t peers -------------------------------------------------
+class ThresholdPeers(Attack):
+    """With no corrupt client: give a target v ciphertexts from exactly t peers W (so y_v
+    is masked only with them), then ask v's neighbours for v's b-shares (v alive, as is
+    true) and, spread over the other clients, for the s-shares of every peer in W (each
+    told that some of W dropped). Each request is valid on its own; together they unmask
+    PRG(b_v) and every PRG(s_vw) in y_v (issue 12, finding 8)."""
+
+    def config(self, setting: Setting) -> SessionConfig:
+        return session_config(setting, n=14 if setting.graph is COMPLETE else None)
+
+    def setup(self, h: Harness) -> None:
+        cfg = h.config
+        self.target = v = max(cfg.cohort)
+        self.peers = frozenset(sorted(cfg.neighbours(v))[: cfg.threshold])
+        self.views: dict[int, Message] = {}
+
+    def server_messages(self, h: Harness, r: int, honest: Mapping[int, Message]
+                        ) -> dict[int, list[Message | bytes]]:
+        out = super().server_messages(h, r, honest)
+        v = self.target
+        if r == 1 and isinstance(honest.get(v), CiphertextBundle):
+            m = honest[v]
+            assert isinstance(m, CiphertextBundle)
+            out[v] = [CiphertextBundle(tuple(c for c in m.ciphertexts if c[0] in self.peers))]
+        elif r == 2:
+            for u, dropped in self._assign(h, honest).items():
+                m = honest[u]
+                assert isinstance(m, UnmaskRequest | ConsistencyRequest)
+                self.views[u] = dataclasses.replace(
+                    m, alive=tuple(x for x in m.alive if x not in dropped),
+                    dropped=_sorted({*m.dropped, *dropped}))
+                out[u] = [self.views[u]]
+        elif r == 3 and h.active:
+            sigs = tuple(sorted((x, m.signature) for x, m in h.received(3).items()
+                                if isinstance(m, ConsistencySignature)))
+            for u, view in self.views.items():
+                assert isinstance(view, ConsistencyRequest)
+                nbrs = set(h.config.neighbours(u))
+                out[u] = [dataclasses.replace(view, signatures=tuple(
+                    (x, sig) for x, sig in sigs if x in nbrs and x in view.alive))]
+        return out
+
+    def _assign(self, h: Harness, honest: Mapping[int, Message]) -> dict[int, set[int]]:
+        """For each peer w of W: t clients (not w, not v) to ask for w's s-share, each asked
+        about as few peers as keep t others alive in its request (least loaded first)."""
+        t, v = h.config.threshold, self.target
+        views = {u: m for u, m in honest.items() if u != v and u in h.honest
+                 and isinstance(m, UnmaskRequest | ConsistencyRequest)}
+        room = {u: len(m.alive) - 1 - t for u, m in views.items()}
+        asked: dict[int, set[int]] = {u: set() for u in views}
+        for w in sorted(self.peers):
+            able = [u for u, m in views.items() if u != w and room[u] > len(asked[u])
+                    and w in m.alive]
+            for u in sorted(able, key=lambda x: (len(asked[x]) - room[x], x))[:t]:
+                asked[u].add(w)
+        return {u: ws for u, ws in asked.items() if ws}
+
+
 # --- client scenarios ---------------------------------------------------------------------
 class MaskedLength(Attack):
     """Two clients send masked vectors of the wrong length and of the wrong bit width."""
@@ -690,6 +749,12 @@ SCENARIOS: tuple[Scenario, ...] = (
              lambda s: SmallCohort(), Expect.NOT_DEFENDED,
              why_not="the client's cohort floor is opt-in in semi-honest mode (spec §15.8)",
              audit_rule="A2"),
+    Scenario("S12", "threshold-peers",
+             "ciphertexts from exactly t peers, their mask keys asked of others", "server",
+             lambda s: ThresholdPeers(), Expect.NOT_DEFENDED,
+             why_not="each client checks only its own bundle and request: with no corrupt "
+             "client the server learns an input (spec §12.2 a)", graphs=(COMPLETE, HARARY),
+             audit_rule="A4"),
     Scenario("C1", "masked-length", "masked vectors of the wrong length or width", "client",
              lambda s: MaskedLength(), Expect.DEFENDED),
     Scenario("C2", "masked-range", "masked vector with an element >= R", "client",
