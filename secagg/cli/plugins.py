@@ -44,8 +44,7 @@ def discover() -> list[EntryPoint]:
     return list(found.values())
 
 
-def register_plugins(sub: argparse._SubParsersAction, reserved: Iterable[str] = (),
-                     eps: Iterable[EntryPoint] | None = None) -> None:
+def register_plugins(sub: argparse._SubParsersAction, reserved: Iterable[str] = ()) -> None:
     """Add every plugin command, then a refusing placeholder for each missing expected one.
 
     A plugin whose name is ``reserved`` (a built-in command) is skipped: the library's
@@ -53,7 +52,7 @@ def register_plugins(sub: argparse._SubParsersAction, reserved: Iterable[str] = 
     """
     taken = set(reserved)
     missing: dict[str, str] = {}
-    for ep in discover() if eps is None else eps:
+    for ep in discover():
         if ep.name in taken:
             continue
         try:
