@@ -12,6 +12,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ import pytest
 
 from bench import dropout, flower, report, scaling, wrap
 from bench.common import quantized_input
+from secagg.cli import bench as cli_bench
 from secagg.cli import main as secagg_main
 
 
@@ -189,8 +193,57 @@ def test_report_quick_needs_out() -> None:
 
 
 def test_cli_bench_dispatch(tmp_path: Path) -> None:
+    path_before = list(sys.path)
     code = secagg_main(["bench", "scaling", "--quick", "--quiet", "--no-plots", "--only", "m",
                         "--out", str(tmp_path)])
     assert code == 0
+    assert sys.path == path_before  # the checkout's bench/ is found without sys.path
     rows = json.loads((tmp_path / "scaling.json").read_text())["rows"]
     assert rows and {r["sweep"] for r in rows} == {"m"}
+
+
+def test_cli_bench_imports_the_checkout_by_location(tmp_path: Path) -> None:
+    """With bench/ not imported and not on sys.path, `secagg bench` loads it from the checkout."""
+    script = (
+        "import importlib.util, sys\n"
+        "from pathlib import Path\n"
+        "from secagg.cli import main\n"
+        "from secagg.cli.bench import checkout_root\n"
+        "root = checkout_root()\n"
+        "sys.path[:] = [p for p in sys.path if Path(p or '.').resolve() != root]\n"
+        "assert importlib.util.find_spec('bench') is None, 'bench/ still on sys.path'\n"
+        "before = list(sys.path)\n"
+        "try:\n"
+        "    main(['bench', 'report', '--help'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "print(sys.modules['bench.report'].__file__)\n"
+        "print(sys.path == before)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    *_, where, unchanged = proc.stdout.splitlines()
+    assert Path(where) == cli_bench.checkout_root() / "bench" / "report.py"
+    assert unchanged == "True"
+
+
+def test_cli_bench_refuses_without_a_checkout(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(cli_bench, "checkout_root", lambda: None)
+    assert secagg_main(["bench", "scaling", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("secagg bench: needs a source checkout of secagg "
+                   "(bench/ is not installed with the package)\n")
+
+
+def test_cli_bench_refuses_a_foreign_bench_package(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   tmp_path: Path) -> None:
+    foreign = types.ModuleType("bench")
+    foreign.__file__ = str(tmp_path / "bench" / "__init__.py")
+    monkeypatch.setitem(sys.modules, "bench", foreign)
+    assert secagg_main(["bench", "report"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("secagg bench: needs a source checkout of secagg (another package "
+                          "named bench is imported from ") and err.count("\n") == 1

@@ -6,6 +6,9 @@ included and the seconds spent in secure aggregation. Writes
 ``<out>/train.json`` and ``<out>/train.png``.
 
 Options and ``--json`` field names are a public interface (README, "secagg train").
+The library does not know this command: ``fl`` contributes it through the
+``secagg.commands`` entry point ``train = "fl.cli:register"`` (pyproject.toml),
+which :mod:`secagg.cli.plugins` discovers.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
     from fl.fedavg import RoundRecord
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``train`` to the ``secagg`` subcommands (the ``secagg.commands`` entry point)."""
     # fl.fedavg, fl.data and fl.models import neither scikit-learn nor matplotlib,
     # so `secagg --help` stays fast; the defaults are FedAvgConfig's, in one place
     from fl.data import DATASETS
