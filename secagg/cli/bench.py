@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 import secagg
+from secagg.cli.plugins import SubParsers
 
 #: suite name -> (module, entry point, one-line help)
 SUITES: dict[str, tuple[str, str, str]] = {
@@ -38,7 +39,7 @@ SUITES: dict[str, tuple[str, str, str]] = {
 }
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: SubParsers) -> None:
     p = sub.add_parser(
         "bench",
         help="run a benchmark suite (scaling, dropout, flower, primitives, protocol, report)",
@@ -102,7 +103,8 @@ def _entry(suite: str) -> Callable[[list[str]], int]:
         raise NoCheckoutError("bench/ is not installed with the package")
     _bench_package(root)
     module_name, attr, _ = SUITES[suite]
-    return getattr(importlib.import_module(module_name), attr)
+    entry: Callable[[list[str]], int] = getattr(importlib.import_module(module_name), attr)
+    return entry
 
 
 def run(args: argparse.Namespace) -> int:

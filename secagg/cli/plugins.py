@@ -19,6 +19,7 @@ import functools
 import sys
 from collections.abc import Callable, Iterable
 from importlib.metadata import EntryPoint, entry_points
+from typing import TypeAlias
 
 #: the entry-point group a package declares its ``secagg`` subcommands in
 GROUP = "secagg.commands"
@@ -31,9 +32,14 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "train": ("federated training (FedAvg) with secure aggregation vs plaintext",
               "it comes with secagg's fl package: reinstall secagg from its source checkout "
               "(pip install -e .)"),
+    "attack": ("privacy attacks on what a server holds (inversion, membership)",
+               "it comes with secagg's fl package: reinstall secagg from its source checkout "
+               "(pip install -e .)"),
 }
 
-Register = Callable[[argparse._SubParsersAction], None]
+#: the subparsers object ``secagg``'s commands are added to
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Register = Callable[[SubParsers], None]
 
 
 def discover() -> list[EntryPoint]:
@@ -44,7 +50,7 @@ def discover() -> list[EntryPoint]:
     return list(found.values())
 
 
-def register_plugins(sub: argparse._SubParsersAction, reserved: Iterable[str] = ()) -> None:
+def register_plugins(sub: SubParsers, reserved: Iterable[str] = ()) -> None:
     """Add every plugin command, then a refusing placeholder for each missing expected one.
 
     A plugin whose name is ``reserved`` (a built-in command) is skipped: the library's
@@ -69,7 +75,7 @@ def register_plugins(sub: argparse._SubParsersAction, reserved: Iterable[str] = 
         _placeholder(sub, name, reason)
 
 
-def _placeholder(sub: argparse._SubParsersAction, name: str, reason: str) -> None:
+def _placeholder(sub: SubParsers, name: str, reason: str) -> None:
     help_text = EXPECTED.get(name, ("plugin command",))[0]
     p = sub.add_parser(name, help=f"{help_text} (not available)", add_help=False,
                        description=f"secagg {name}: not available: {reason}")
