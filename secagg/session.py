@@ -145,7 +145,8 @@ class SessionDriver:
     def __init__(self, server: ServerProtocol, clients: Mapping[int, ClientEndpoint], *,
                  dropouts: Mapping[Round | str, Iterable[int]] | None = None,
                  relay: Relay | None = None,
-                 observers: Iterable[SessionObserver] = ()) -> None:
+                 observers: Iterable[SessionObserver] = (),
+                 strict: bool = False) -> None:
         self.server = server
         self.clients = clients
         self.config = server.config
@@ -153,6 +154,8 @@ class SessionDriver:
         self.drop_at = drop_rounds(dropouts, self.config.mode, self.config.cohort)
         self.relay = relay if relay is not None else Relay()
         self.observers = list(observers)
+        #: refusals raise instead of being recorded (tests that step a session by hand)
+        self.strict = strict
         self.server_seconds = 0.0
         self.client_seconds: dict[int, float] = {}
         self.refusals: dict[int, str] = {}
@@ -163,6 +166,14 @@ class SessionDriver:
     def ended(self) -> bool:
         """The server finished or aborted: no round is open any more."""
         return self.server.state in _ENDED
+
+    @property
+    def open_round(self) -> Round | None:
+        """The round whose client messages the server is collecting; None once it ended."""
+        for r in self.rounds:
+            if r.state_name == self.server.state.value:
+                return r
+        return None
 
     def listens(self, client_id: int, round: Round | None) -> bool:
         """Whether ``client_id`` still takes part in ``round`` (None: after the last round)."""
@@ -204,21 +215,29 @@ class SessionDriver:
         """The server receives what the relay admits of the messages queued for ``round``."""
         queued = self._queued.pop(round, [])
         for u, data in self.relay.admit(round, queued):
+            self.to_server(round, u, data)
+
+    def to_server(self, round: Round, client_id: int, data: bytes) -> bool:
+        """Hand one message to the server; False if it refused it (recorded)."""
+        for obs in self.observers:
+            obs.on_up(round, client_id, data)
+        t0 = time.perf_counter()
+        try:
+            self.server.receive(decode_client(data))  # type: ignore[arg-type]
+        except ProtocolError as exc:
+            self.server_refusals.append((round, client_id, str(exc)))
             for obs in self.observers:
-                obs.on_up(round, u, data)
-            t0 = time.perf_counter()
-            try:
-                self.server.receive(decode_client(data))  # type: ignore[arg-type]
-            except ProtocolError as exc:
-                self.server_refusals.append((round, u, str(exc)))
-                for obs in self.observers:
-                    obs.on_server_refusal(round, u, exc)
-            finally:
-                self.server_seconds += time.perf_counter() - t0
+                obs.on_server_refusal(round, client_id, exc)
+            if self.strict:
+                raise
+            return False
+        finally:
+            self.server_seconds += time.perf_counter() - t0
+        return True
 
     def close(self, round: Round) -> dict[int, ServerMessage]:
         """Close ``round`` if the server is collecting it; its answers (empty otherwise)."""
-        if self.server.state.value != round.state_name:
+        if self.open_round is not round:
             return {}
         t0 = time.perf_counter()
         outgoing: dict[int, ServerMessage] = dict(self.server.close_round())
@@ -233,26 +252,33 @@ class SessionDriver:
         for u, data in items:
             for obs in self.observers:
                 obs.on_down(round, u, data)
-            client = self.clients.get(u)
-            if client is not None and self.listens(u, following):
-                self._hand(round, u, client, data)
+            if u in self.clients and self.listens(u, following):
+                reply = self.to_client(round, u, data)
+                if reply is not None:
+                    self._send(u, reply)
 
-    def _hand(self, round: Round, u: int, client: ClientEndpoint, data: bytes) -> None:
+    def to_client(self, round: Round, client_id: int, data: bytes) -> ClientMessage | None:
+        """Hand one server message (sent after ``round``) to a client; its reply, if any.
+
+        A refusal is recorded (and the client answers nothing), raised when ``strict``.
+        """
+        client = self.clients[client_id]
         t0 = time.perf_counter()
         try:
             message = decode_server(data)
             reply = client.handle(message)
         except ProtocolError as exc:
-            self._bill(u, t0)
-            self.refusals[u] = str(exc)
+            self._bill(client_id, t0)
+            self.refusals[client_id] = str(exc)
             for obs in self.observers:
-                obs.on_refusal(round, u, exc)
-            return
-        self._bill(u, t0)
+                obs.on_refusal(round, client_id, exc)
+            if self.strict:
+                raise
+            return None
+        self._bill(client_id, t0)
         for obs in self.observers:
-            obs.on_delivered(round, u, message, reply)
-        if reply is not None:
-            self._send(u, reply)
+            obs.on_delivered(round, client_id, message, reply)
+        return reply
 
     def _send(self, u: int, message: ClientMessage) -> None:
         """Queue a client's message for the round it belongs to, through the relay."""
