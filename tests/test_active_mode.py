@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secagg import cli
+from secagg import cli, measure
 from secagg import graph as graphs
 from secagg.client import ClientProtocol, ClientState
 from secagg.config import SessionConfig
@@ -49,9 +49,8 @@ from secagg.messages import (
     UnmaskRequest,
     decode,
 )
-from secagg.server import ServerProtocol, ServerState
-from secagg import measure
 from secagg.rounds import ACTIVE_ROUNDS, Round
+from secagg.server import ServerProtocol, ServerState
 from secagg.sim import simulate
 from tests.conftest import client_snapshot, cohort, plaintext_sum, random_inputs, sums_equal
 

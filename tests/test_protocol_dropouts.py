@@ -15,11 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secagg import sim
+from secagg import measure, sim
 from secagg.config import SessionConfig
-from secagg.server import ServerProtocol
-from secagg import measure
 from secagg.rounds import SEMI_HONEST_ROUNDS, Round
+from secagg.server import ServerProtocol
 from secagg.sim import simulate
 from tests.conftest import cohort, harary_config, plaintext_sum, random_inputs, sums_equal
 
