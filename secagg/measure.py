@@ -62,7 +62,7 @@ def replay_peak_memory(config: SessionConfig, batches: list[list[bytes]],
         server = ServerProtocol(config, threads=threads, trust_store=trust_store)
         for batch in batches:
             for data in batch:
-                server.receive(decode_client(data))  # type: ignore[arg-type]
+                server.receive(decode_client(data))
             server.close_round()
             if server.state in (ServerState.ABORTED, ServerState.DONE):
                 break

@@ -46,6 +46,7 @@ from secagg.server import ServerProtocol, ServerState
 
 __all__ = [
     "ClientEndpoint",
+    "DropoutSchedule",
     "Relay",
     "SessionDriver",
     "SessionObserver",
@@ -53,6 +54,10 @@ __all__ = [
 ]
 
 _ENDED = (ServerState.ABORTED, ServerState.DONE)
+
+#: A dropout schedule: round (or its public label) -> the clients that stop sending there.
+DropoutSchedule = (Mapping[Round, Iterable[int]] | Mapping[str, Iterable[int]]
+                   | Mapping[Round | str, Iterable[int]])
 
 
 class ClientEndpoint(Protocol):
@@ -114,7 +119,7 @@ class Relay:
         return [(u, m.encode()) for u, m in sorted(honest.items())]
 
 
-def drop_rounds(schedule: Mapping[Round | str, Iterable[int]] | None, mode: Mode,
+def drop_rounds(schedule: DropoutSchedule | None, mode: Mode,
                 cohort: Iterable[int]) -> dict[int, Round]:
     """Client id -> the round it stops at, from a schedule keyed by :class:`Round` or label.
 
@@ -143,7 +148,7 @@ class SessionDriver:
     """
 
     def __init__(self, server: ServerProtocol, clients: Mapping[int, ClientEndpoint], *,
-                 dropouts: Mapping[Round | str, Iterable[int]] | None = None,
+                 dropouts: DropoutSchedule | None = None,
                  relay: Relay | None = None,
                  observers: Iterable[SessionObserver] = (),
                  strict: bool = False) -> None:
@@ -223,7 +228,7 @@ class SessionDriver:
             obs.on_up(round, client_id, data)
         t0 = time.perf_counter()
         try:
-            self.server.receive(decode_client(data))  # type: ignore[arg-type]
+            self.server.receive(decode_client(data))
         except ProtocolError as exc:
             self.server_refusals.append((round, client_id, str(exc)))
             for obs in self.observers:

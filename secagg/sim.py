@@ -37,11 +37,11 @@ from secagg.kernels.arith import add_into, sub_into
 from secagg.messages import ServerMessage
 from secagg.rounds import Round
 from secagg.server import AggregateResult, ServerProtocol, ServerState
-from secagg.session import SessionDriver, SessionObserver, drop_rounds
+from secagg.session import DropoutSchedule, SessionDriver, SessionObserver, drop_rounds
 from secagg.transcript import TranscriptObserver, TranscriptRecorder
 
 #: A dropout schedule: round (or its public label) -> the clients that stop sending there.
-Schedule = Mapping[Round | str, Iterable[int]]
+Schedule = DropoutSchedule
 Progress = Callable[[str, int, int], None]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
 import pytest
 
 from secagg.client import ClientProtocol
@@ -25,7 +26,7 @@ def config(mode: str = "semi-honest") -> SessionConfig:
 
 class Log(SessionObserver):
     def __init__(self) -> None:
-        self.events: list[tuple[str, int, int, bytes]] = []
+        self.events: list[tuple[str, Round, int, bytes]] = []
         self.closed: list[tuple[Round, int]] = []
         self.refusals: list[tuple[Round, int, str]] = []
         self.server_refusals: list[tuple[Round, int, str]] = []
@@ -53,13 +54,13 @@ class Log(SessionObserver):
     def on_server_refusal(self, round: Round, client_id: int, error: ProtocolError) -> None:
         self.server_refusals.append((round, client_id, str(error)))
 
-    def of(self, kind: str) -> list[tuple[str, int, int, bytes]]:
+    def of(self, kind: str) -> list[tuple[str, Round, int, bytes]]:
         return [e for e in self.events if e[0] == kind]
 
 
 def run(cfg: SessionConfig, *, relay: Relay | None = None,
         dropouts: Mapping[Round | str, Iterable[int]] | None = None,
-        ) -> tuple[SessionDriver, Log, dict]:
+        ) -> tuple[SessionDriver, Log, dict[int, np.ndarray]]:
     inputs = random_inputs(cfg, 1)
     server = ServerProtocol(cfg, threads=1)
     clients = {u: ClientProtocol(cfg, u, inputs[u]) for u in cfg.cohort}
@@ -149,7 +150,7 @@ class Tamper(Relay):
 
     def download(self, round: Round, honest: Mapping[int, ServerMessage]
                  ) -> list[tuple[int, bytes]]:
-        out = super().download(round, honest)
+        out = list(super().download(round, honest))
         if round is Round.SHARE_KEYS:
             by = dict(out)
             out = [(u, by[6] if u == 5 else d) for u, d in out]
@@ -189,7 +190,8 @@ def test_dropout_schedule_stops_a_client_from_that_round_on(at: Round | str) -> 
 
 def test_drop_rounds_maps_labels_and_the_missing_consistency_round() -> None:
     cohort = range(1, 6)
-    assert drop_rounds({"consistency": {1}, Round.SHARE_KEYS: {2}}, config().mode, cohort) == {
+    mixed: dict[Round | str, set[int]] = {"consistency": {1}, Round.SHARE_KEYS: {2}}
+    assert drop_rounds(mixed, config().mode, cohort) == {
         1: Round.UNMASKING, 2: Round.SHARE_KEYS}
     assert drop_rounds({"unmask": {1}, "advertise": {1}}, config().mode, cohort) == {
         1: Round.ADVERTISE_KEYS}

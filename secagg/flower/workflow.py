@@ -408,7 +408,7 @@ class _Exchange:
             message = decode_client(payload, stage.round)
             if message.sender != self.ids[node]:
                 raise ProtocolError("the message names another client as its sender")
-            server.receive(message)  # type: ignore[arg-type]
+            server.receive(message)
         except ProtocolError as exc:
             self.failures.append(f"node {node} at {stage.value}: refused: {exc}")
 
