@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from secagg.config import SessionConfig
-from secagg.sim import DropPoint, SimulationReport, simulate
+from secagg.measure import simulate
+from secagg.rounds import Round
+from secagg.sim import SimulationReport
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -200,7 +202,7 @@ def run_ours(config: SessionConfig, dropped: Iterable[int], drop_at: str, *, see
     m = config.dim
     start = time.perf_counter()
     report = simulate(config, lambda u: quantized_input(seed, u, m),
-                      {DropPoint(drop_at): set(dropped)}, threads=threads,
+                      {Round.from_label(drop_at): set(dropped)}, threads=threads,
                       measure_memory=measure_memory, measure_floor_time=measure_floor)
     wall = time.perf_counter() - start
     return session_row(config, report, dropped, drop_at, wall), report

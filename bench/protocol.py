@@ -4,7 +4,7 @@ Run ``python -m bench.protocol`` (full, minutes) or ``--quick`` (seconds, used b
 the test suite). Every time is reported next to the hardware floor measured in
 the same run (see :mod:`secagg.floor`), so the ratio holds on any machine.
 The session's peak server memory comes from a tracemalloc replay (see
-:func:`secagg.sim.replay_peak_memory`); resident memory of the whole process
+:func:`secagg.measure.replay_peak_memory`); resident memory of the whole process
 (clients included) is reported too.
 """
 
@@ -21,7 +21,8 @@ import numpy as np
 
 from secagg.config import SessionConfig
 from secagg.crypto.prg import mask_dtype
-from secagg.sim import random_schedule, simulate
+from secagg.measure import simulate
+from secagg.sim import random_schedule
 
 
 @dataclass(frozen=True)

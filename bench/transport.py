@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = SessionConfig.create(range(1, n + 1), dim, R, min_cohort=min(10, n))
     start = time.perf_counter()
-    sim = simulate(config, lambda u: demo_input(args.seed, u, 0, dim, R),
-                   measure_memory=False, measure_floor_time=False)
+    sim = simulate(config, lambda u: demo_input(args.seed, u, 0, dim, R))
     inproc_wall = time.perf_counter() - start
     if not sim.exact:
         print("in-process session failed", file=sys.stderr)

@@ -38,11 +38,12 @@ from secagg.aggregator import AggregationAborted, SecureAggregator, weighted_mea
 from secagg.errors import ConfigError
 from secagg.graph import GraphKind
 from secagg.quantize import flatten
-from secagg.sim import ROUND_ORDER, DropPoint, random_schedule
+from secagg.rounds import SEMI_HONEST_ROUNDS, Round
+from secagg.sim import random_schedule
 
 #: ``drop_at`` value that picks the protocol round of each FL round's dropouts at random
 RANDOM_DROP_POINT = "random"
-DROP_AT_CHOICES = (RANDOM_DROP_POINT, *(p.value for p in ROUND_ORDER))
+DROP_AT_CHOICES = (RANDOM_DROP_POINT, *(p.label for p in SEMI_HONEST_ROUNDS))
 
 #: progress callback: (fl_round, stage, done, total)
 Progress = Callable[[int, str, int, int], None]
@@ -226,8 +227,8 @@ def run_fedavg(
 
     for r in range(1, config.rounds + 1):
         cohort = sorted(rng.choice(ids, size=k, replace=False).tolist())
-        point = (DropPoint(config.drop_at) if config.drop_at != RANDOM_DROP_POINT
-                 else ROUND_ORDER[int(rng.integers(len(ROUND_ORDER)))])
+        point = (Round.from_label(config.drop_at) if config.drop_at != RANDOM_DROP_POINT
+                 else SEMI_HONEST_ROUNDS[int(rng.integers(len(SEMI_HONEST_ROUNDS)))])
         schedule = random_schedule(cohort, config.dropout, point, rng)
         t0 = time.perf_counter()
         updates = _local_updates(model, data, cohort, secure, config, r, progress, "train")
@@ -266,7 +267,7 @@ def run_fedavg(
             model.set_weights(plain)
             m_plain = model.evaluate(x_test, y_test)
         record = RoundRecord(
-            round=r, cohort=cohort, drop_at=point.value,
+            round=r, cohort=cohort, drop_at=point.label,
             dropped=sorted(set(cohort) - set(included)), included=included,
             aborted=aborted, abort_reason=reason, total_weight=total_weight,
             accuracy_secure=m_secure.accuracy,

@@ -47,7 +47,8 @@ from secagg.quantize import (
     flatten,
     unflatten,
 )
-from secagg.sim import DropPoint, SimulationReport, simulate
+from secagg.rounds import Round
+from secagg.sim import SimulationReport, simulate
 
 __all__ = [
     "AggregationAborted",
@@ -56,7 +57,7 @@ __all__ = [
     "weighted_mean",
 ]
 
-Schedule = Mapping[DropPoint | str, Iterable[int]]
+Schedule = Mapping[Round | str, Iterable[int]]
 
 
 class AggregationAborted(AbortError):  # noqa: N818  (an AbortError; the name says what happened)
@@ -205,7 +206,7 @@ class SecureAggregator:
         ``updates_by_client`` maps client id (1 .. 2**32 - 1) to its update;
         all updates must have the same shapes and dtypes. ``weights`` maps the
         same ids to positive ints <= ``max_weight`` (omit for equal weights).
-        ``dropouts`` maps a :class:`~secagg.sim.DropPoint` (or its name) to the
+        ``dropouts`` maps a :class:`~secagg.rounds.Round` (or its label) to the
         clients that stop sending at that round.
 
         Raises :class:`~secagg.errors.ConfigError` for mismatched shapes, ids,
@@ -226,8 +227,7 @@ class SecureAggregator:
         q = self.quantization(len(cohort))
         encoded = {u: encode(flat[u], q, weight=w[u], rng=self._rng) for u in cohort}
         schedule = _check_schedule(dropouts, cohort)
-        report = simulate(config, encoded, schedule, threads=self.threads,
-                          measure_memory=False, measure_floor_time=False)
+        report = simulate(config, encoded, schedule, threads=self.threads)
         if report.aborted or report.sum is None:
             reason = report.abort_reason or "the session did not finish"
             raise AggregationAborted(reason, report, time.perf_counter() - start)
@@ -287,13 +287,13 @@ class SecureAggregator:
         return flat, layout
 
 
-def _check_schedule(dropouts: Schedule | None, cohort: list[int]) -> dict[DropPoint, set[int]]:
+def _check_schedule(dropouts: Schedule | None, cohort: list[int]) -> dict[Round, set[int]]:
     """Normalise a dropout schedule, refusing unknown rounds and clients (ConfigError)."""
-    out: dict[DropPoint, set[int]] = {}
+    out: dict[Round, set[int]] = {}
     for point, ids in (dropouts or {}).items():
         try:
-            key = DropPoint(point)
-        except ValueError:
+            key = point if isinstance(point, Round) else Round.from_label(point)
+        except ConfigError:
             raise ConfigError(f"unknown drop point {point!r}") from None
         out.setdefault(key, set()).update(int(u) for u in ids)
     named = set().union(*out.values()) if out else set()

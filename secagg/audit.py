@@ -59,6 +59,7 @@ from secagg.messages import (
     decode,
 )
 from secagg.packing import bit_width, unpack
+from secagg.rounds import Round
 from secagg.transcript import Direction, Record, Transcript
 
 __all__ = ["RULES", "AuditReport", "Rule", "RuleResult", "Status", "audit_transcript"]
@@ -163,9 +164,6 @@ def audit_transcript(
 
 
 # --- the audit ----------------------------------------------------------------------------
-_UP_TYPE: dict[int, type[Message]] = {
-    0: AdvertiseKeys, 1: ShareKeys, 2: MaskedInput, 3: ConsistencySignature, 4: UnmaskResponse,
-}
 _DOWN_TYPES: dict[Mode, dict[int, tuple[type[Message], ...]]] = {
     Mode.SEMI_HONEST: {0: (KeyBroadcast, Abort), 1: (CiphertextBundle, Abort),
                        2: (UnmaskRequest, Abort), 4: (Abort,)},
@@ -317,7 +315,7 @@ class _Audit:
         for i, rec in enumerate(self.tr.records, start=1):
             msg = self._decode(rec, i)
             if rec.direction is Direction.UP:
-                if msg is not None and isinstance(msg, _UP_TYPE[rec.round]):
+                if msg is not None and isinstance(msg, Round(rec.round).client_message):
                     self.up[rec.round].append(msg)
                 continue
             where = f"server message #{i} (round {rec.round}, to client {rec.client})"

@@ -43,21 +43,16 @@ from secagg.config import SessionConfig
 from secagg.errors import ConfigError, SecAggError
 from secagg.identity import TrustStore, lookup_verify_key
 from secagg.packing import bit_width, pack
+from secagg.rounds import Round
+from secagg.session import SessionObserver
 from secagg.wire import MAX_U32
 
 FORMAT = "secagg-transcript"
 VERSION = 1
 #: Largest transcript file read (a mistaken path must not exhaust memory).
 MAX_TRANSCRIPT_BYTES = 8 << 30
-#: Spec round numbers, keyed by the simulator's drop-point names.
-ROUND_NUMBERS: Mapping[str, int] = {
-    "advertise": 0,
-    "share-keys": 1,
-    "masked-input": 2,
-    "consistency": 3,
-    "unmask": 4,
-}
-MAX_ROUND = 4
+#: Largest round number (a record's round is a :class:`~secagg.rounds.Round` value).
+MAX_ROUND = max(Round)
 
 
 class TranscriptError(SecAggError):
@@ -197,6 +192,20 @@ class Transcript:
             raise TranscriptError(f"cannot read transcript: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise TranscriptError("transcript is not UTF-8 text") from None
+
+
+class TranscriptObserver(SessionObserver):
+    """Feeds a :class:`TranscriptRecorder` from the session driver: every message the
+    server is handed and every message it sends, in order, as bytes (spec §18.1)."""
+
+    def __init__(self, recorder: TranscriptRecorder) -> None:
+        self.recorder = recorder
+
+    def on_up(self, round: Round, client_id: int, data: bytes) -> None:
+        self.recorder.up(int(round), client_id, data)
+
+    def on_down(self, round: Round, client_id: int, data: bytes) -> None:
+        self.recorder.down(int(round), client_id, data)
 
 
 @dataclass

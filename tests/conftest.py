@@ -14,7 +14,9 @@ from secagg.config import SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.errors import ConfigError
 from secagg.messages import Abort
+from secagg.rounds import Round
 from secagg.server import ServerProtocol, ServerState
+from secagg.session import SessionDriver
 
 
 def cohort(n: int, start: int = 1) -> list[int]:
@@ -114,6 +116,10 @@ class Session:
         self.server = ServerProtocol(config, threads=threads)
         self.clients = {u: ClientProtocol(config, u, self.inputs[u]) for u in config.cohort}
         self.replies: dict[int, object] = {}
+        # every message travels as bytes through the library's session driver; a refusal
+        # raises here, so a test sees it where it happens
+        self.driver = SessionDriver(self.server, self.clients, strict=True)
+        self._round = Round.ADVERTISE_KEYS
 
     def advertise(self, drop: Iterable[int] = ()) -> dict[int, object]:
         drop = set(drop)
@@ -121,11 +127,18 @@ class Session:
 
     def close(self, messages: Mapping[int, object], drop: Iterable[int] = ()) -> dict:
         drop = set(drop)
+        round_ = self.driver.open_round
+        if round_ is None:  # the session ended: the server itself refuses what comes now
+            for u, msg in sorted(messages.items()):
+                if u not in drop:
+                    self.server.receive(msg)  # type: ignore[arg-type]
+            return self.server.close_round()
         for u, msg in sorted(messages.items()):
             if u not in drop:
-                self.server.receive(msg)
+                self.driver.to_server(round_, u, msg.encode())  # type: ignore[attr-defined]
         self.replies = {}
-        return self.server.close_round()
+        self._round = round_
+        return self.driver.close(round_)
 
     def respond(self, server_messages: Mapping[int, object],
                 drop: Iterable[int] = ()) -> dict[int, object]:
@@ -137,7 +150,7 @@ class Session:
             if u in self.replies:
                 out[u] = self.replies[u]
                 continue
-            reply = self.clients[u].handle(msg)
+            reply = self.driver.to_client(self._round, u, msg.encode())  # type: ignore[attr-defined]
             if reply is not None and not isinstance(msg, Abort):
                 out[u] = reply
         return out

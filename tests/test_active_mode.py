@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secagg import cli
+from secagg import cli, measure
 from secagg import graph as graphs
 from secagg.client import ClientProtocol, ClientState
 from secagg.config import SessionConfig
@@ -49,8 +49,9 @@ from secagg.messages import (
     UnmaskRequest,
     decode,
 )
+from secagg.rounds import ACTIVE_ROUNDS, Round
 from secagg.server import ServerProtocol, ServerState
-from secagg.sim import ACTIVE_ROUND_ORDER, DropPoint, simulate
+from secagg.sim import simulate
 from tests.conftest import client_snapshot, cohort, plaintext_sum, random_inputs, sums_equal
 
 TASK = bytes(range(32))
@@ -178,7 +179,7 @@ def harary20() -> SessionConfig:
 
 
 # --- the dropout matrix -------------------------------------------------------------------------
-def expected_included(config: SessionConfig, drop_at: Mapping[int, DropPoint]) -> frozenset | None:
+def expected_included(config: SessionConfig, drop_at: Mapping[int, Round]) -> frozenset | None:
     """Oracle from the protocol's rules: the clients the sum must contain, or None when
     the session has to abort. Active mode adds one condition: only a client with t
     signing neighbours is asked to unmask, and the asked clients (then those that
@@ -186,7 +187,7 @@ def expected_included(config: SessionConfig, drop_at: Mapping[int, DropPoint]) -
     t = config.threshold
     nbrs = {u: frozenset(config.neighbours(u)) for u in config.cohort}
 
-    def after(point: DropPoint, prev: set[int]) -> set[int]:
+    def after(point: Round, prev: set[int]) -> set[int]:
         return {u for u in prev if drop_at.get(u) is not point}
 
     def prune(members: set[int]) -> set[int]:
@@ -196,16 +197,16 @@ def expected_included(config: SessionConfig, drop_at: Mapping[int, DropPoint]) -
                 return members
             members = members - weak
 
-    u1 = prune(after(DropPoint.ADVERTISE, set(config.cohort)))
+    u1 = prune(after(Round.ADVERTISE_KEYS, set(config.cohort)))
     if len(u1) < t + 1:
         return None
-    u2 = prune(after(DropPoint.SHARE_KEYS, u1))
+    u2 = prune(after(Round.SHARE_KEYS, u1))
     if len(u2) < t + 1:
         return None
-    u3 = after(DropPoint.MASKED_INPUT, u2)
-    signers = after(DropPoint.CONSISTENCY, u3)
+    u3 = after(Round.MASKED_INPUT, u2)
+    signers = after(Round.CONSISTENCY_CHECK, u3)
     asked = {u for u in signers if len(nbrs[u] & signers) >= t}
-    answered = after(DropPoint.UNMASK, asked)
+    answered = after(Round.UNMASKING, asked)
     if len(u3) < t:
         return None
     for holders in (u3, asked, answered):
@@ -221,20 +222,19 @@ def _matrix() -> list:
     for graph in ("complete", "complete-min-t", "harary"):
         for n in (10, 20):
             for rate in (0.0, 0.1, 0.3):
-                for point in ACTIVE_ROUND_ORDER[:1] if rate == 0 else ACTIVE_ROUND_ORDER:
+                for point in ACTIVE_ROUNDS[:1] if rate == 0 else ACTIVE_ROUNDS:
                     cases.append(pytest.param(graph, n, rate, point,
-                                              id=f"{graph}-n{n}-r{rate}-{point.value}"))
+                                              id=f"{graph}-n{n}-r{rate}-{point.label}"))
     return cases
 
 
 @pytest.mark.parametrize(("graph", "n", "rate", "point"), _matrix())
-def test_active_dropout_matrix(graph: str, n: int, rate: float, point: DropPoint) -> None:
+def test_active_dropout_matrix(graph: str, n: int, rate: float, point: Round) -> None:
     config = active_config(graph, n, rate)
     inputs = random_inputs(config, n)
-    rng = np.random.default_rng([n, int(rate * 10), ACTIVE_ROUND_ORDER.index(point)])
+    rng = np.random.default_rng([n, int(rate * 10), ACTIVE_ROUNDS.index(point)])
     dropped = rng.choice(config.cohort, size=round(rate * n), replace=False).tolist()
-    report = simulate(config, inputs, {point: set(dropped)}, threads=1, measure_memory=False,
-                      measure_floor_time=False)
+    report = simulate(config, inputs, {point: set(dropped)}, threads=1)
     assert report.mode == "active"
     assert report.client_refusals == {}, "an honest client refused an honest server"
     want = expected_included(config, dict.fromkeys(dropped, point))
@@ -252,21 +252,20 @@ def test_active_dropout_matrix(graph: str, n: int, rate: float, point: DropPoint
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(graph=st.sampled_from(["complete", "complete-min-t", "harary"]),
        n=st.integers(10, 16), rate=st.sampled_from([0.1, 0.3]),
-       points=st.lists(st.sampled_from([None, None, None, None, *ACTIVE_ROUND_ORDER]),
+       points=st.lists(st.sampled_from([None, None, None, None, *ACTIVE_ROUNDS]),
                        min_size=16, max_size=16),
        seed=st.integers(0, 2**32 - 1))
 def test_active_random_schedules_several_drop_points(
-    graph: str, n: int, rate: float, points: list[DropPoint | None], seed: int
+    graph: str, n: int, rate: float, points: list[Round | None], seed: int
 ) -> None:
     """Drops at several rounds at once, the consistency round included."""
     config = active_config(graph, n, rate)
     drop_at = {u: p for u, p in zip(config.cohort, points, strict=False) if p is not None}
-    schedule: dict[DropPoint, set[int]] = {}
+    schedule: dict[Round, set[int]] = {}
     for u, p in drop_at.items():
         schedule.setdefault(p, set()).add(u)
     inputs = random_inputs(config, seed)
-    report = simulate(config, inputs, schedule, threads=1, measure_memory=False,
-                      measure_floor_time=False)
+    report = simulate(config, inputs, schedule, threads=1)
     assert report.client_refusals == {}
     want = expected_included(config, drop_at)
     assert report.aborted == (want is None), report.abort_reason
@@ -281,16 +280,16 @@ def test_active_mode_with_memory_replay_and_threads() -> None:
     (which must verify the same signatures) and unmasks on a thread pool."""
     config = active_config("harary", 20, 0.1, dim=64)
     inputs = random_inputs(config, 4)
-    report = simulate(config, inputs, {DropPoint.MASKED_INPUT: {4}, DropPoint.CONSISTENCY: {9}})
+    report = measure.simulate(config, inputs,
+                              {Round.MASKED_INPUT: {4}, Round.CONSISTENCY_CHECK: {9}})
     assert report.exact and report.dropped_ids == [4] and report.peak_server_mb > 0
-    assert set(report.bytes_up_per_round) == {p.value for p in ACTIVE_ROUND_ORDER}
+    assert set(report.bytes_up_per_round) == {p.label for p in ACTIVE_ROUNDS}
 
 
 def test_semi_honest_consistency_drop_is_an_unmask_drop() -> None:
     config = SessionConfig.create(cohort(10), 8, 1 << 32)
     inputs = random_inputs(config, 1)
-    a = simulate(config, inputs, {DropPoint.CONSISTENCY: {2}}, measure_memory=False,
-                 measure_floor_time=False)
+    a = simulate(config, inputs, {Round.CONSISTENCY_CHECK: {2}})
     assert a.exact and a.mode == "semi-honest" and 2 in a.included_ids
     assert set(a.bytes_up_per_round) == {"advertise", "share-keys", "masked-input", "unmask"}
 

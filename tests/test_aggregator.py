@@ -14,7 +14,7 @@ from secagg.aggregator import (
 )
 from secagg.errors import AbortError, ConfigError
 from secagg.quantize import error_bound
-from secagg.sim import ROUND_ORDER, DropPoint
+from secagg.rounds import SEMI_HONEST_ROUNDS, Round
 
 N = 12
 
@@ -37,14 +37,14 @@ def max_error(result: AggregationResult, oracle: list[np.ndarray]) -> float:
 
 
 @pytest.mark.parametrize("graph", ["complete", "harary"])
-@pytest.mark.parametrize("point", [None, *ROUND_ORDER])
-def test_secure_mean_matches_plaintext_weighted_mean(graph: str, point: DropPoint | None) -> None:
+@pytest.mark.parametrize("point", [None, *SEMI_HONEST_ROUNDS])
+def test_secure_mean_matches_plaintext_weighted_mean(graph: str, point: Round | None) -> None:
     ups, w = updates(3), weights(3)
     agg = SecureAggregator(clip=1.0, bits=16, max_weight=500, graph=graph, dropout_rate=0.25,
                            seed=7)
     drops = {} if point is None else {point: {2, 5}}
     result = agg.aggregate(ups, w, dropouts=drops)
-    if point in (None, DropPoint.UNMASK):  # dropping at unmasking: the input is already in
+    if point in (None, Round.UNMASKING):  # dropping at unmasking: the input is already in
         assert result.included == tuple(range(1, N + 1))
     else:
         assert result.included == tuple(u for u in range(1, N + 1) if u not in (2, 5))

@@ -28,18 +28,18 @@ from secagg.config import Mode, SessionConfig
 from secagg.graph import GraphKind
 from secagg.identity import generate_identities
 from secagg.messages import KeyBroadcast, decode
-from secagg.sim import ACTIVE_ROUND_ORDER, DropPoint, simulate
+from secagg.rounds import ACTIVE_ROUNDS, Round
+from secagg.sim import simulate
 from secagg.transcript import Direction, Transcript, TranscriptError, TranscriptRecorder
 from tests.conftest import harary_config, random_inputs
 from tests.test_active_mode import active_config
 
 
-def record(config: SessionConfig, schedule: dict[DropPoint, set[int]] | None = None,
+def record(config: SessionConfig, schedule: dict[Round, set[int]] | None = None,
            **kw: object) -> tuple[Transcript, object]:
     rec = TranscriptRecorder()
     report = simulate(config, random_inputs(config, 3), schedule or {}, threads=1,
-                      measure_memory=False, measure_floor_time=False, transcript=rec,
-                      **kw)  # type: ignore[arg-type]
+                      transcript=rec, **kw)  # type: ignore[arg-type]
     return rec.build(), report
 
 
@@ -56,8 +56,8 @@ def configs() -> list:
 
 # --- honest transcripts pass ------------------------------------------------------------------
 @pytest.mark.parametrize("config", configs())
-@pytest.mark.parametrize("point", ACTIVE_ROUND_ORDER, ids=lambda p: p.value)
-def test_honest_transcripts_pass(config: SessionConfig, point: DropPoint) -> None:
+@pytest.mark.parametrize("point", ACTIVE_ROUNDS, ids=lambda p: p.label)
+def test_honest_transcripts_pass(config: SessionConfig, point: Round) -> None:
     drops = {point: {2, 5}}
     transcript, report = record(config, drops)
     audit = audit_transcript(transcript)
@@ -68,12 +68,12 @@ def test_honest_transcripts_pass(config: SessionConfig, point: DropPoint) -> Non
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(index=st.integers(0, 3),
-       points=st.lists(st.sampled_from([None, None, None, *ACTIVE_ROUND_ORDER]),
+       points=st.lists(st.sampled_from([None, None, None, *ACTIVE_ROUNDS]),
                        min_size=20, max_size=20))
-def test_random_schedules_pass(index: int, points: list[DropPoint | None]) -> None:
+def test_random_schedules_pass(index: int, points: list[Round | None]) -> None:
     """Drops at several rounds at once, finished or aborted: an honest server passes."""
     config = configs()[index].values[0]
-    schedule: dict[DropPoint, set[int]] = {}
+    schedule: dict[Round, set[int]] = {}
     for u, p in zip(config.cohort, points, strict=False):
         if p is not None:
             schedule.setdefault(p, set()).add(u)
@@ -86,7 +86,7 @@ def test_random_schedules_pass(index: int, points: list[DropPoint | None]) -> No
 def test_aborted_sessions_pass(config: SessionConfig) -> None:
     """A server that aborts when the rules say so did nothing wrong."""
     many = set(config.cohort[: config.n - config.threshold + 1])
-    for point in (DropPoint.ADVERTISE, DropPoint.MASKED_INPUT):
+    for point in (Round.ADVERTISE_KEYS, Round.MASKED_INPUT):
         transcript, report = record(config, {point: many})
         assert report.aborted  # type: ignore[attr-defined]
         audit = audit_transcript(transcript)
@@ -131,14 +131,14 @@ def test_client_attacks_do_not_blame_the_server() -> None:
 # --- tampered transcripts are flagged ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def semi() -> Transcript:
-    return record(SessionConfig.create(range(1, 11), 8, 1 << 32), {DropPoint.MASKED_INPUT: {4}})[0]
+    return record(SessionConfig.create(range(1, 11), 8, 1 << 32), {Round.MASKED_INPUT: {4}})[0]
 
 
 @pytest.fixture(scope="module")
 def active() -> tuple[Transcript, object]:
     cfg = active_config("complete", 10)
     keys, store = generate_identities(cfg.cohort)
-    transcript, _ = record(cfg, {DropPoint.MASKED_INPUT: {4}}, identities=keys,
+    transcript, _ = record(cfg, {Round.MASKED_INPUT: {4}}, identities=keys,
                            trust_store=store)
     return transcript, keys
 

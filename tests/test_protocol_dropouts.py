@@ -15,10 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secagg import sim
+from secagg import measure, sim
 from secagg.config import SessionConfig
+from secagg.rounds import SEMI_HONEST_ROUNDS, Round
 from secagg.server import ServerProtocol
-from secagg.sim import ROUND_ORDER, DropPoint, simulate
+from secagg.sim import simulate
 from tests.conftest import cohort, harary_config, plaintext_sum, random_inputs, sums_equal
 
 RATES = (0.0, 0.1, 0.3, 0.5)
@@ -34,7 +35,7 @@ def build_config(graph: str, n: int, rate: float, modulus: int, dim: int = 16) -
     return harary_config(ids, dim, modulus, dropout_rate=rate, min_cohort=5)
 
 
-def expected_included(config: SessionConfig, drop_at: dict[int, DropPoint]) -> frozenset | None:
+def expected_included(config: SessionConfig, drop_at: dict[int, Round]) -> frozenset | None:
     """Oracle: the clients whose inputs the sum must contain, or None when finishing is
     impossible. Derived from the protocol's rules, not from the server's code:
 
@@ -47,7 +48,7 @@ def expected_included(config: SessionConfig, drop_at: dict[int, DropPoint]) -> f
     t = config.threshold
     nbrs = {u: frozenset(config.neighbours(u)) for u in config.cohort}
 
-    def alive_after(point: DropPoint, prev: set[int]) -> set[int]:
+    def alive_after(point: Round, prev: set[int]) -> set[int]:
         return {u for u in prev if drop_at.get(u) is not point}
 
     def prune(members: set[int]) -> set[int]:
@@ -58,10 +59,10 @@ def expected_included(config: SessionConfig, drop_at: dict[int, DropPoint]) -> f
                 return members
             members -= weak
 
-    u1 = prune(alive_after(DropPoint.ADVERTISE, set(config.cohort)))
-    u2 = prune(alive_after(DropPoint.SHARE_KEYS, u1))
-    u3 = alive_after(DropPoint.MASKED_INPUT, u2)
-    u4 = alive_after(DropPoint.UNMASK, u3)
+    u1 = prune(alive_after(Round.ADVERTISE_KEYS, set(config.cohort)))
+    u2 = prune(alive_after(Round.SHARE_KEYS, u1))
+    u3 = alive_after(Round.MASKED_INPUT, u2)
+    u4 = alive_after(Round.UNMASKING, u3)
     if not u3:
         return None
     for survivors in (u3, u4):
@@ -87,14 +88,13 @@ def captured_servers(monkeypatch: pytest.MonkeyPatch) -> list[ServerProtocol]:
     return servers
 
 
-def run_and_check(config: SessionConfig, inputs: dict, drop_at: dict[int, DropPoint],
+def run_and_check(config: SessionConfig, inputs: dict, drop_at: dict[int, Round],
                   servers: list[ServerProtocol]) -> sim.SimulationReport:
-    schedule: dict[DropPoint, set[int]] = {p: set() for p in ROUND_ORDER}
+    schedule: dict[Round, set[int]] = {p: set() for p in SEMI_HONEST_ROUNDS}
     for u, point in drop_at.items():
         schedule[point].add(u)
     servers.clear()
-    report = simulate(config, inputs, schedule, threads=1, measure_memory=False,
-                      measure_floor_time=False)
+    report = simulate(config, inputs, schedule, threads=1)
     server = servers[0]
     assert report.client_refusals == {}, "an honest client refused an honest server"
     want = expected_included(config, drop_at)
@@ -113,7 +113,7 @@ def run_and_check(config: SessionConfig, inputs: dict, drop_at: dict[int, DropPo
     assert report.exact
     if config.graph.value == "complete":
         # SecAgg: no pruning, so the sum is over everyone who sent a masked input.
-        early = {DropPoint.ADVERTISE, DropPoint.SHARE_KEYS, DropPoint.MASKED_INPUT}
+        early = {Round.ADVERTISE_KEYS, Round.SHARE_KEYS, Round.MASKED_INPUT}
         assert want == set(config.cohort) - {u for u, p in drop_at.items() if p in early}
     return report
 
@@ -124,22 +124,22 @@ def _matrix() -> list:
         for n in SIZES:
             marks = [pytest.mark.slow] if n == 50 else []
             for rate in RATES:
-                points = ROUND_ORDER[:1] if rate == 0 else ROUND_ORDER
+                points = SEMI_HONEST_ROUNDS[:1] if rate == 0 else SEMI_HONEST_ROUNDS
                 for point in points:
                     for seed in MODULI:
                         cases.append(pytest.param(
                             graph, n, point, rate, seed, marks=marks,
-                            id=f"{graph}-n{n}-{point.value}-r{rate}-s{seed}",
+                            id=f"{graph}-n{n}-{point.label}-r{rate}-s{seed}",
                         ))
     return cases
 
 
 @pytest.mark.parametrize(("graph", "n", "point", "rate", "seed"), _matrix())
-def test_dropout_matrix(graph: str, n: int, point: DropPoint, rate: float, seed: int,
+def test_dropout_matrix(graph: str, n: int, point: Round, rate: float, seed: int,
                         captured_servers: list[ServerProtocol]) -> None:
     config = build_config(graph, n, rate, MODULI[seed])
     inputs = random_inputs(config, seed)
-    rng = np.random.default_rng([seed, n, int(rate * 10), ROUND_ORDER.index(point)])
+    rng = np.random.default_rng([seed, n, int(rate * 10), SEMI_HONEST_ROUNDS.index(point)])
     dropped = rng.choice(config.cohort, size=round(rate * n), replace=False).tolist()
     run_and_check(config, inputs, dict.fromkeys(dropped, point), captured_servers)
 
@@ -156,7 +156,7 @@ def test_no_dropouts_includes_everyone(graph: str,
 def test_other_moduli(modulus: int, captured_servers: list[ServerProtocol]) -> None:
     """uint64 moduli, a small power of two and a tiny odd modulus (2 bits, values < 3)."""
     config = build_config("complete", 12, 0.1, modulus, dim=33)
-    drop_at = {2: DropPoint.SHARE_KEYS, 5: DropPoint.MASKED_INPUT, 9: DropPoint.UNMASK}
+    drop_at = {2: Round.SHARE_KEYS, 5: Round.MASKED_INPUT, 9: Round.UNMASKING}
     run_and_check(config, random_inputs(config, 3), drop_at, captured_servers)
 
 
@@ -165,7 +165,7 @@ def test_complete_graph_abort_boundary(captured_servers: list[ServerProtocol]) -
     config = build_config("complete", 20, 0.0, 1 << 32)
     t = config.threshold
     inputs = random_inputs(config, 1)
-    for point in ROUND_ORDER:
+    for point in SEMI_HONEST_ROUNDS:
         ok = {u: point for u in config.cohort[: 20 - (t + 1)]}
         report = run_and_check(config, inputs, ok, captured_servers)
         assert report.exact
@@ -174,11 +174,11 @@ def test_complete_graph_abort_boundary(captured_servers: list[ServerProtocol]) -
         assert report.aborted
 
 
-_POINTS = st.sampled_from([None, None, None, None, *ROUND_ORDER])
+_POINTS = st.sampled_from([None, None, None, None, *SEMI_HONEST_ROUNDS])
 
 
 @st.composite
-def sessions(draw: st.DrawFn) -> tuple[SessionConfig, dict[int, DropPoint], int]:
+def sessions(draw: st.DrawFn) -> tuple[SessionConfig, dict[int, Round], int]:
     graph = draw(st.sampled_from(["complete", "harary"]))
     n = draw(st.integers(5, 20))
     rate = draw(st.sampled_from([0.1, 0.3]))
@@ -193,7 +193,7 @@ def sessions(draw: st.DrawFn) -> tuple[SessionConfig, dict[int, DropPoint], int]
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=sessions())
 def test_random_schedules_several_drop_points(
-    case: tuple[SessionConfig, dict[int, DropPoint], int],
+    case: tuple[SessionConfig, dict[int, Round], int],
     captured_servers: list[ServerProtocol],
 ) -> None:
     config, drop_at, seed = case
@@ -204,9 +204,8 @@ def test_earliest_drop_point_wins(captured_servers: list[ServerProtocol]) -> Non
     """A client listed at two drop points stops at the first (and is not included)."""
     config = build_config("complete", 12, 0.1, 1 << 32)
     inputs = random_inputs(config, 5)
-    schedule = {DropPoint.MASKED_INPUT: {4}, DropPoint.UNMASK: {4, 7}}
-    report = simulate(config, inputs, schedule, threads=1, measure_memory=False,
-                      measure_floor_time=False)
+    schedule = {Round.MASKED_INPUT: {4}, Round.UNMASKING: {4, 7}}
+    report = simulate(config, inputs, schedule, threads=1)
     assert report.exact and 4 not in report.included_ids and 7 in report.included_ids
 
 
@@ -214,8 +213,8 @@ def test_simulate_with_default_measurements(captured_servers: list[ServerProtoco
     """The default path (tracemalloc, floor measurement, thread pool) gives the same answer."""
     config = build_config("harary", 20, 0.3, 1 << 32, dim=64)
     inputs = random_inputs(config, 11)
-    schedule = {DropPoint.MASKED_INPUT: {3, 8}, DropPoint.UNMASK: {12}}
-    report = simulate(config, inputs, schedule)
+    schedule = {Round.MASKED_INPUT: {3, 8}, Round.UNMASKING: {12}}
+    report = measure.simulate(config, inputs, schedule)
     assert report.exact and not report.aborted
     assert {3, 8} <= set(report.dropped_ids) and 12 in report.included_ids
     # The memory measurement may replay the session on a second server: check every one.

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,17 +36,11 @@ from secagg.crypto.prg import mask_dtype
 from secagg.crypto.signatures import SigningKey
 from secagg.errors import ConfigError, ProtocolError
 from secagg.identity import MemoryTrustStore, generate_identities, view_statement
-from secagg.messages import (
-    AdvertiseKeys,
-    ConsistencySignature,
-    MaskedInput,
-    Message,
-    ShareKeys,
-    UnmaskResponse,
-    decode,
-)
+from secagg.messages import ClientMessage, Message, ServerMessage, decode
+from secagg.rounds import Round, rounds_of
 from secagg.server import AggregateResult, ServerProtocol, ServerState
-from secagg.transcript import Transcript, TranscriptRecorder
+from secagg.session import Relay, SessionDriver, SessionObserver
+from secagg.transcript import Transcript, TranscriptObserver, TranscriptRecorder
 
 #: Model hashes used by the scenarios: every honest client trained on TASK_A.
 TASK_A = hashlib.sha256(b"secagg attack suite: model A").digest()
@@ -54,13 +48,6 @@ TASK_B = hashlib.sha256(b"secagg attack suite: model B (served to one client onl
 #: Vector length of every scenario: small, so the whole suite runs in seconds.
 DIM = 16
 
-_ROUND_OF_REPLY: dict[type[Message], int] = {
-    AdvertiseKeys: 0, ShareKeys: 1, MaskedInput: 2, ConsistencySignature: 3, UnmaskResponse: 4,
-}
-_ROUND_OF_STATE = {
-    ServerState.COLLECT_KEYS: 0, ServerState.COLLECT_SHARES: 1, ServerState.COLLECT_MASKED: 2,
-    ServerState.COLLECT_CONSISTENCY: 3, ServerState.COLLECT_UNMASK: 4,
-}
 
 
 @dataclass(frozen=True)
@@ -228,7 +215,7 @@ class Harness:
         self.inputs: dict[int, np.ndarray] = {}
         self.result: AggregateResult | None = None
         self.abort_reason: str | None = None
-        self.rounds = (0, 1, 2, 3, 4) if self.active else (0, 1, 2, 4)
+        self.rounds = rounds_of(self.config.mode)
         attack.setup(self)
         self.server = ServerProtocol(self.config, threads=1, trust_store=self.trust)
 
@@ -272,29 +259,15 @@ class Harness:
 
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> Harness:
+        """Run the session on the session driver, the attack plugged in as its relay."""
         cfg = self.config
         self.recorder.begin(cfg, self.trust)
         for u in cfg.cohort:
             self._make_client(u)
-        up: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
-        for u, client in sorted(self.clients.items()):
-            msg = client.start()
-            for data in self._client_out(0, u, msg):
-                up[0].append((u, data))
-        for r in self.rounds:
-            for u, data in up.pop(r, []):
-                self._server_receive(r, u, data)
-            honest: dict[int, Message] = {}
-            if _ROUND_OF_STATE.get(self.server.state) == r:
-                honest = dict(self.server.close_round())
-            out = self.attack.server_messages(self, r, honest)
-            for u, items in sorted(out.items()):
-                genuine = honest[u].encode() if u in honest else None
-                for item in items:
-                    data = item if isinstance(item, bytes) else item.encode()
-                    self.recorder.down(r, u, data)
-                    self.sent[(u, r)].append(data)
-                    self._deliver(r, u, data, data != genuine, up)
+        relay = _AttackRelay(self)
+        observers = [_Observer(self, relay), TranscriptObserver(self.recorder)]
+        driver = SessionDriver(self.server, self.clients, relay=relay, observers=observers)
+        driver.run()
         if self.server.state is ServerState.DONE:
             self.result = self.server.result
             assert self.result is not None
@@ -320,37 +293,6 @@ class Harness:
         except ConfigError as exc:
             self.config_refusals[u] = str(exc)
 
-    def _client_out(self, r: int, u: int, msg: Message) -> list[bytes]:
-        if u in self.attack.corrupt or u in self.attack.malicious:
-            return self.attack.client_messages(self, r, u, msg)
-        return [msg.encode()]
-
-    def _server_receive(self, r: int, u: int, data: bytes) -> None:
-        self.knowledge.received.append((r, u, data))
-        self.recorder.up(r, u, data)
-        try:
-            self.server.receive(decode(data))  # type: ignore[arg-type]
-        except ProtocolError as exc:
-            self.server_refusals.append((r, u, str(exc)))
-
-    def _deliver(self, r: int, u: int, data: bytes, tampered: bool,
-                 up: dict[int, list[tuple[int, bytes]]]) -> None:
-        client = self.clients.get(u)
-        if client is None:  # it refused its configuration
-            return
-        try:
-            reply = client.handle(decode(data))  # type: ignore[arg-type]
-        except ProtocolError as exc:
-            self.deliveries.append(Delivery(r, u, data, tampered, False, str(exc)))
-            return
-        self.deliveries.append(Delivery(r, u, data, tampered, True, None))
-        if reply is None:
-            return
-        self.accepted[(u, r)] = decode(data)
-        reply_round = _ROUND_OF_REPLY[type(reply)]
-        for out in self._client_out(reply_round, u, reply):
-            up[reply_round].append((u, out))
-
     # -- results -----------------------------------------------------------------------------
     def transcript(self) -> Transcript:
         return self.recorder.build()
@@ -363,3 +305,61 @@ class Harness:
         configs = [u for u in honest if self.config_tampered.get(u)]
         refused_configs = sum(1 for u in configs if u in self.config_refusals)
         return len(sent) + len(configs), refused + refused_configs
+
+
+class _AttackRelay(Relay):
+    """The attack as the driver's network: corrupt and malicious clients send what the
+    attack says, and every closing round sends what the attack makes of the honest answers."""
+
+    def __init__(self, h: Harness) -> None:
+        self.h = h
+        #: the honest server's encoded answers of the round being handed out
+        self.genuine: dict[int, bytes] = {}
+
+    def upload(self, round: Round, client_id: int, message: ClientMessage,
+               data: bytes) -> Sequence[bytes]:
+        attack = self.h.attack
+        if client_id in attack.corrupt or client_id in attack.malicious:
+            return attack.client_messages(self.h, int(round), client_id, message)
+        return (data,)
+
+    def download(self, round: Round, honest: Mapping[int, ServerMessage]
+                 ) -> list[tuple[int, bytes]]:
+        self.genuine = {u: m.encode() for u, m in honest.items()}
+        out = self.h.attack.server_messages(self.h, int(round), honest)
+        return [(u, item if isinstance(item, bytes) else item.encode())
+                for u, items in sorted(out.items()) for item in items]
+
+
+class _Observer(SessionObserver):
+    """Keeps the harness's observables: what the adversary received, what it sent,
+    and what each client accepted or refused."""
+
+    def __init__(self, h: Harness, relay: _AttackRelay) -> None:
+        self.h = h
+        self.relay = relay
+        self._last: bytes = b""
+
+    def on_up(self, round: Round, client_id: int, data: bytes) -> None:
+        self.h.knowledge.received.append((int(round), client_id, data))
+
+    def on_server_refusal(self, round: Round, client_id: int, error: ProtocolError) -> None:
+        self.h.server_refusals.append((int(round), client_id, str(error)))
+
+    def on_down(self, round: Round, client_id: int, data: bytes) -> None:
+        self.h.sent[(client_id, int(round))].append(data)
+        self._last = data
+
+    def _delivery(self, round: Round, client_id: int, refusal: str | None) -> None:
+        tampered = self._last != self.relay.genuine.get(client_id)
+        self.h.deliveries.append(Delivery(int(round), client_id, self._last, tampered,
+                                          refusal is None, refusal))
+
+    def on_delivered(self, round: Round, client_id: int, message: ServerMessage,
+                     reply: ClientMessage | None) -> None:
+        self._delivery(round, client_id, None)
+        if reply is not None:
+            self.h.accepted[(client_id, int(round))] = message
+
+    def on_refusal(self, round: Round, client_id: int, error: ProtocolError) -> None:
+        self._delivery(round, client_id, str(error))

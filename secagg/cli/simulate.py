@@ -16,7 +16,9 @@ from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.errors import SecAggError
 from secagg.graph import GraphKind
-from secagg.sim import DropPoint, random_schedule, simulate
+from secagg.measure import simulate
+from secagg.rounds import Round
+from secagg.sim import random_schedule
 from secagg.transcript import TranscriptRecorder
 
 
@@ -31,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dim", type=int, default=100_000, help="vector length m (default 100000)")
     p.add_argument("--dropout", type=float, default=0.1,
                    help="fraction of clients that drop (default 0.1)")
-    p.add_argument("--drop-at", choices=[d.value for d in DropPoint], default="masked-input",
+    p.add_argument("--drop-at", choices=[r.label for r in Round], default="masked-input",
                    help="round at which they stop sending (default masked-input); "
                    "'consistency' is active mode's extra round (elsewhere the same as unmask)")
     p.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.SEMI_HONEST.value,

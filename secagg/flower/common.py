@@ -35,6 +35,7 @@ from secagg.quantize import (
     flatten,
     unflatten,
 )
+from secagg.rounds import Round
 from secagg.wire import Writer
 
 #: Key of the ConfigRecord carrying our stage and message in every secure-aggregation
@@ -58,6 +59,25 @@ class Stage(enum.Enum):
     MASKED_INPUT = "masked-input"
     UNMASK = "unmask"
     ABORT = "abort"
+
+    @property
+    def round(self) -> Round:
+        """The protocol round whose client messages this stage collects (ConfigError for ABORT)."""
+        if self is Stage.ABORT:
+            raise ConfigError("the abort stage collects no round")
+        return Round.from_label(_STAGE_LABELS.get(self.value, self.value))
+
+    @classmethod
+    def of(cls, round: Round) -> Stage:
+        """The stage that collects ``round`` (the Flower adapter runs no ConsistencyCheck)."""
+        for stage in cls:
+            if stage is not Stage.ABORT and stage.round is round:
+                return stage
+        raise ConfigError(f"the Flower adapter has no stage for round {round.label}")
+
+
+#: Flower stage names that differ from the round's public label.
+_STAGE_LABELS = {"advertise-keys": Round.ADVERTISE_KEYS.label}
 
 
 class K:

@@ -58,28 +58,16 @@ from secagg.flower.common import (
     task_hash,
 )
 from secagg.graph import GraphKind
-from secagg.messages import (
-    Abort,
-    AdvertiseKeys,
-    MaskedInput,
-    ShareKeys,
-    UnmaskResponse,
-    decode,
-)
+from secagg.messages import Abort
 from secagg.messages import Message as ProtocolMessage
 from secagg.quantize import safe_modulus_bits
+from secagg.rounds import SEMI_HONEST_ROUNDS, decode_client
 from secagg.server import ServerProtocol, ServerState
 
 logger = logging.getLogger("secagg.flower")
 
-#: the client message each stage must return
-_REPLY_TYPE: dict[Stage, type[ProtocolMessage]] = {
-    Stage.ADVERTISE_KEYS: AdvertiseKeys,
-    Stage.SHARE_KEYS: ShareKeys,
-    Stage.MASKED_INPUT: MaskedInput,
-    Stage.UNMASK: UnmaskResponse,
-}
-_ORDER = (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK)
+#: The stages of a session, in protocol order (the adapter runs semi-honest rounds).
+_ORDER = tuple(Stage.of(r) for r in SEMI_HONEST_ROUNDS)
 
 
 @dataclass(frozen=True, eq=False)
@@ -417,12 +405,10 @@ class _Exchange:
     def absorb(self, server: ServerProtocol, stage: Stage, node: int, payload: bytes) -> None:
         """Give the server one reply; a bad one only leaves that client out."""
         try:
-            message = decode(payload)
-            if not isinstance(message, _REPLY_TYPE[stage]):
-                raise ProtocolError(f"expected {_REPLY_TYPE[stage].__name__}")
-            if message.sender != self.ids[node]:  # type: ignore[attr-defined]
+            message = decode_client(payload, stage.round)
+            if message.sender != self.ids[node]:
                 raise ProtocolError("the message names another client as its sender")
-            server.receive(message)  # type: ignore[arg-type]
+            server.receive(message)
         except ProtocolError as exc:
             self.failures.append(f"node {node} at {stage.value}: refused: {exc}")
 

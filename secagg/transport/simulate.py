@@ -19,21 +19,19 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from secagg.config import SessionConfig
+from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.floor import measure_floor
-from secagg.sim import DropPoint, SimulationReport
+from secagg.rounds import Round, effective_round
+from secagg.sim import SimulationReport
 from secagg.transport.local import TransportError, run_simulation
 
 #: simulator round names for the server's state names
-_ROUND_NAMES = {"advertise-keys": "advertise", "unmasking": "unmask"}
-#: ``--die-at`` value for each drop point; a round semi-honest mode lacks maps to the next one
-_DIE_AT = {"advertise": "advertise", "share-keys": "share-keys",
-           "masked-input": "masked-input", "consistency": "unmask", "unmask": "unmask"}
+_ROUND_NAMES = {r.state_name: r.label for r in Round}
 
 
 def run_grpc_simulation(args: argparse.Namespace, config: SessionConfig,
-                        schedule: Mapping[DropPoint, Iterable[int]], seed: int) -> int:
+                        schedule: Mapping[Round | str, Iterable[int]], seed: int) -> int:
     """Run, print (JSON or a table) and return the simulator's exit status."""
     if config.mode.value != "semi-honest":
         print("secagg simulate: refused: --transport grpc runs semi-honest sessions only "
@@ -43,7 +41,8 @@ def run_grpc_simulation(args: argparse.Namespace, config: SessionConfig,
     drop: dict[int, str] = {}
     for point, ids in schedule.items():
         for u in ids:
-            drop.setdefault(u, _DIE_AT[DropPoint(point).value])
+            r = point if isinstance(point, Round) else Round.from_label(point)
+            drop.setdefault(u, effective_round(r, Mode.SEMI_HONEST).label)
     server_args: list[object] = [
         "--graph", config.graph.value, "--threshold", config.threshold,
         "--min-cohort", config.min_cohort,

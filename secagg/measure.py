@@ -1,0 +1,112 @@
+"""Measurements around a simulated session: the hardware floor and the server's peak memory.
+
+Why separate: the session driver (:mod:`secagg.session`) and the simulator
+(:mod:`secagg.sim`) only move messages and count bytes; measuring the floor
+(:mod:`secagg.floor`) and replaying the session under ``tracemalloc`` cost more
+than the session and are wanted only by ``secagg simulate`` and the benchmarks.
+They compose with the driver: an observer records the client messages the
+server received, and a fresh server is fed them again under ``tracemalloc``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tracemalloc
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from secagg.config import SessionConfig
+from secagg.crypto.prg import mask_dtype
+from secagg.crypto.signatures import SigningKey
+from secagg.floor import measure_floor
+from secagg.identity import TrustStore
+from secagg.messages import ServerMessage
+from secagg.rounds import Round, decode_client
+from secagg.server import ServerProtocol, ServerState
+from secagg.session import SessionObserver
+from secagg.sim import Progress, Schedule, SimulationReport, run_simulation
+from secagg.transcript import TranscriptRecorder
+
+
+class UploadRecorder(SessionObserver):
+    """The client messages the server received, one batch per closed round (for replay)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+        self._batch: list[bytes] = []
+
+    def on_up(self, round: Round, client_id: int, data: bytes) -> None:
+        self._batch.append(data)
+
+    def on_round_closed(self, round: Round, outgoing: Mapping[int, ServerMessage]) -> None:
+        self.batches.append(self._batch)
+        self._batch = []
+
+
+def replay_peak_memory(config: SessionConfig, batches: list[list[bytes]],
+                       threads: int | None, *, trust_store: TrustStore | None = None) -> int:
+    """Peak bytes a fresh server allocates while it processes a recorded session.
+
+    The timed run does not trace memory (tracemalloc slows every allocation);
+    the server is deterministic in its inputs, so replaying the same client
+    messages into a new server under tracemalloc measures exactly its memory:
+    the recorded messages were allocated before tracing started and are not counted.
+    """
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        server = ServerProtocol(config, threads=threads, trust_store=trust_store)
+        for batch in batches:
+            for data in batch:
+                server.receive(decode_client(data))
+            server.close_round()
+            if server.state in (ServerState.ABORTED, ServerState.DONE):
+                break
+        _, peak = tracemalloc.get_traced_memory()
+        return max(0, peak - base)
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+
+
+def simulate(
+    config: SessionConfig,
+    inputs: Mapping[int, np.ndarray] | Callable[[int], np.ndarray],
+    schedule: Schedule | None = None,
+    *,
+    threads: int | None = None,
+    measure_memory: bool = True,
+    measure_floor_time: bool = True,
+    progress: Progress | None = None,
+    identities: Mapping[int, SigningKey] | None = None,
+    trust_store: TrustStore | None = None,
+    client_min_cohort: int | None = None,
+    transcript: TranscriptRecorder | None = None,
+    observers: Sequence[SessionObserver] = (),
+) -> SimulationReport:
+    """:func:`secagg.sim.simulate`, then the measurements its report leaves at zero.
+
+    ``measure_memory``: replay the session into a fresh server under tracemalloc
+    (``peak_server_mb``). ``measure_floor_time``: time the hardware floor of the
+    same work (``floor_seconds``, ``server_to_floor``).
+    """
+    uploads = UploadRecorder() if measure_memory else None
+    run = run_simulation(config, inputs, schedule, threads=threads, progress=progress,
+                         identities=identities, trust_store=trust_store,
+                         client_min_cohort=client_min_cohort, transcript=transcript,
+                         observers=[*observers, *([uploads] if uploads else [])])
+    report = run.report
+    peak = (replay_peak_memory(config, uploads.batches, threads, trust_store=run.trust_store)
+            if uploads is not None else 0)
+    floor = 0.0
+    if run.result is not None and measure_floor_time:
+        R = config.modulus
+        floor = measure_floor(run.result.masks_expanded, len(run.result.included), config.dim,
+                              mask_dtype(R), R, report.threads)
+    return dataclasses.replace(
+        report, floor_seconds=floor, peak_server_mb=peak / 2**20,
+        server_to_floor=(report.server_seconds / floor) if floor > 0 else None)
