@@ -32,18 +32,19 @@ from secagg.attacks.scenarios import SplitViews, ThresholdPeers
 from secagg.config import Mode, SessionConfig
 from secagg.graph import GraphKind
 from secagg.messages import ShareKind
-from secagg.sim import ACTIVE_ROUND_ORDER, DropPoint, simulate
-from secagg.transcript import TranscriptRecorder
+from secagg.rounds import ACTIVE_ROUNDS, Round
+from secagg.sim import SimulationReport, simulate
+from secagg.transcript import Transcript, TranscriptRecorder
 
 from .conftest import harary_config, random_inputs
 
 B, S = ShareKind.SELF_MASK_SEED, ShareKind.MASK_KEY
 
 
-def run(config: SessionConfig, schedule: dict[DropPoint, set[int]]):  # type: ignore[no-untyped-def]
+def run(config: SessionConfig, schedule: dict[Round, set[int]]) -> tuple[Transcript, SimulationReport]:
     rec = TranscriptRecorder()
     report = simulate(config, random_inputs(config, 5), schedule, threads=1,
-                      measure_memory=False, measure_floor_time=False, transcript=rec)
+                      transcript=rec)
     return rec.build(), report
 
 
@@ -59,10 +60,10 @@ def configs() -> list:  # type: ignore[type-arg]
 
 # --- real sessions ----------------------------------------------------------------------------
 @pytest.mark.parametrize("config", configs())
-@pytest.mark.parametrize("point", [None, *ACTIVE_ROUND_ORDER],
+@pytest.mark.parametrize("point", [None, *ACTIVE_ROUNDS],
                          ids=lambda p: "no-drop" if p is None else p.value)
 def test_correct_session_reveals_exactly_the_total_sum(config: SessionConfig,
-                                                       point: DropPoint | None) -> None:
+                                                       point: Round | None) -> None:
     transcript, report = run(config, {point: {2, 5}} if point else {})
     assert not report.aborted
     leak = learnable(view_from_transcript(transcript))
@@ -77,7 +78,7 @@ def test_correct_session_reveals_exactly_the_total_sum(config: SessionConfig,
 def test_view_recorder_hooks_build_the_same_view() -> None:
     """The observer hooks a session driver calls give the same view as the transcript."""
     config = SessionConfig.create(range(1, 11), 8, 1 << 32)
-    transcript, report = run(config, {DropPoint.MASKED_INPUT: {3}})
+    transcript, report = run(config, {Round.MASKED_INPUT: {3}})
     rec = ViewRecorder(config)
     for r in transcript.records:
         (rec.on_up if r.direction.value == "up" else rec.on_down)(r.round, r.client, r.data)
@@ -88,9 +89,9 @@ def test_view_recorder_hooks_build_the_same_view() -> None:
         report.included_ids) - set(range(1, 7))
 
 
-@pytest.mark.parametrize("point", [DropPoint.ADVERTISE, DropPoint.SHARE_KEYS,
-                                   DropPoint.MASKED_INPUT])
-def test_aborted_session_reveals_nothing(point: DropPoint) -> None:
+@pytest.mark.parametrize("point", [Round.ADVERTISE_KEYS, Round.SHARE_KEYS,
+                                   Round.MASKED_INPUT])
+def test_aborted_session_reveals_nothing(point: Round) -> None:
     config = SessionConfig.create(range(1, 11), 8, 1 << 32)
     transcript, report = run(config, {point: {1, 2, 3, 4, 5}})
     assert report.aborted
@@ -101,7 +102,7 @@ def test_aborted_session_reveals_nothing(point: DropPoint) -> None:
 
 def test_corrupt_clients_below_t_still_only_total_sum() -> None:
     config = SessionConfig.create(range(1, 11), 8, 1 << 32)
-    transcript, _ = run(config, {DropPoint.MASKED_INPUT: {9}})
+    transcript, _ = run(config, {Round.MASKED_INPUT: {9}})
     leak = learnable(view_from_transcript(transcript, corrupt={1, 2, 3, 4, 5}))  # t - 1
     assert leak.components == (frozenset(range(6, 9)) | {10},)
     # t corrupt clients decrypt t b-shares and t s-shares of everyone: every input leaks
