@@ -41,7 +41,8 @@ from .conftest import harary_config, random_inputs
 B, S = ShareKind.SELF_MASK_SEED, ShareKind.MASK_KEY
 
 
-def run(config: SessionConfig, schedule: dict[Round, set[int]]) -> tuple[Transcript, SimulationReport]:
+def run(config: SessionConfig,
+        schedule: dict[Round, set[int]]) -> tuple[Transcript, SimulationReport]:
     rec = TranscriptRecorder()
     report = simulate(config, random_inputs(config, 5), schedule, threads=1,
                       transcript=rec)
