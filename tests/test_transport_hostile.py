@@ -215,3 +215,29 @@ def test_a_call_without_a_first_chunk_is_cut_at_its_deadline() -> None:
         stop.set()
         channel.close()
         server.shutdown()
+
+
+def test_calls_from_outside_the_cohort_are_refused_before_any_read(tmp_path: Path) -> None:
+    """40 Send calls that never send a chunk, from a valid certificate that is in no
+    session: each is refused at once, from its certificate alone (before the fix each held
+    one of the server's RPC threads until its own deadline)."""
+    bundle = certs.init_dev_ca(tmp_path / "certs", [1, 2, 3, OUTSIDER], days=1)
+    settings = ServerSettings(clients=3, dim=4, sessions=1, join_timeout=30.0)
+    server = TransportServer(settings, credentials=certs.server_credentials(bundle.directory))
+    port = server.start()
+    stop = threading.Event()
+    channel = grpc.secure_channel(f"127.0.0.1:{port}",
+                                  certs.channel_credentials(bundle.directory, OUTSIDER))
+    stub = pb_grpc.AggregatorStub(channel)
+    try:
+        start = time.monotonic()
+        futures = [stub.Send.future(_never(stop), timeout=4) for _ in range(STALLED_CALLS)]
+        codes = [f.exception().code() for f in futures]  # type: ignore[union-attr]
+        assert time.monotonic() - start < 3
+        assert set(codes) <= {grpc.StatusCode.FAILED_PRECONDITION,
+                              grpc.StatusCode.PERMISSION_DENIED}, set(codes)
+    finally:
+        stop.set()
+        channel.close()
+        server.request_stop()
+        server.shutdown()
