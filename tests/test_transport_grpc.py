@@ -452,14 +452,14 @@ def test_upload_slots_setting_is_checked() -> None:
 def test_simulate_transport_grpc_json(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "secagg.cli", "simulate", "--transport", "grpc", "--clients", "10",
-         "--dim", "1000", "--dropout", "0.2", "--drop-at", "masked-input", "--seed", "3",
+         "--dim", "1000", "--dropout", "0.2", "--drop-at", Round.MASKED_INPUT.label, "--seed", "3",
          "--round-timeout", "5", "--json"],
         capture_output=True, text=True, timeout=150, check=False)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     inproc = subprocess.run(
         [sys.executable, "-m", "secagg.cli", "simulate", "--clients", "10", "--dim", "1000",
-         "--dropout", "0.2", "--drop-at", "masked-input", "--seed", "3", "--json"],
+         "--dropout", "0.2", "--drop-at", Round.MASKED_INPUT.label, "--seed", "3", "--json"],
         capture_output=True, text=True, timeout=150, check=True)
     reference = json.loads(inproc.stdout)
     assert set(reference) <= set(report)
@@ -507,7 +507,7 @@ def test_active_mode_runs_its_extra_round_over_grpc() -> None:
         t.join(timeout=20)
     report = outcome.report()
     assert not outcome.aborted, outcome.abort_reason
-    assert [r["state"] for r in report["rounds"]][3] == "consistency-check"
+    assert [r["state"] for r in report["rounds"]][3] == Round.CONSISTENCY_CHECK.state_name
     assert outcome.sum is not None
     assert np.array_equal(outcome.sum, expected_sum(SEED, range(1, n + 1), 0, dim, 1 << 32))
     assert codes == dict.fromkeys(range(1, n + 1), 0)

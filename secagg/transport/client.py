@@ -51,7 +51,7 @@ Event = Mapping[str, Any]
 InputProvider = Callable[[SessionConfig], np.ndarray]
 
 
-def channel_options() -> list[tuple[str, int]]:
+def channel_options() -> list[tuple[str, int | str]]:
     """Explicit message limits and fast reconnection (a restarted server is found in ~1 s)."""
     return [
         ("grpc.max_receive_message_length", framing.GRPC_MESSAGE_LIMIT),

@@ -144,7 +144,7 @@ class UploadGate:
         with self._lock:
             if self._calls.get(cid, 0) >= self._sends_per_client:
                 raise RefusedError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              "too many concurrent messages from this client")
+                                   "too many concurrent messages from this client")
             self._calls[cid] = self._calls.get(cid, 0) + 1
         try:
             yield
@@ -214,23 +214,25 @@ class UploadGate:
 
     # -- upload slots ---------------------------------------------------------------------
     @contextlib.contextmanager
-    def slot(self, cid: int, watch: Watch, expected: Callable[[], bool]) -> Iterator[None]:
+    def slot(self, cid: int, watch: Watch, refusal: Callable[[], RefusedError | None]
+             ) -> Iterator[None]:
         """Hold one upload slot while the body runs.
 
-        Only a client the protocol expects now gets one (``expected``, evaluated
-        outside the gate's lock), and only one per client; the wait ends when
-        the call is cancelled or the client stops being expected (round closed).
+        Only a client the protocol expects now gets one (``refusal`` returns
+        None; it is evaluated outside the gate's lock), and only one per client;
+        the wait ends when the call is cancelled or the client stops being
+        expected (its upload arrived on another call, or the round closed).
         """
-        if not expected():
-            raise RefusedError(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"client {cid} is not expected to upload in this round")
+        refused = refusal()
+        if refused is not None:
+            raise refused
         with self._lock:
             if cid in self._holders:
                 raise RefusedError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"client {cid} already holds an upload slot")
+                                   f"client {cid} already holds an upload slot")
             holders = len(self._holders)
         self._notify("waiting", cid, holders)
-        holders = self._acquire(cid, watch, expected)
+        holders = self._acquire(cid, watch, refusal)
         try:
             self._notify("acquired", cid, holders)
             yield
@@ -242,24 +244,24 @@ class UploadGate:
             self._slots.release()
             self._notify("released", cid, holders)
 
-    def _acquire(self, cid: int, watch: Watch, expected: Callable[[], bool]) -> int:
+    def _acquire(self, cid: int, watch: Watch, refusal: Callable[[], RefusedError | None]
+                 ) -> int:
         """Wait for a free slot and register ``watch`` as its holder; returns the holders."""
         while not self._slots.acquire(timeout=POLL_SECONDS):
             if not watch.context.is_active():
                 raise RefusedError(grpc.StatusCode.CANCELLED, "call cancelled")
-            if not expected():
-                raise RefusedError(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"client {cid} is no longer expected in this round")
-        still = expected()
+            refused = refusal()
+            if refused is not None:
+                raise refused
+        refused = refusal()
         with self._lock:
             taken = cid in self._holders  # a second call of this client got there first
-            if still and not taken:
+            if refused is None and not taken:
                 self._holders[cid] = watch
                 return len(self._holders)
         self._slots.release()
-        raise RefusedError(grpc.StatusCode.RESOURCE_EXHAUSTED if taken
-                      else grpc.StatusCode.FAILED_PRECONDITION,
-                      f"client {cid} may not take an upload slot now")
+        raise refused or RefusedError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                      f"client {cid} already holds an upload slot")
 
     def _notify(self, event: str, cid: int, holders: int) -> None:
         hook = self.hook

@@ -313,7 +313,7 @@ class RoundDriver:
                 raise RefusedError(grpc.StatusCode.FAILED_PRECONDITION, "no session in progress")
             if cid not in session.cohort:
                 raise RefusedError(grpc.StatusCode.PERMISSION_DENIED,
-                             f"client {cid} is not in this session's cohort")
+                                   f"client {cid} is not in this session's cohort")
 
     def admit(self, cid: int, sid: bytes, counter: int) -> Ticket:
         """The open round a first chunk's header names, with the round's frame limit."""
@@ -325,12 +325,22 @@ class RoundDriver:
             limit = framing.client_message_limit(session.config, round_)
             return Ticket(session, counter, round_, limit)
 
-    def expects(self, cid: int, ticket: Ticket) -> bool:
-        """Whether ``cid`` still owes a message in the ticket's round (upload-slot policy)."""
+    def upload_refusal(self, cid: int, ticket: Ticket) -> RefusedError | None:
+        """Why ``cid`` may not (or no longer) hold an upload slot in the ticket's round, or
+        None while it still owes its message there (the upload-slot policy, §17.5)."""
         with self._cond:
             session = self._session
-            return (session is ticket.session and not session.closing
-                    and session.round == ticket.counter and cid in session.protocol.expected())
+            if (session is not ticket.session or session.closing
+                    or session.round != ticket.counter):
+                return RefusedError(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"round {ticket.counter} is not open")
+            if cid in session.answered:
+                return RefusedError(grpc.StatusCode.ALREADY_EXISTS,
+                                    f"client {cid} already answered round {session.round}")
+            if cid not in session.protocol.expected():
+                return RefusedError(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"client {cid} is not expected to upload in this round")
+            return None
 
     def accept(self, cid: int, ticket: Ticket, msg: ClientMessage, size: int,
                decode_seconds: float) -> None:
@@ -341,7 +351,7 @@ class RoundDriver:
                 raise RefusedError(grpc.StatusCode.FAILED_PRECONDITION, "session changed")
             if cid in session.answered:
                 raise RefusedError(grpc.StatusCode.ALREADY_EXISTS,
-                             f"client {cid} already answered round {session.round}")
+                                   f"client {cid} already answered round {session.round}")
             t1 = time.perf_counter()
             try:
                 session.protocol.receive(msg)
@@ -360,13 +370,13 @@ class RoundDriver:
         session = self._session
         if session is None or sid != session.sid:
             raise RefusedError(grpc.StatusCode.FAILED_PRECONDITION,
-                         "message is not for the session in progress")
+                               "message is not for the session in progress")
         if cid not in session.cohort:
             raise RefusedError(grpc.StatusCode.PERMISSION_DENIED,
-                         f"client {cid} is not in this session's cohort")
+                               f"client {cid} is not in this session's cohort")
         if counter != session.round or session.closing:
             raise RefusedError(grpc.StatusCode.FAILED_PRECONDITION,
-                         f"round {counter} is not open (current round {session.round})")
+                               f"round {counter} is not open (current round {session.round})")
         return session
 
     def count(self, code: grpc.StatusCode) -> None:

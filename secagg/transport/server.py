@@ -211,7 +211,7 @@ class _Servicer(pb_grpc.AggregatorServicer):
             first = self._gate.first_chunk(chunks, watch)
             if first.client_id and first.client_id != cid:
                 raise RefusedError(grpc.StatusCode.PERMISSION_DENIED,
-                              f"claimed id {first.client_id}, but the certificate says {cid}")
+                                   f"claimed id {first.client_id}, but the certificate says {cid}")
             return self._receive(cid, first, chunks, watch)
 
     def _send_plaintext(self, chunks: Iterator[pb.ClientChunk],
@@ -229,10 +229,10 @@ class _Servicer(pb_grpc.AggregatorServicer):
         ticket = self._driver.admit(cid, first.session_id, first.round)
         if first.total_length > ticket.limit:  # refused before waiting for a slot
             raise RefusedError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"message of {first.total_length} bytes exceeds the limit of "
-                          f"{ticket.limit}")
+                               f"message of {first.total_length} bytes exceeds the limit of "
+                               f"{ticket.limit}")
         if ticket.round is Round.MASKED_INPUT:
-            with self._gate.slot(cid, watch, lambda: self._driver.expects(cid, ticket)):
+            with self._gate.slot(cid, watch, lambda: self._driver.upload_refusal(cid, ticket)):
                 return self._finish(cid, ticket, self._gate.read_rest(
                     first, chunks, ticket.limit, watch))
         return self._finish(cid, ticket, self._gate.read_rest(first, chunks, ticket.limit,
@@ -248,7 +248,7 @@ class _Servicer(pb_grpc.AggregatorServicer):
         del data
         if msg.sender != cid:
             raise RefusedError(grpc.StatusCode.PERMISSION_DENIED,
-                          f"message names sender {msg.sender}, but the certificate says {cid}")
+                               f"message names sender {msg.sender}, but the certificate says {cid}")
         self._driver.accept(cid, ticket, msg, size, decode_seconds)
         return pb.Ack(received=size)
 
@@ -265,17 +265,17 @@ class _Servicer(pb_grpc.AggregatorServicer):
         if not self._tls:
             if not 1 <= claimed <= 0xFFFFFFFF:
                 raise RefusedError(grpc.StatusCode.UNAUTHENTICATED,
-                              "plaintext mode: the client must state its id")
+                                   "plaintext mode: the client must state its id")
             return claimed
         auth = context.auth_context()
         cid = certs.identity_from_names(auth.get("x509_common_name", []),
                                         auth.get("x509_subject_alternative_name", []))
         if cid is None:
             raise RefusedError(grpc.StatusCode.UNAUTHENTICATED,
-                          "the client certificate names no secagg client id")
+                               "the client certificate names no secagg client id")
         if claimed and claimed != cid:
             raise RefusedError(grpc.StatusCode.PERMISSION_DENIED,
-                          f"claimed id {claimed}, but the certificate says {cid}")
+                               f"claimed id {claimed}, but the certificate says {cid}")
         return cid
 
     def _abort(self, context: grpc.ServicerContext, exc: RefusedError) -> NoReturn:
