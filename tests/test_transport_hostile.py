@@ -58,7 +58,10 @@ class Outsider:
         if self.stop.is_set():
             return
         started = time.monotonic()
-        future = self.stub.Send.future(_blocked(self.stop), timeout=60)
+        try:
+            future = self.stub.Send.future(_blocked(self.stop), timeout=60)
+        except ValueError:  # the channel closed meanwhile: the test is over
+            return
         future.add_done_callback(lambda f: self._ended(f, started))
 
     def _ended(self, future: Any, started: float) -> None:
