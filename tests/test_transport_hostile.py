@@ -186,8 +186,11 @@ def test_honest_cohort_finishes_beside_stalled_calls_trickler_and_oversized_fram
     assert outsider.ends and all(c is not grpc.StatusCode.OK for c, _ in outsider.ends)
     assert all(seconds < 2.0 for _, seconds in outsider.ends), max(s for _, s in outsider.ends)
     codes = trickler.codes
-    assert {codes.get(f"oversized-{r}") for r in range(4)} == {
-        grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    # round 0 stays open for the silent trickler; a later round may close before the
+    # oversized frame arrives (then it is refused as stale), but none is ever accepted
+    assert codes.get("oversized-0") is grpc.StatusCode.RESOURCE_EXHAUSTED, codes
+    assert {codes.get(f"oversized-{r}") for r in range(1, 4)} <= {
+        grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION}, codes
     assert codes.get("trickle-0") is not grpc.StatusCode.OK
     assert codes.get("trickle-1") is not grpc.StatusCode.OK
 
