@@ -21,7 +21,8 @@ import pytest
 from secagg.client import ClientProtocol
 from secagg.config import SessionConfig
 from secagg.errors import ConfigError
-from secagg.messages import AdvertiseKeys, decode
+from secagg.messages import AdvertiseKeys
+from secagg.rounds import Round, decode_server
 from secagg.transport import certs, framing
 from secagg.transport import secagg_pb2 as pb
 from secagg.transport import secagg_pb2_grpc as pb_grpc
@@ -52,18 +53,17 @@ def test_twenty_clients_killed_at_each_of_the_four_rounds(tmp_path: Path) -> Non
     and each session finishes within twice the round deadline.
     """
     n = 20
-    rounds = ["advertise", "share-keys", "masked-input", "unmask"]
+    rounds = [Round.ADVERTISE_KEYS, Round.SHARE_KEYS, Round.MASKED_INPUT, Round.UNMASKING]
     victims = {s: (2 * s + 1, 2 * s + 2) for s in range(4)}
     with LocalCluster(range(1, n + 1), tmp=tmp_path) as cluster:
         server = cluster.start_server(
             "--clients", n, "--dim", 257, "--round-timeout", ROUND_TIMEOUT, "--sessions", 4,
             "--join-timeout", 120, "--out", tmp_path / "out.npz")
         for u in range(1, n + 1):
-            extra: list[object] = ["--seed", SEED, "--connect-timeout", 20]
-            for s, ids in victims.items():
-                if u in ids:
-                    extra += ["--die-at", rounds[s], "--die-session", s]
-            cluster.start_client(u, *extra)
+            die = [s for s, ids in victims.items() if u in ids]
+            cluster.start_client(u, "--seed", SEED, "--connect-timeout", 20,
+                                 die_at=rounds[die[0]] if die else None,
+                                 die_session=die[0] if die else 0)
         assert server.wait(240) == 0, server._stderr_tail()
         ends = _session_ends(server)
         assert len(ends) == 4
@@ -71,7 +71,7 @@ def test_twenty_clients_killed_at_each_of_the_four_rounds(tmp_path: Path) -> Non
         for s, end in enumerate(ends):
             gone_before = {v for k in range(s) for v in victims[k]}
             cohort = set(range(1, n + 1)) - gone_before
-            included = cohort - set(victims[s]) if rounds[s] != "unmask" else cohort
+            included = cohort - set(victims[s]) if rounds[s] is not Round.UNMASKING else cohort
             assert not end["aborted"], end["abort_reason"]
             assert end["clients"] == len(cohort)
             assert set(end["included_ids"]) == included, (s, end["included_ids"])
@@ -219,7 +219,7 @@ class Adversary:
                 parts.add(env.chunk.data, env.chunk.offset)
                 if not parts.complete:
                     continue
-                reply = proto.handle(decode(parts.finish()))  # type: ignore[arg-type]
+                reply = proto.handle(decode_server(parts.finish()))
                 parts = None
                 rnd = env.chunk.round
                 if reply is not None:
@@ -269,7 +269,8 @@ def test_bad_messages_are_refused_and_everyone_else_finishes(tmp_path: Path) -> 
                                     daemon=True)]
         for w in workers:
             w.start()
-        assert server.wait(180) == 0, server._stderr_tail()
+        assert server.wait(180) == 0, (server._stderr_tail(), _session_ends(server),
+                                       adversary.codes)
         for w in workers:
             w.join(timeout=30)
         adversary.channel.close()
@@ -451,14 +452,14 @@ def test_upload_slots_setting_is_checked() -> None:
 def test_simulate_transport_grpc_json(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "secagg.cli", "simulate", "--transport", "grpc", "--clients", "10",
-         "--dim", "1000", "--dropout", "0.2", "--drop-at", "masked-input", "--seed", "3",
+         "--dim", "1000", "--dropout", "0.2", "--drop-at", Round.MASKED_INPUT.label, "--seed", "3",
          "--round-timeout", "5", "--json"],
         capture_output=True, text=True, timeout=150, check=False)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     inproc = subprocess.run(
         [sys.executable, "-m", "secagg.cli", "simulate", "--clients", "10", "--dim", "1000",
-         "--dropout", "0.2", "--drop-at", "masked-input", "--seed", "3", "--json"],
+         "--dropout", "0.2", "--drop-at", Round.MASKED_INPUT.label, "--seed", "3", "--json"],
         capture_output=True, text=True, timeout=150, check=True)
     reference = json.loads(inproc.stdout)
     assert set(reference) <= set(report)
@@ -506,7 +507,7 @@ def test_active_mode_runs_its_extra_round_over_grpc() -> None:
         t.join(timeout=20)
     report = outcome.report()
     assert not outcome.aborted, outcome.abort_reason
-    assert [r["state"] for r in report["rounds"]][3] == "consistency-check"
+    assert [r["state"] for r in report["rounds"]][3] == Round.CONSISTENCY_CHECK.state_name
     assert outcome.sum is not None
     assert np.array_equal(outcome.sum, expected_sum(SEED, range(1, n + 1), 0, dim, 1 << 32))
     assert codes == dict.fromkeys(range(1, n + 1), 0)

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -17,7 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from secagg.config import SessionConfig
 from secagg.errors import ConfigError
+from secagg.rounds import Round
 from secagg.transport import certs, framing, sockstat
+from secagg.transport.settings import ServerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,10 +136,12 @@ def test_reassembler_limits_and_order() -> None:
 
 def test_message_limits_follow_the_config() -> None:
     cfg = SessionConfig.create(range(1, 11), 1_000_000, 1 << 32)
-    masked = framing.client_message_limit(cfg, "masked-input")
+    masked = framing.client_message_limit(cfg, Round.MASKED_INPUT)
     assert 4_000_000 < masked < 4_000_000 + 2048
-    assert framing.client_message_limit(cfg, "advertise-keys") < 2048
-    assert framing.client_message_limit(cfg, "unknown-new-round") >= masked
+    assert framing.client_message_limit(cfg, Round.ADVERTISE_KEYS) < 2048
+    for r in Round:  # every round has its own bound; only masked-input scales with m
+        if r is not Round.MASKED_INPUT:
+            assert framing.client_message_limit(cfg, r) < 64 << 10, r
     assert framing.server_message_limit(cfg) < 8192
     assert framing.GRPC_MESSAGE_LIMIT < 4 << 20  # gRPC's own limit stays explicit and small
 
@@ -166,31 +171,107 @@ def test_cli_needs_certs_or_explicit_insecure(tmp_path: Path) -> None:
     assert _cli("certs", "init", str(tmp_path / "c")).returncode == 2  # no silent overwrite
 
 
+class _Ctx:
+    """A stand-in for grpc.ServicerContext: counts cancels."""
+
+    def __init__(self) -> None:
+        self.cancels = 0
+
+    def cancel(self) -> None:
+        self.cancels += 1
+
+    def is_active(self) -> bool:
+        return True
+
+
+def _gate(**kw: float) -> Any:
+    from secagg.transport.gate import UploadGate
+
+    args: dict[str, Any] = {"sends_per_client": 2, "slots": 2, "first_chunk_timeout": 1.0,
+                            "stall_timeout": 0.5, "min_rate": 1000.0}
+    args.update(kw)
+    return UploadGate(**args)
+
+
 def test_stalled_masked_uploads_lose_their_slot() -> None:
-    """An upload holding a slot with no chunk for upload_stall_timeout is cancelled; one
+    """A call reading chunks that receives none for the stall timeout is cancelled; one
     whose chunks are all in (being decoded or accepted) is never cut."""
     import time
 
-    from secagg.transport.server import ServerSettings, TransportServer, _Upload
+    from secagg.transport.gate import Phase
 
-    class Ctx:
-        cancels = 0
-
-        def cancel(self) -> None:
-            self.cancels += 1
-
-    server = TransportServer(ServerSettings(clients=3, dim=4, upload_stall_timeout=0.5),
-                             credentials=None)
-    stalled, fresh, finished = (_Upload(Ctx(), 2) for _ in range(3))  # type: ignore[arg-type]
+    gate = _gate()
+    watches = []
+    for _ in range(3):
+        with gate.watched(_Ctx()) as w:  # type: ignore[arg-type]
+            watches.append(w)
+    stalled, fresh, finished = watches
+    for w in watches:
+        w.phase = Phase.READING
+        w.received = 10**6  # fast enough: only the stall timer matters here
+        gate._watched.add(w)
     stalled.last_progress -= 5
     finished.last_progress -= 5
-    finished.reading = False
-    with server._cond:
-        server._uploads |= {stalled, fresh, finished}
-        server._cancel_stalled_uploads()
-        server._cancel_stalled_uploads()  # idempotent
+    finished.phase = Phase.DONE
+    gate.sweep()
+    gate.sweep()  # idempotent
     assert (stalled.cancelled, fresh.cancelled, finished.cancelled) == (True, False, False)
-    assert [u.context.cancels for u in (stalled, fresh, finished)] == [1, 0, 0]
+    assert [w.context.cancels for w in watches] == [1, 0, 0]
     assert fresh.last_progress <= time.monotonic()
     with pytest.raises(ConfigError):
         ServerSettings(clients=3, dim=4, upload_stall_timeout=0)
+
+
+def test_gate_deadlines_first_chunk_and_minimum_rate() -> None:
+    """No first chunk within its deadline: cut. A trickle that never stalls long enough
+    for the stall timer, but stays below the minimum rate: cut too (§17.5)."""
+    from secagg.transport.gate import Phase, Watch
+
+    silent = Watch(_Ctx(), 100.0)  # type: ignore[arg-type]
+    assert silent.overdue(100.9, 1.0, 0.5, 1000.0) == ""
+    assert "first chunk" in silent.overdue(101.1, 1.0, 0.5, 1000.0)
+    trickle = Watch(_Ctx(), 100.0)  # type: ignore[arg-type]
+    trickle.phase = Phase.READING
+    for second in range(1, 20):  # one byte every 0.4 s: never 0.5 s without progress
+        now = 100.0 + 0.4 * second
+        trickle.last_progress, trickle.received = now, second
+        if trickle.overdue(now, 1.0, 0.5, 1000.0):
+            break
+    assert trickle.overdue(now, 1.0, 0.5, 1000.0) == "upload below the minimum rate"
+    assert now < 102.0
+    fast = Watch(_Ctx(), 100.0)  # type: ignore[arg-type]
+    fast.phase = Phase.READING
+    fast.last_progress, fast.received = 110.0, 20_000
+    assert fast.overdue(110.0, 1.0, 0.5, 1000.0) == ""
+    waiting = Watch(_Ctx(), 100.0)  # type: ignore[arg-type]
+    waiting.phase = Phase.WAITING  # queued for a slot: bounded by the round, not the gate
+    assert waiting.overdue(1000.0, 1.0, 0.5, 1000.0) == ""
+
+
+def test_gate_caps_calls_per_certificate_and_slots_per_client() -> None:
+    """Over the per-certificate cap a call is refused at once; a client not expected now
+    gets no slot, and one client never holds two (§17.5)."""
+    import grpc
+
+    from secagg.transport.gate import RefusedError
+
+    gate = _gate(sends_per_client=2)
+    with gate.counted(7), gate.counted(7):
+        with pytest.raises(RefusedError) as info, gate.counted(7):
+            pass
+        assert info.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        with gate.counted(8):  # other certificates are not affected
+            pass
+    with gate.counted(7):  # released again
+        pass
+    with gate.watched(_Ctx()) as w:  # type: ignore[arg-type]
+        no = RefusedError(grpc.StatusCode.FAILED_PRECONDITION, "not expected")
+        with pytest.raises(RefusedError) as info, gate.slot(7, w, lambda: no):
+            pass
+        assert info.value is no
+        with gate.slot(7, w, lambda: None):
+            with pytest.raises(RefusedError) as info, gate.slot(7, w, lambda: None):
+                pass
+            assert info.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            with gate.slot(8, w, lambda: None):
+                pass

@@ -164,10 +164,6 @@ def _register_client(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--server-name", default=None,
                    help="name the server certificate must carry (default: the host in --server)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
-    # dropout injection for tests and 'simulate --transport grpc': SIGKILL self
-    p.add_argument("--die-at", default=None, help=argparse.SUPPRESS,
-                   choices=["advertise", "share-keys", "masked-input", "unmask"])
-    p.add_argument("--die-session", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=run_client)
 
 
@@ -181,8 +177,7 @@ def run_client(args: argparse.Namespace) -> int:
                        if _use_tls(args, "client") else None)
         settings = ClientSettings(
             server=args.server, client_id=args.id, connect_timeout=args.connect_timeout,
-            sessions=args.sessions, die_at=args.die_at, die_session=args.die_session,
-            server_name=args.server_name,
+            sessions=args.sessions, server_name=args.server_name,
         )
     except SecAggError as exc:
         print(f"secagg client: refused: {exc}", file=sys.stderr)

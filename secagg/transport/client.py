@@ -16,10 +16,9 @@ Why it is built this way (spec "Transport (gRPC)"):
 
 from __future__ import annotations
 
+import enum
 import hashlib
-import os
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -33,25 +32,12 @@ from secagg.client import ClientProtocol, ClientState
 from secagg.config import SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.errors import ConfigError, ProtocolError, SecAggError
-from secagg.messages import (
-    AdvertiseKeys,
-    MaskedInput,
-    Message,
-    ShareKeys,
-    UnmaskResponse,
-    decode,
-)
+from secagg.messages import ClientMessage
+from secagg.rounds import Round, decode_server
 from secagg.transport import framing, sockstat
 from secagg.transport import secagg_pb2 as pb
 from secagg.transport import secagg_pb2_grpc as pb_grpc
 
-#: Which outgoing message a ``--die-at`` round name stands for (dropout injection).
-DIE_POINTS: Mapping[str, type[Message]] = {
-    "advertise": AdvertiseKeys,
-    "share-keys": ShareKeys,
-    "masked-input": MaskedInput,
-    "unmask": UnmaskResponse,
-}
 #: Errors after which retrying cannot help: the server refused who we are.
 _FATAL = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
                     grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED,
@@ -65,7 +51,7 @@ Event = Mapping[str, Any]
 InputProvider = Callable[[SessionConfig], np.ndarray]
 
 
-def channel_options() -> list[tuple[str, int]]:
+def channel_options() -> list[tuple[str, int | str]]:
     """Explicit message limits and fast reconnection (a restarted server is found in ~1 s)."""
     return [
         ("grpc.max_receive_message_length", framing.GRPC_MESSAGE_LIMIT),
@@ -94,11 +80,37 @@ class ClientSettings:
     lifetime: float = 24 * 3600.0  # deadline of the Join call
     idle_margin: float = 30.0  # added to the round timeout before a silent server is given up
     sessions: int = 0  # leave after this many sessions; 0: until the server says goodbye
-    die_at: str | None = None  # SIGKILL self before sending this round's message (tests)
-    die_session: int = 0  # ... in this session (0-based, counted by this client)
     #: hostname the server certificate must name (default: the host of ``server``)
     server_name: str | None = None
     client_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+class RunStatus(enum.Enum):
+    """How one session ended for this client (the ``status`` of its session-end event)."""
+
+    RUNNING = "running"
+    DONE = "done"  # the server's sum includes this client
+    LOST = "lost"  # the connection broke or the server fell silent
+    REFUSED = "refused"  # we refused the server's message, or it refused ours
+    ABORTED = "aborted"  # the server aborted the session
+    DROPPED = "dropped"  # the session finished without this client
+
+
+class StreamEnd(enum.Enum):
+    """Why one Join call ended."""
+
+    LEAVE = "leave"  # goodbye, or ``sessions`` sessions done: the client exits
+    CONTACT = "contact"  # the stream ended after the server was heard: reconnect now
+    NO_CONTACT = "no-contact"  # the server was never heard on this stream
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """What one Join call came to: how it ended and the gRPC status, if it failed."""
+
+    end: StreamEnd
+    code: grpc.StatusCode | None = None
+    details: str = ""
 
 
 @dataclass
@@ -112,7 +124,7 @@ class _Run:
     round_timeout: float
     round: int = 0  # round of the server message this client answers next
     parts: framing.Reassembler | None = None
-    status: str = "running"
+    status: RunStatus = RunStatus.RUNNING
     reason: str | None = None
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -144,6 +156,7 @@ class TransportClient:
         self._seen: set[bytes] = set()
         self._joined = 0
         self._finished = 0
+        self._current: _Run | None = None  # the session of the Join stream in progress
         self._port = _port_of(settings.server)
         options = channel_options()
         if settings.server_name:
@@ -173,22 +186,24 @@ class TransportClient:
                 if now - last_contact > s.connect_timeout:
                     self._emit({"event": "exit", "reason": "server unreachable"})
                     return 1
-                outcome, code, detail = self._stream(end_of_life - now)
-                if outcome == "done":
+                result = self._stream(end_of_life - now)
+                if result.end is StreamEnd.LEAVE:
                     return 0
-                if outcome == "contact":
+                if result.end is StreamEnd.CONTACT:
                     last_contact = time.monotonic()
                     backoff = 0.1
-                if code in _FATAL:
-                    self._emit({"event": "exit", "reason": f"refused: {code.name}: {detail}"})
+                if result.code in _FATAL:
+                    assert result.code is not None
+                    self._emit({"event": "exit",
+                                "reason": f"refused: {result.code.name}: {result.details}"})
                     return 2
                 time.sleep(backoff)
                 backoff = min(1.0, backoff * 2)
         finally:
             self.close()
 
-    def _stream(self, deadline: float) -> tuple[str, grpc.StatusCode | None, str]:
-        """One Join call. Returns ("done"|"contact"|"none", status code, details)."""
+    def _stream(self, deadline: float) -> StreamResult:
+        """One Join call, from connecting to its end."""
         s = self.settings
         call = self._stub.Join(pb.JoinRequest(client_id=s.client_id,
                                               version=framing.TRANSPORT_VERSION),
@@ -196,48 +211,68 @@ class TransportClient:
         inbox: queue.Queue[Any] = queue.Queue()
         reader = threading.Thread(target=_pump, args=(call, inbox), daemon=True)
         reader.start()
-        run: _Run | None = None
+        self._current = None
         contact = False
         try:
             while True:
+                run = self._current
                 wait = None
-                if run is not None and run.status == "running":
+                if run is not None and run.status is RunStatus.RUNNING:
                     wait = max(0.05, run.last_heard + run.round_timeout + s.idle_margin
                                - time.monotonic())
                 try:
                     item = inbox.get(timeout=wait)
                 except queue.Empty:
-                    assert run is not None
-                    self._finish(run, "lost", "server silent past the round deadline")
+                    self._lose("server silent past the round deadline")
                     continue
-                if item is _END:
-                    if run is not None and run.status == "running":
-                        self._finish(run, "lost", "connection ended")
-                    return ("contact" if contact else "none"), None, ""
-                if isinstance(item, grpc.RpcError):
-                    if run is not None and run.status == "running":
-                        self._finish(run, "lost", f"connection lost: {item.code().name}")
-                    return ("contact" if contact else "none"), item.code(), item.details() or ""
+                if item is _END or isinstance(item, grpc.RpcError):
+                    return self._ended(item, contact)
                 contact = True
-                kind = item.WhichOneof("body")
-                if kind == "goodbye":
-                    if run is not None and run.status == "running":
-                        self._finish(run, "lost", "server said goodbye")
-                    self._emit({"event": "exit", "reason": "goodbye"})
-                    return "done", None, ""
-                if kind == "open":
-                    if run is not None and run.status == "running":
-                        self._finish(run, "lost", "server opened another session")
-                    run = self._open(item.open)
-                elif kind == "chunk" and run is not None:
-                    self._chunk(run, item.chunk)
-                elif kind == "end" and run is not None and item.end.session_id == run.sid:
-                    self._end(run, item.end)
-                    if s.sessions and self._finished >= s.sessions:
-                        return "done", None, ""
+                if self._envelope(item):
+                    return StreamResult(StreamEnd.LEAVE)
         finally:
             call.cancel()
             reader.join(timeout=0.2)
+
+    def _ended(self, item: Any, contact: bool) -> StreamResult:
+        """The Join stream ended (cleanly, or with a gRPC error)."""
+        end = StreamEnd.CONTACT if contact else StreamEnd.NO_CONTACT
+        if isinstance(item, grpc.RpcError):
+            self._lose(f"connection lost: {item.code().name}")
+            return StreamResult(end, item.code(), item.details() or "")
+        self._lose("connection ended")
+        return StreamResult(end)
+
+    def _envelope(self, item: pb.ServerEnvelope) -> bool:
+        """Handle one server envelope; True when the client should leave."""
+        run = self._current
+        kind = item.WhichOneof("body")
+        if kind == "goodbye":
+            self._lose("server said goodbye")
+            self._emit({"event": "exit", "reason": "goodbye"})
+            return True
+        if kind == "open":
+            self._lose("server opened another session")
+            self._current = self._open(item.open)
+        elif kind == "chunk" and run is not None:
+            self._chunk(run, item.chunk)
+        elif kind == "end" and run is not None and item.end.session_id == run.sid:
+            self._end(run, item.end)
+            return bool(self.settings.sessions and self._finished >= self.settings.sessions)
+        return False
+
+    def _lose(self, reason: str) -> None:
+        """The session in progress (if any) is lost for ``reason``."""
+        run = self._current
+        if run is not None and run.status is RunStatus.RUNNING:
+            self._finish(run, RunStatus.LOST, reason)
+
+    def before_send(self, sequence: int, config: SessionConfig, round_: Round) -> None:
+        """Called just before this client sends its ``round_`` message in session ``sequence``.
+
+        Does nothing here; the test and ``simulate --transport grpc`` harness
+        overrides it to inject dropouts (:mod:`secagg.transport.dropout`).
+        """
 
     # -- session handling -----------------------------------------------------------------
     def _open(self, msg: pb.SessionOpen) -> _Run | None:
@@ -280,7 +315,7 @@ class TransportClient:
         return run
 
     def _chunk(self, run: _Run, chunk: pb.Chunk) -> None:
-        if run.status != "running" or run.protocol is None:
+        if run.status is not RunStatus.RUNNING or run.protocol is None:
             return
         if chunk.session_id != run.sid or chunk.round != run.round + 1:
             # Not for this session's next round: stale, replayed or out of order.
@@ -300,22 +335,20 @@ class TransportClient:
             data = run.parts.finish()
             run.parts = None
             run.bytes_received += len(data)
-            msg = decode(data)
+            msg = decode_server(data)
             t0 = time.perf_counter()
-            reply = run.protocol.handle(msg)  # type: ignore[arg-type]
+            reply = run.protocol.handle(msg)
             run.compute_seconds += time.perf_counter() - t0
         except ProtocolError as exc:
-            self._finish(run, "refused", str(exc))
+            self._finish(run, RunStatus.REFUSED, str(exc))
             return
         run.round += 1
         if reply is not None:
             self._reply(run, reply)
 
-    def _reply(self, run: _Run, msg: Message) -> None:
+    def _reply(self, run: _Run, msg: ClientMessage) -> None:
         s = self.settings
-        if (s.die_at is not None and run.sequence == s.die_session
-                and isinstance(msg, DIE_POINTS[s.die_at])):
-            os.kill(os.getpid(), signal.SIGKILL)  # dropout injection: vanish mid-session
+        self.before_send(run.sequence, run.config, Round.of_client_message(msg))
         data = msg.encode()
         try:
             self._stub.Send(_chunks(run.sid, run.round, s.client_id, data),
@@ -323,9 +356,9 @@ class TransportClient:
         except grpc.RpcError as exc:
             code = exc.code()
             if code in _CONNECTION_LOST:
-                self._finish(run, "lost", f"sending failed: {code.name}")
+                self._finish(run, RunStatus.LOST, f"sending failed: {code.name}")
             else:
-                self._finish(run, "refused",
+                self._finish(run, RunStatus.REFUSED,
                              f"server refused our message: {code.name}: {exc.details()}")
             return
         run.bytes_sent += len(data)
@@ -333,17 +366,17 @@ class TransportClient:
                     "bytes": len(data)})
 
     def _end(self, run: _Run, end: pb.SessionEnd) -> None:
-        if run.status == "running" and run.protocol is not None:
+        if run.status is RunStatus.RUNNING and run.protocol is not None:
             protocol = run.protocol
             if end.status == pb.SessionEnd.DONE and protocol.state is ClientState.DONE:
-                self._finish(run, "done", None)
+                self._finish(run, RunStatus.DONE, None)
             elif end.status == pb.SessionEnd.ABORTED:
-                self._finish(run, "aborted", end.reason or protocol.abort_reason)
+                self._finish(run, RunStatus.ABORTED, end.reason or protocol.abort_reason)
             else:
-                self._finish(run, "dropped", "the session finished without this client")
+                self._finish(run, RunStatus.DROPPED, "the session finished without this client")
         self._finished += 1
 
-    def _finish(self, run: _Run, status: str, reason: str | None) -> None:
+    def _finish(self, run: _Run, status: RunStatus, reason: str | None) -> None:
         run.status = status
         run.reason = reason
         run.parts = None
@@ -354,7 +387,7 @@ class TransportClient:
                     "received": now_wire[1] - run.wire_start[1]}
         self._emit({
             "event": "session-end", "session_id": run.sid.hex(), "sequence": run.sequence,
-            "status": status, "reason": reason,
+            "status": status.value, "reason": reason,
             "state": run.protocol.state.value if run.protocol is not None else None,
             "bytes_sent": run.bytes_sent, "bytes_received": run.bytes_received,
             "wire": wire, "compute_seconds": run.compute_seconds,

@@ -27,6 +27,7 @@ from secagg.errors import ProtocolError
 from secagg.kernels.arith import add_into, sub_into
 from secagg.messages import CIPHERTEXT_LEN, COMMITMENT_LEN, KEY_LEN, SHARE_LEN, SIGNATURE_LEN
 from secagg.packing import bit_width, pack, unpack
+from secagg.rounds import Round
 
 #: Payload bytes per chunk.
 CHUNK_BYTES: Final = 1 << 20
@@ -101,21 +102,21 @@ def masked_input_length(config: SessionConfig) -> int:
     return _HEADER + 4 + 1 + 4 + 8 + packed
 
 
-def client_message_limit(config: SessionConfig, state: str | None) -> int:
-    """Largest client message the server accepts while collecting ``state``.
+def client_message_limit(config: SessionConfig, round_: Round) -> int:
+    """Largest client message the server accepts in ``round_`` (spec §17.2).
 
-    ``state`` is a :class:`~secagg.server.ServerState` value. States this module
-    does not know (rounds added later) get the largest of all bounds.
+    Every round has its own bound, so a 72-byte ConsistencySignature cannot be
+    declared (and allocated) at the size of a masked vector.
     """
     k = config.degree
     bounds = {
-        "advertise-keys": _HEADER + 4 + 2 * KEY_LEN + 4 + SIGNATURE_LEN,
-        "share-keys": _HEADER + 4 + COMMITMENT_LEN + 4 + (k + 1) * (4 + CIPHERTEXT_LEN),
-        "masked-input": masked_input_length(config),
-        "unmasking": _HEADER + 8 + (k + 1) * (4 + 1 + SHARE_LEN),
+        Round.ADVERTISE_KEYS: _HEADER + 4 + 2 * KEY_LEN + 4 + SIGNATURE_LEN,
+        Round.SHARE_KEYS: _HEADER + 4 + COMMITMENT_LEN + 4 + (k + 1) * (4 + CIPHERTEXT_LEN),
+        Round.MASKED_INPUT: masked_input_length(config),
+        Round.CONSISTENCY_CHECK: _HEADER + 4 + SIGNATURE_LEN,
+        Round.UNMASKING: _HEADER + 8 + (k + 1) * (4 + 1 + SHARE_LEN),
     }
-    bound = bounds.get(state or "", max(*bounds.values(), _HEADER + (k + 1) * 256))
-    return bound + _SLACK
+    return bounds[Round(round_)] + _SLACK
 
 
 def server_message_limit(config: SessionConfig) -> int:

@@ -3,7 +3,8 @@
 ``secagg simulate --transport grpc``, the transport tests and ``bench/`` use
 this to start one ``secagg server`` process and n ``secagg client``
 processes with a fresh development CA in a temporary directory, inject
-dropouts by having chosen clients SIGKILL themselves at a round, and read the
+dropouts by having chosen clients SIGKILL themselves at a round (the harness's
+:class:`~secagg.transport.dropout.DyingClient`), and read the
 JSON events every process prints. Nothing here listens anywhere but loopback,
 and every wait is bounded.
 """
@@ -28,6 +29,7 @@ import numpy as np
 from secagg.crypto.prg import mask_dtype
 from secagg.errors import SecAggError
 from secagg.kernels.arith import add_into
+from secagg.rounds import Round
 from secagg.transport import certs
 from secagg.transport.client import demo_input
 
@@ -153,9 +155,17 @@ class LocalCluster:
         self.port = int(event["port"])
         return self.server
 
-    def start_client(self, cid: int, *args: object) -> Proc:
-        argv = cli("client", "--server", f"127.0.0.1:{self.port}", "--id", cid,
-                   "--certs", self.certs, "--json", *args)
+    def start_client(self, cid: int, *args: object, die_at: Round | None = None,
+                     die_session: int = 0) -> Proc:
+        """A ``secagg client`` process; with ``die_at``, the harness's dying client
+        (:mod:`secagg.transport.dropout`) that SIGKILLs itself at that round."""
+        common = ("--server", f"127.0.0.1:{self.port}", "--id", cid, "--certs", self.certs,
+                  "--json", *args)
+        if die_at is None:
+            argv = cli("client", *common)
+        else:
+            argv = [sys.executable, "-m", "secagg.transport.dropout", *(str(a) for a in common),
+                    "--die-at", die_at.label, "--die-session", str(die_session)]
         proc = Proc(argv, f"client-{cid}", self.dir)
         self.clients[cid] = proc
         return proc
@@ -176,12 +186,12 @@ def run_simulation(
     dim: int,
     modulus_bits: int = 32,
     server_args: Sequence[object] = (),
-    drop: Mapping[int, str] | None = None,
+    drop: Mapping[int, Round] | None = None,
     seed: int = 0,
     round_timeout: float = 10.0,
     join_timeout: float = 120.0,
 ) -> Event:
-    """One session with ``clients`` client processes; ``drop`` maps id -> die-at round.
+    """One session with ``clients`` client processes; ``drop`` maps id -> the round it dies at.
 
     Returns the server's session-end event, extended with ``exact`` (the sum
     equals the plaintext sum of the included clients' demo inputs), the client
@@ -197,10 +207,7 @@ def run_simulation(
             "--round-timeout", round_timeout, "--join-timeout", join_timeout,
             "--sessions", 1, "--out", out, *server_args)
         for u in ids:
-            extra: list[object] = ["--seed", seed, "--sessions", 1]
-            if u in drop:
-                extra += ["--die-at", drop[u]]
-            cluster.start_client(u, *extra)
+            cluster.start_client(u, "--seed", seed, "--sessions", 1, die_at=drop.get(u))
         limit = join_timeout + 6 * round_timeout + 60
         end = server.wait_event(lambda e: e.get("event") == "session-end", limit)
         server.wait(30)

@@ -1,7 +1,9 @@
 """``secagg simulate --transport grpc``: the simulator's session over real processes.
 
 One server process and n client processes on 127.0.0.1 with a fresh dev CA;
-the clients the dropout schedule names SIGKILL themselves at their round. The
+the clients the dropout schedule names SIGKILL themselves at their round
+(:mod:`secagg.transport.dropout`, the harness's client; the production client has no
+dropout injection). The
 JSON has the in-process simulator's field names (so scripts read either),
 filled from what the processes measured, plus ``transport``,
 ``wall_seconds`` (the whole run, process start-up included),
@@ -23,26 +25,28 @@ from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.floor import measure_floor
 from secagg.rounds import Round, effective_round
+from secagg.server import ServerState
 from secagg.sim import SimulationReport
 from secagg.transport.local import TransportError, run_simulation
 
-#: simulator round names for the server's state names
-_ROUND_NAMES = {r.state_name: r.label for r in Round}
+#: public round labels (the simulator's per-round keys) for the server's state names
+_LABEL_OF_STATE = {r.state_name: r.label for r in Round}
 
 
 def run_grpc_simulation(args: argparse.Namespace, config: SessionConfig,
                         schedule: Mapping[Round | str, Iterable[int]], seed: int) -> int:
     """Run, print (JSON or a table) and return the simulator's exit status."""
-    if config.mode.value != "semi-honest":
+    if config.mode is not Mode.SEMI_HONEST:
         print("secagg simulate: refused: --transport grpc runs semi-honest sessions only "
               "(active mode needs client identities the CLI does not distribute yet)",
               file=sys.stderr)
         return 2
-    drop: dict[int, str] = {}
+    drop: dict[int, Round] = {}
     for point, ids in schedule.items():
+        at = effective_round(point if isinstance(point, Round) else Round.from_label(point),
+                             config.mode)
         for u in ids:
-            r = point if isinstance(point, Round) else Round.from_label(point)
-            drop.setdefault(u, effective_round(r, Mode.SEMI_HONEST).label)
+            drop.setdefault(u, at)
     server_args: list[object] = [
         "--graph", config.graph.value, "--threshold", config.threshold,
         "--min-cohort", config.min_cohort,
@@ -113,7 +117,8 @@ def to_report(r: Mapping[str, Any], config: SessionConfig) -> dict[str, Any]:
 
 
 def _rename(per_round: Mapping[str, float]) -> dict[str, float]:
-    return {_ROUND_NAMES.get(k, k): v for k, v in per_round.items() if k != "aborted"}
+    aborted = ServerState.ABORTED.value
+    return {_LABEL_OF_STATE.get(k, k): v for k, v in per_round.items() if k != aborted}
 
 
 def _print(r: Mapping[str, Any]) -> None:
