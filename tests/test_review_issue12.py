@@ -41,6 +41,10 @@ def test_partial_sum_attack_from_the_review_aborts() -> None:
     config = SessionConfig.create(cohort(100), 4, 1 << 32, graph="harary", dropout_rate=0.1)
     assert (config.degree, config.threshold) == (16, 6)
     dropped, small = _two_run_drop(config, 7)
+    survivors = set(config.cohort) - dropped
+    assert not graphs.is_connected(survivors, config.neighbours)
+    assert graphs.is_connected(set(small), config.neighbours)
+    assert not any(set(config.neighbours(u)) & (survivors - set(small)) for u in small)
     s = Session(config)
     s.to_unmasking({"masked-input": dropped})
     assert s.server.state is ServerState.ABORTED
@@ -69,6 +73,10 @@ def test_disconnected_survivors_abort_even_above_the_floor() -> None:
     config = SessionConfig.create(cohort(100), 4, 1 << 32, graph="harary", dropout_rate=0.3)
     assert (config.degree, config.threshold) == (26, 6)
     dropped, small = _two_run_drop(config, 7)
+    survivors = set(config.cohort) - dropped
+    assert not graphs.is_connected(survivors, config.neighbours)
+    assert graphs.is_connected(set(small), config.neighbours)
+    assert not any(set(config.neighbours(u)) & (survivors - set(small)) for u in small)
     s = Session(config)
     s.to_unmasking({"masked-input": dropped})
     assert s.server.state is ServerState.ABORTED
