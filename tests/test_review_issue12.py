@@ -21,7 +21,7 @@ from secagg.crypto.prg import mask_dtype
 from secagg.errors import ConfigError, ProtocolError
 from secagg.identity import generate_identities
 from secagg.messages import UnmaskRequest
-from secagg.server import ServerState
+from secagg.server import ServerProtocol, ServerState
 from tests.conftest import Session, cohort
 
 
@@ -209,3 +209,66 @@ def test_policy_validation() -> None:
         with pytest.raises(ConfigError):
             ClientPolicy(**bad)  # type: ignore[arg-type]
     assert dataclasses.replace(ClientPolicy(), min_dropout_rate=0.2).min_dropout_rate == 0.2
+
+
+# -- what clients check against a server that skips the floor ----------------------------------
+class _FloorlessServer(ServerProtocol):
+    """A malicious server: it runs every rule except the survivor floor."""
+
+    def _require_floor(self, count: int, round_name: str) -> None:
+        return None
+
+
+def test_active_client_sees_the_broken_floor_in_its_two_hop_view() -> None:
+    """n = 100, active, δ = 0.1: D = 10, (k, t) = (26, 16). Eleven clients drop in two
+    runs (6 and 5 ring positions, 28 apart), so no one-hop view holds more than 10 of
+    them, but the two-hop view of the client between the runs holds all 11: it signs
+    its view and then refuses the signed unmask request."""
+    config = SessionConfig.create(cohort(100), 4, 1 << 32, graph="harary", mode="active",
+                                  dropout_rate=0.1)
+    assert (config.degree, config.threshold) == (26, 16)
+    ring = graphs.permutation(config.cohort, config.session_id)
+    dropped = set(ring[0:6]) | set(ring[28:33])
+    watcher = ring[16]
+    keys, store = generate_identities(config.cohort)
+    server = _FloorlessServer(config, threads=1, trust_store=store)
+    vec = np.zeros(config.dim, dtype=np.uint32)
+    clients = {u: ClientProtocol(config, u, vec, identity=keys[u], trust_store=store,
+                                 expected_task_hash=config.task_hash) for u in config.cohort}
+    refusals: dict[int, str] = {}
+
+    def exchange(outgoing: dict, drop: set[int] = set()) -> dict:  # noqa: B006
+        for u, msg in sorted(outgoing.items()):
+            if u in drop:
+                continue
+            try:
+                reply = clients[u].handle(msg) if msg is not None else clients[u].start()
+            except ProtocolError as exc:
+                refusals[u] = str(exc)
+                continue
+            if reply is not None:
+                server.receive(reply)
+        return server.close_round()
+
+    out = exchange(dict.fromkeys(config.cohort))        # advertise
+    out = exchange(out)                                 # share keys
+    out = exchange(out, drop=dropped)                   # masked input: the runs drop
+    assert set(out) == set(config.cohort) - dropped     # the floorless server goes on
+    out = exchange(out)                                 # consistency: views are signed
+    assert watcher not in refusals
+    assert clients[watcher].state.value == "unmasking"
+    exchange(out)                                       # signed unmask requests
+    assert "11 of its neighbours as not surviving" in refusals[watcher]
+    assert not clients[watcher].released
+    # an honest server would have stopped at masked-input
+    s = ServerProtocol(config, threads=1, trust_store=store)
+    assert s._floor == 90
+
+
+def test_closed_component() -> None:
+    from secagg.client import _closed_component
+    nb = {1: (2, 5), 2: (1, 3), 3: (2, 4), 4: (3, 5), 5: (4, 1)}
+    # ring 1-2-3-4-5; 3 and 5 dropped: 1's component {1, 2} is closed inside {1..5}
+    assert _closed_component(1, {1, 2, 4}, frozenset(nb), nb.__getitem__) == 2
+    # 3's status unknown: the component may continue there
+    assert _closed_component(1, {1, 2}, frozenset({1, 2, 5}), nb.__getitem__) is None
