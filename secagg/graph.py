@@ -33,7 +33,7 @@ import functools
 import hashlib
 import itertools
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -666,7 +666,8 @@ def tolerated_dropouts(n: int, dropout_ppm: int) -> int:
     return n * dropout_ppm // 1_000_000
 
 
-def is_connected(members: Set[int], neighbours: Callable[[int], Iterable[int]]) -> bool:
+def is_connected(members: set[int] | frozenset[int],
+                 neighbours: Callable[[int], Iterable[int]]) -> bool:
     """Whether ``members`` induce a connected subgraph (True for the empty set).
 
     A breadth-first search with C-level set intersections, O(|members| · k).

@@ -15,6 +15,11 @@ between masked-input collection and unmasking::
 
     ... -> COLLECT_MASKED -> COLLECT_CONSISTENCY -> COLLECT_UNMASK -> DONE
 
+On a Harary graph every round also enforces the survivor floor n - floor(δn)
+and, when round 2 closes, a connected survivor graph (spec §8.0, §8.3): the
+finder's bounds hold only under both, and a split survivor set would let the
+server unmask each component's sum on its own.
+
 A message that fails validation raises :class:`~secagg.errors.ProtocolError`
 and changes nothing. Masked inputs are added into one accumulator as they
 arrive (numba kernel, in place): the server never holds n full vectors, and
