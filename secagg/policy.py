@@ -50,8 +50,9 @@ class ClientPolicy:
     * ``grind_margin_bits`` (default 24, :data:`secagg.graph.GRIND_MARGIN_BITS`):
       a Harary (k, t) must pass the finder's check at 40 + this many bits, so a
       server that evaluates up to 2^margin configurations still faces < 2^-40
-      (spec §16.3). Applies to Harary graphs only (the complete graph has no
-      permutation to grind).
+      (spec §16.3). Applies to active-mode Harary graphs only: the complete
+      graph has no permutation to grind, and a semi-honest server follows the
+      protocol, so it derives one config and does not grind it.
     """
 
     min_corruption_rate: float = 0.05
@@ -68,7 +69,8 @@ class ClientPolicy:
     def check(self, config: SessionConfig) -> None:
         """Refuse (ConfigError, naming declared and required values) a config below policy."""
         check_rates(config, self)
-        if config.graph is graphs.GraphKind.HARARY and config.degree < config.n - 1:
+        harary = config.graph is graphs.GraphKind.HARARY and config.degree < config.n - 1
+        if harary and config.mode is Mode.ACTIVE:
             bits = graphs.DEFAULT_SECURITY_BITS + self.grind_margin_bits
             try:
                 graphs.check_harary_params(

@@ -202,6 +202,14 @@ def test_client_can_demand_a_larger_grinding_margin() -> None:
         _active_client(config, policy=ClientPolicy(grind_margin_bits=60))
 
 
+def test_semi_honest_policy_has_no_grinding_margin() -> None:
+    """A semi-honest server follows the protocol: one config, no grinding (spec §15.8)."""
+    from secagg.policy import ClientPolicy
+    config = SessionConfig.create(cohort(1000), 4, 1 << 32, graph="harary")
+    assert (config.degree, config.threshold) == (36, 19)
+    ClientProtocol(config, 1, np.zeros(4, dtype=np.uint32), policy=ClientPolicy())
+
+
 def test_policy_validation() -> None:
     from secagg.policy import ClientPolicy
     for bad in ({"min_corruption_rate": 1.0}, {"min_dropout_rate": -0.1},
