@@ -26,11 +26,12 @@ releases nothing, and leaves the client where it was.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from secagg import graph as graphs
 from secagg import masking
 from secagg.config import DEFAULT_MIN_COHORT, TASK_HASH_LEN, Mode, SessionConfig
 from secagg.crypto import shamir
@@ -65,6 +66,7 @@ from secagg.messages import (
     UnmaskResponse,
 )
 from secagg.packing import bit_width, pack
+from secagg.policy import ClientPolicy, default_policy
 from secagg.wire import Reader, Writer
 
 PAYLOAD_LEN = 4 + 4 + SHARE_LEN + SHARE_LEN
@@ -113,6 +115,10 @@ class ClientProtocol:
     * ``min_cohort``: the smallest cohort this client joins, whatever the
       config's own ``min_cohort`` says. Defaults to 10 in active mode; in
       semi-honest mode only an explicit value is enforced.
+    * ``policy``: a :class:`~secagg.policy.ClientPolicy`, the smallest corruption
+      and dropout rates the client accepts and its margin against permutation
+      grinding (spec §15.8, §16.3). Defaults to ``ClientPolicy()`` in active mode;
+      in semi-honest mode only an explicit policy is enforced.
     """
 
     def __init__(
@@ -126,6 +132,7 @@ class ClientProtocol:
         trust_store: TrustStore | None = None,
         expected_task_hash: bytes | None = None,
         min_cohort: int | None = None,
+        policy: ClientPolicy | None = None,
     ) -> None:
         if client_id not in config.cohort:
             raise ConfigError(f"client {client_id} is not in the session's cohort")
@@ -139,6 +146,11 @@ class ClientProtocol:
             raise ConfigError("input values must lie in [0, R)")
         self._active = config.mode is Mode.ACTIVE
         _check_policy(config, client_id, identity, trust_store, expected_task_hash, min_cohort)
+        if policy is not None and not isinstance(policy, ClientPolicy):
+            raise ConfigError("policy must be a secagg.policy.ClientPolicy")
+        policy = policy if policy is not None else default_policy(config.mode)
+        if policy is not None:
+            policy.check(config)
         self.config = config
         self.client_id = client_id
         self._input: np.ndarray | None = np.ascontiguousarray(vec)
@@ -394,7 +406,39 @@ class ClientProtocol:
                     f"{what} names client {cid}, which did not share keys with this client"
                 )
         self._require_threshold(len(alive - {me}), f"alive neighbours in the {what}")
+        self._check_survivors(alive, self._domain(me), what)
         return alive, dropped
+
+    def _check_survivors(self, alive: set[int], known: frozenset[int] | set[int],
+                         what: str) -> None:
+        """What a client can check of the survivor floor and connectivity (spec §8.5).
+
+        Harary graphs only (any survivor set of the complete graph is connected).
+        ``known`` is the set of clients whose status the request states (D(u); in
+        active mode also the signers' neighbourhoods). Every known client not
+        alive left the session, so more than floor(δn) of them prove the session
+        is past its dropout budget. And if the alive clients reachable from u
+        through ``known`` have every neighbour inside ``known``, they are u's
+        whole survivor component; fewer than n - floor(δn) of them means the
+        survivors are disconnected and unmasking would hand the server the sum of
+        this component alone.
+        """
+        cfg = self.config
+        if cfg.graph is not graphs.GraphKind.HARARY or cfg.degree >= cfg.n - 1:
+            return
+        budget = graphs.tolerated_dropouts(cfg.n, cfg.dropout_ppm)
+        gone = len(known - alive)
+        if gone > budget:
+            raise ProtocolError(
+                f"{what} shows {gone} of its neighbours as not surviving, more than the "
+                f"{budget} dropouts the session's dropout rate allows"
+            )
+        component = _closed_component(self.client_id, alive, known, cfg.neighbours)
+        if component is not None and component < cfg.n - budget:
+            raise ProtocolError(
+                f"{what} shows this client in a group of {component} survivors cut off from "
+                f"the rest (at least {cfg.n - budget} must survive, connected)"
+            )
 
     def _release(self, alive: set[int], dropped: set[int]) -> UnmaskResponse:
         """Answer one share per listed neighbour, never both kinds for one client."""
@@ -483,6 +527,7 @@ class ClientProtocol:
                 "and its signers"
             )
         self._require_threshold(len(signers), "consistency signatures")
+        self._check_survivors(alive, covered, "signed unmask request")
         assert self._identity is not None
         seen_identities = {self._identity.verify_key}
         alive_sorted, dropped_sorted = sorted(alive), sorted(dropped)
@@ -533,6 +578,26 @@ class ClientProtocol:
         t = self.config.threshold
         if count < t:
             raise ProtocolError(f"only {count} {what}, fewer than the threshold t = {t}")
+
+
+def _closed_component(me: int, alive: set[int], known: frozenset[int] | set[int],
+                      neighbours: Callable[[int], Sequence[int]]) -> int | None:
+    """Size of ``me``'s component among ``alive``, if ``known`` shows all of it, else None.
+
+    The search stops (None) at the first alive client with a neighbour whose
+    status the request does not state: the component may go on there.
+    """
+    seen = {me}
+    frontier = [me]
+    while frontier:
+        u = frontier.pop()
+        nbrs = neighbours(u)
+        if not known.issuperset(nbrs):
+            return None
+        fresh = alive.intersection(nbrs) - seen
+        seen |= fresh
+        frontier.extend(fresh)
+    return len(seen)
 
 
 def _restrict(ids: list[int], domain: frozenset[int]) -> tuple[int, ...]:

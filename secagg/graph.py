@@ -33,7 +33,7 @@ import functools
 import hashlib
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -51,11 +51,21 @@ __all__ = [
     "complete_threshold_default",
     "find_harary_params",
     "harary_neighbours",
+    "is_connected",
     "permutation",
+    "security_bits_for",
+    "tolerated_dropouts",
 ]
 
 #: Length of the session seed the permutation is derived from.
 SESSION_SEED_BYTES = 32
+
+#: Statistical security of the Harary bounds against one random permutation.
+DEFAULT_SECURITY_BITS = 40
+#: Extra bits against a server that grinds the permutation (spec §16.3): a
+#: semi-malicious server may evaluate up to 2^24 candidate configurations (each a
+#: new session id, hence an independent permutation) and still face < 2^-40.
+GRIND_MARGIN_BITS = 24
 
 # Largest admissible gamma + delta (semi-honest) or gamma + 2·delta
 # (semi-malicious): beyond it no sparse graph gives useful guarantees.
@@ -81,6 +91,20 @@ class ThreatModel(enum.Enum):
 
     SEMI_HONEST = "semi-honest"
     SEMI_MALICIOUS = "semi-malicious"
+
+
+def security_bits_for(threat: ThreatModel) -> int:
+    """Default statistical security of the Harary bounds under ``threat``.
+
+    A semi-honest server follows the protocol, so the permutation it gets is one
+    uniformly random draw: 40 bits. A semi-malicious server chooses the config
+    (round index, task hash, cohort) and can try many before settling on one; by
+    the union bound over its tries, 40 + :data:`GRIND_MARGIN_BITS` bits per
+    permutation keep it below 2^-40 for up to 2^24 tries (spec §16.3).
+    """
+    if threat is ThreatModel.SEMI_MALICIOUS:
+        return DEFAULT_SECURITY_BITS + GRIND_MARGIN_BITS
+    return DEFAULT_SECURITY_BITS
 
 
 @dataclass(frozen=True)
@@ -338,7 +362,7 @@ def find_harary_params(
     corruption_rate: float,
     *,
     threat: ThreatModel = ThreatModel.SEMI_HONEST,
-    security_bits: int = 40,
+    security_bits: int | None = None,
     failure_bits: int = 20,
 ) -> GraphParams:
     """Smallest even degree k, and threshold t, safe for n clients.
@@ -354,11 +378,21 @@ def find_harary_params(
     Raises ConfigError for rates outside the preconditions, or when no k < n
     works (small n with high rates): the caller should then use the complete
     graph, whose threshold rule is :func:`check_complete_threshold`.
+    ``security_bits`` defaults to :func:`security_bits_for` the threat model.
     """
     _check_n(n)
-    _check_bits(security_bits, failure_bits)
+    bits = _resolve_bits(security_bits, threat)
+    _check_bits(bits, failure_bits)
     corrupt, dropped = _bad_counts(n, dropout_rate, corruption_rate, threat)
-    return _find_cached(n, corrupt, dropped, threat, security_bits, failure_bits)
+    return _find_cached(n, corrupt, dropped, threat, bits, failure_bits)
+
+
+def _resolve_bits(security_bits: int | None, threat: ThreatModel) -> int:
+    if security_bits is not None:
+        return security_bits
+    if not isinstance(threat, ThreatModel):
+        raise ConfigError("threat must be a ThreatModel")
+    return security_bits_for(threat)
 
 
 # A float estimate of t2 - t1 at or below this is treated as hopeless. Each
@@ -426,16 +460,18 @@ def check_harary_params(
     corruption_rate: float,
     *,
     threat: ThreatModel = ThreatModel.SEMI_HONEST,
-    security_bits: int = 40,
+    security_bits: int | None = None,
     failure_bits: int = 20,
 ) -> None:
     """Refuse a user-chosen (k, t) that the finder's bounds do not prove safe.
 
     Applies the same three bounds as :func:`find_harary_params`, so any
     (k, t) it returns passes, and a larger k or any t in (t1, t2] passes too.
-    Raises ConfigError naming the violated condition.
+    Raises ConfigError naming the violated condition. ``security_bits``
+    defaults to :func:`security_bits_for` the threat model.
     """
     _check_n(n)
+    security_bits = _resolve_bits(security_bits, threat)
     _check_bits(security_bits, failure_bits)
     for name, value in (("k", k), ("t", t)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -614,3 +650,38 @@ def harary_neighbours(
         cid: tuple(sorted(ext[i : i + half] + ext[i + half + 1 : i + k + 1]))
         for i, cid in enumerate(ring)
     }
+
+
+# ---------------------------------------------------------------------------
+# Survivors (spec §8.3)
+# ---------------------------------------------------------------------------
+
+
+def tolerated_dropouts(n: int, dropout_ppm: int) -> int:
+    """floor(δn) with δ = dropout_ppm / 10^6, exactly: the D of the finder (§6.4).
+
+    Every Harary bound assumes at most this many clients leave the session; the
+    server refuses to go on with fewer than n - D survivors (spec §8.0).
+    """
+    return n * dropout_ppm // 1_000_000
+
+
+def is_connected(members: set[int] | frozenset[int],
+                 neighbours: Callable[[int], Iterable[int]]) -> bool:
+    """Whether ``members`` induce a connected subgraph (True for the empty set).
+
+    A breadth-first search with C-level set intersections, O(|members| · k).
+    A disconnected survivor set would let the server unmask each component on
+    its own and learn partial sums (spec §8.3, §12.1).
+    """
+    if not members:
+        return True
+    start = min(members)
+    seen = {start}
+    frontier = [start]
+    while frontier:
+        u = frontier.pop()
+        fresh = members.intersection(neighbours(u)) - seen
+        seen |= fresh
+        frontier.extend(fresh)
+    return len(seen) == len(members)

@@ -15,6 +15,11 @@ between masked-input collection and unmasking::
 
     ... -> COLLECT_MASKED -> COLLECT_CONSISTENCY -> COLLECT_UNMASK -> DONE
 
+On a Harary graph every round also enforces the survivor floor n - floor(δn)
+and, when round 2 closes, a connected survivor graph (spec §8.0, §8.3): the
+finder's bounds hold only under both, and a split survivor set would let the
+server unmask each component's sum on its own.
+
 A message that fails validation raises :class:`~secagg.errors.ProtocolError`
 and changes nothing. Masked inputs are added into one accumulator as they
 arrive (numba kernel, in place): the server never holds n full vectors, and
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from secagg import graph as graphs
 from secagg import masking
 from secagg.config import Mode, SessionConfig
 from secagg.crypto import shamir
@@ -114,6 +120,11 @@ class ServerProtocol:
         self.abort_reason: str | None = None
         self.result: AggregateResult | None = None
         self._cohort = frozenset(config.cohort)
+        # spec §8.0: the Harary bounds hold for at most floor(δn) dropouts; the
+        # complete graph has no floor (every survivor set is connected, §8.3)
+        harary = config.graph is graphs.GraphKind.HARARY and config.degree < config.n - 1
+        self._floor = config.n - graphs.tolerated_dropouts(config.n, config.dropout_ppm) \
+            if harary else 0
         self._dtype = mask_dtype(config.modulus)
         self._bits = bit_width(config.modulus)
         # round 0
@@ -365,6 +376,20 @@ class ServerProtocol:
         """
         return among.intersection(self.config.neighbours(u))
 
+    def _require_floor(self, count: int, round_name: str) -> None:
+        """Abort below n - floor(δn) survivors on a Harary graph (spec §8.0).
+
+        The finder proves its bounds (no disconnection, no shortfall) only for at
+        most floor(δn) dropouts; past that, two runs of k/2 dropped ring positions
+        can split the survivors and the sum of one component would be unmasked on
+        its own. Google's server likewise stops below ceil((1 - δ) n) clients.
+        """
+        if count < self._floor:
+            raise AbortError(
+                f"{count} clients remain after {round_name}, fewer than the "
+                f"{self._floor} = n - floor(dropout rate * n) the Harary parameters assume"
+            )
+
     def _prune(self, members: set[int], round_name: str) -> frozenset[int]:
         """Drop, to a fixpoint, clients with fewer than t neighbours left among ``members``.
 
@@ -385,6 +410,7 @@ class ServerProtocol:
                 f"{answered} clients answered {round_name}, and {len(members)} of them have at "
                 f"least t = {t} neighbours among the others; the session needs at least t + 1"
             )
+        self._require_floor(len(members), round_name)
         return frozenset(members)
 
     def _close_keys(self) -> dict[int, KeyBroadcast | Abort]:
@@ -425,6 +451,12 @@ class ServerProtocol:
         u3 = frozenset(self._masked_from)
         if len(u3) < t:
             raise AbortError(f"only {len(u3)} masked inputs arrived, fewer than t = {t}")
+        self._require_floor(len(u3), "masked-input")
+        if self._floor and not graphs.is_connected(u3, self.config.neighbours):
+            raise AbortError(
+                "the survivors' graph is disconnected: unmasking would reveal the sums of "
+                "its components"
+            )
         for u in sorted(u3):
             if len(self._nbrs(u, u3)) < t:
                 raise AbortError(

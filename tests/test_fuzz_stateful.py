@@ -193,7 +193,7 @@ def _configs() -> dict[str, SessionConfig]:
                                                 **common),
         "harary-active": SessionConfig.create(
             COHORT, 3, 2**64, graph="harary", degree=6, threshold=4, dropout_rate=0.1,
-            corruption_rate=0.0, mode="active", task_hash=TASK, **common),
+            corruption_rate=0.05, mode="active", task_hash=TASK, **common),
     }
 
 

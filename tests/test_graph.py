@@ -54,11 +54,23 @@ REFERENCE_ROWS = [
 def test_reference_rows(
     n: int, gamma: float, delta: float, threat: ThreatModel, k: int, t_max: int
 ) -> None:
-    params = find_harary_params(n, delta, gamma, threat=threat)
+    # the published values are for one random permutation: 40 bits in both threat
+    # models (the semi-malicious default adds a grinding margin, spec §16.3)
+    params = find_harary_params(n, delta, gamma, threat=threat, security_bits=40)
     assert params.k == k
     assert 2 <= params.t <= t_max
     assert params.n == n
-    check_harary_params(n, params.k, params.t, delta, gamma, threat=threat)
+    check_harary_params(n, params.k, params.t, delta, gamma, threat=threat, security_bits=40)
+
+
+def test_semi_malicious_default_carries_the_grinding_margin() -> None:
+    assert graph.security_bits_for(SH) == 40
+    assert graph.security_bits_for(SM) == 40 + graph.GRIND_MARGIN_BITS == 64
+    assert find_harary_params(10_000, 0.05, 0.05, threat=SM) == find_harary_params(
+        10_000, 0.05, 0.05, threat=SM, security_bits=64)
+    assert find_harary_params(10_000, 0.05, 0.05, threat=SM).k > 62
+    with pytest.raises(ConfigError, match=r"too low|disconnect"):
+        check_harary_params(10_000, 62, 44, 0.05, 0.05, threat=SM)
 
 
 @pytest.mark.parametrize("n", [3, 4, 5, 10, 101, 1_000, 10_000, 1_000_000])
@@ -136,10 +148,11 @@ def test_disconnection_bound_float_agrees_with_exact(n: int, half: int, frac: fl
 
 def _exact_scan(n: int, corrupt: int, dropped: int, threat: ThreatModel) -> GraphParams | None:
     """The finder without its float pre-filter."""
+    bits = graph.security_bits_for(threat)
     for k in range(2, n, 2):
-        if graph._disconnection_too_likely(n, k, corrupt + dropped, 40):
+        if graph._disconnection_too_likely(n, k, corrupt + dropped, bits):
             continue
-        t1, t2 = graph._thresholds(n, k, corrupt, dropped, threat, 40, 20)
+        t1, t2 = graph._thresholds(n, k, corrupt, dropped, threat, bits, 20)
         if max(t1 + 1, 2) <= t2:
             return GraphParams(k=k, t=max(t1 + 1, 2), n=n)
     return None

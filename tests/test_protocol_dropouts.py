@@ -65,6 +65,12 @@ def expected_included(config: SessionConfig, drop_at: dict[int, Round]) -> froze
     u4 = alive_after(Round.UNMASKING, u3)
     if not u3:
         return None
+    if config.graph.value == "harary" and config.degree < config.n - 1:
+        # the Harary bounds hold for at most floor(δn) dropouts, over a connected
+        # survivor graph (spec §8.0, §8.3)
+        floor = config.n - config.n * config.dropout_ppm // 10**6
+        if min(len(u1), len(u2), len(u3)) < floor or not _connected(u3, nbrs):
+            return None
     for survivors in (u3, u4):
         if any(len(nbrs[w] & survivors) < t for w in u3):
             return None
@@ -72,6 +78,16 @@ def expected_included(config: SessionConfig, drop_at: dict[int, Round]) -> froze
             if nbrs[v] & u3 and len(nbrs[v] & survivors) < t:
                 return None
     return frozenset(u3)
+
+
+def _connected(members: set[int], nbrs: dict[int, frozenset[int]]) -> bool:
+    start = min(members)
+    seen, todo = {start}, [start]
+    while todo:
+        for v in nbrs[todo.pop()] & members - seen:
+            seen.add(v)
+            todo.append(v)
+    return seen == members
 
 
 @pytest.fixture
