@@ -65,6 +65,7 @@ from secagg.messages import (
     KeyBroadcast,
     KeyEntry,
     MaskedInput,
+    ServerMessage,
     ShareKeys,
     ShareKind,
     UnmaskRequest,
@@ -331,7 +332,7 @@ class ServerProtocol:
     # -- closing rounds ------------------------------------------------------------------
     def close_round(
         self,
-    ) -> dict[int, KeyBroadcast | CiphertextBundle | ConsistencyRequest | UnmaskRequest | Abort]:
+    ) -> Mapping[int, ServerMessage]:
         """End the current round with whatever arrived; return the next messages per client.
 
         When the session cannot go on safely, every remaining client gets an

@@ -12,17 +12,18 @@ import time
 
 import numpy as np
 
+from secagg.cli.plugins import SubParsers
 from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.errors import SecAggError
 from secagg.graph import GraphKind
 from secagg.measure import simulate
 from secagg.rounds import Round
-from secagg.sim import random_schedule
+from secagg.sim import SimulationReport, random_schedule
 from secagg.transcript import TranscriptRecorder
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: SubParsers) -> None:
     p = sub.add_parser(
         "simulate",
         help="run one secure-aggregation session in-process with dropouts",
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.exact else 3
 
 
-def _print_table(r, wall: float, args: argparse.Namespace) -> None:
+def _print_table(r: SimulationReport, wall: float, args: argparse.Namespace) -> None:
     status = ("ABORTED: " + (r.abort_reason or "")) if r.aborted else (
         "exact sum" if r.exact else "WRONG SUM")
     ratio = f"{r.server_to_floor:.2f}x floor" if r.server_to_floor else "n/a"

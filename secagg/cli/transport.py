@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from secagg.cli.plugins import SubParsers
 from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.errors import ConfigError, SecAggError
@@ -29,14 +30,14 @@ INSECURE_WARNING = (
 )
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: SubParsers) -> None:
     _register_server(sub)
     _register_client(sub)
     _register_certs(sub)
 
 
 # -- secagg server ------------------------------------------------------------------------
-def _register_server(sub: argparse._SubParsersAction) -> None:
+def _register_server(sub: SubParsers) -> None:
     p = sub.add_parser(
         "server", help="run a secure-aggregation server over gRPC (mTLS)",
         description="Serve sessions to client processes over gRPC with mutual TLS. Waits for "
@@ -121,7 +122,7 @@ def run_server(args: argparse.Namespace) -> int:
                 included = np.asarray(o.included_ids, dtype=np.uint32)
                 arrays[f"sum_{o.sequence}"] = arrays["sum"] = o.sum
                 arrays[f"included_{o.sequence}"] = arrays["included"] = included
-        np.savez(args.out, **arrays)
+        np.savez(args.out, **arrays)  # type: ignore[arg-type]  # numpy types **kwds as bool
     return 0 if outcomes and all(not o.aborted for o in outcomes) else 1
 
 
@@ -142,7 +143,7 @@ def _server_line(e: dict[str, Any]) -> str | None:
 
 
 # -- secagg client ------------------------------------------------------------------------
-def _register_client(sub: argparse._SubParsersAction) -> None:
+def _register_client(sub: SubParsers) -> None:
     p = sub.add_parser(
         "client", help="take part in secure-aggregation sessions over gRPC (mTLS)",
         description="Connect to a secagg server and take part in its sessions until it says "
@@ -196,7 +197,7 @@ def run_client(args: argparse.Namespace) -> int:
 
 def _load_input(path: Path) -> np.ndarray:
     """The client's vector: a plain .npy array (never pickled objects)."""
-    vec = np.load(path, allow_pickle=False)
+    vec: np.ndarray = np.load(path, allow_pickle=False)
     if vec.ndim != 1 or vec.dtype not in (mask_dtype(2), mask_dtype(1 << 64)):
         raise ConfigError(f"{path.name}: need a 1-d uint32 or uint64 array, got "
                           f"{vec.ndim}-d {vec.dtype}")
@@ -214,7 +215,7 @@ def _client_line(e: dict[str, Any]) -> str | None:
 
 
 # -- secagg certs -------------------------------------------------------------------------
-def _register_certs(sub: argparse._SubParsersAction) -> None:
+def _register_certs(sub: SubParsers) -> None:
     p = sub.add_parser("certs", help="development certificates for the gRPC transport")
     csub = p.add_subparsers(dest="certs_command", metavar="ACTION")
     csub.required = True

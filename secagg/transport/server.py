@@ -34,7 +34,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
@@ -151,7 +151,7 @@ class TransportServer:
         return self.driver.run_session(sequence)
 
 
-class _Servicer(pb_grpc.AggregatorServicer):
+class _Servicer(pb_grpc.AggregatorServicer):  # type: ignore[misc]  # generated, unannotated base
     """Thin servicer: identifies each caller, then hands its call to the gate and driver."""
 
     def __init__(self, driver: RoundDriver, gate: UploadGate, *, tls: bool,
@@ -268,8 +268,8 @@ class _Servicer(pb_grpc.AggregatorServicer):
                                    "plaintext mode: the client must state its id")
             return claimed
         auth = context.auth_context()
-        cid = certs.identity_from_names(auth.get("x509_common_name", []),
-                                        auth.get("x509_subject_alternative_name", []))
+        cid = certs.identity_from_names(_names(auth.get("x509_common_name", [])),
+                                        _names(auth.get("x509_subject_alternative_name", [])))
         if cid is None:
             raise RefusedError(grpc.StatusCode.UNAUTHENTICATED,
                                "the client certificate names no secagg client id")
@@ -287,3 +287,8 @@ class _Servicer(pb_grpc.AggregatorServicer):
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
     context.abort(code, printable(details))
     raise AssertionError("unreachable")  # context.abort always raises
+
+
+def _names(value: bytes | Sequence[bytes]) -> list[bytes]:
+    """An auth-context entry as a list: gRPC's types allow one bytes value or several."""
+    return [value] if isinstance(value, bytes) else list(value)

@@ -18,7 +18,7 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from secagg.config import Mode, SessionConfig
@@ -26,6 +26,7 @@ from secagg.crypto.prg import mask_dtype
 from secagg.floor import measure_floor
 from secagg.rounds import Round, effective_round
 from secagg.server import ServerState
+from secagg.session import DropoutSchedule
 from secagg.sim import SimulationReport
 from secagg.transport.local import TransportError, run_simulation
 
@@ -34,7 +35,7 @@ _LABEL_OF_STATE = {r.state_name: r.label for r in Round}
 
 
 def run_grpc_simulation(args: argparse.Namespace, config: SessionConfig,
-                        schedule: Mapping[Round | str, Iterable[int]], seed: int) -> int:
+                        schedule: DropoutSchedule, seed: int) -> int:
     """Run, print (JSON or a table) and return the simulator's exit status."""
     if config.mode is not Mode.SEMI_HONEST:
         print("secagg simulate: refused: --transport grpc runs semi-honest sessions only "

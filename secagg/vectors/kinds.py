@@ -242,7 +242,7 @@ def _k_quantize(inp: Json) -> Json:
         modulus_bits=None if inp["modulus_bits"] is None else int(inp["modulus_bits"]))
     update = np.array([float.fromhex(x) for x in inp["update"]], dtype=np.float64)
     seed = int(inp["rng_seed"])
-    uniforms = np.random.default_rng(seed).random(update.shape[0])
+    uniforms = np.random.default_rng(seed).random((update.shape[0],))
     values = quantize.encode(update, cfg, weight=int(inp["weight"]),
                              rng=np.random.default_rng(seed))
     return {"modulus": str(cfg.modulus), "levels": cfg.levels,
