@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -181,6 +182,36 @@ def safe_modulus_bits(*, bits: int, max_clients: int, max_weight: int = 1) -> in
     return worst.bit_length()
 
 
+def _is_normal(value: float) -> bool:
+    """Finite and not subnormal (nor zero): float arithmetic on it keeps full precision."""
+    return math.isfinite(value) and abs(value) >= sys.float_info.min
+
+
+def _check_derived(clip: float, levels: int, max_weight_total: int) -> None:
+    """Refuse a clip whose derived quantities are not finite, normal floats (§10.1).
+
+    A clip near the float64 maximum overflows ``2c`` (every value encodes to level
+    0 and the decoded mean is NaN, silently); a subnormal clip makes the step (and
+    :func:`error_bound`) zero or imprecise, so every update decodes to ``-c``.
+    Checked: ``2c``, the step ``2c / L``, the error bound, and the largest
+    intermediate of :func:`decode_sum`, ``2c`` times the largest total weight.
+    """
+    two_c = 2.0 * clip
+    step = two_c / levels
+    derived = {
+        "2 * clip": two_c,
+        "the quantization step 2 * clip / (2**bits - 1)": step,
+        "the error bound": step + 16.0 * _FLOAT_EPS * clip,
+        "2 * clip * max_clients * max_weight": two_c * max_weight_total,
+    }
+    for name, value in derived.items():
+        if not _is_normal(value):
+            raise ConfigError(
+                f"clip={clip!r} is unusable: {name} is {value!r}, not a finite normal float; "
+                "choose a clip such as 1.0 (inputs are scaled to [-clip, clip])"
+            )
+
+
 @dataclass(frozen=True)
 class QuantizationConfig:
     """Public parameters shared by every client and the server of one session.
@@ -212,6 +243,7 @@ class QuantizationConfig:
         object.__setattr__(self, "bits", q)
         object.__setattr__(self, "max_clients", n)
         object.__setattr__(self, "max_weight", w)
+        _check_derived(float(clip), (1 << q) - 1, n * w)
         needed = safe_modulus_bits(bits=q, max_clients=n, max_weight=w)
         if needed > MAX_MODULUS_BITS:
             raise ConfigError(
