@@ -1,0 +1,59 @@
+"""Shared argument checks: integers that are not booleans, ranges, client ids.
+
+``True`` is an ``int`` in Python, so ``isinstance(x, int)`` alone would accept
+it as a count or an id; every check here refuses ``bool`` explicitly. One place
+for these keeps the refusal messages and the bool rule the same everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from secagg.errors import ConfigError, SecAggError
+from secagg.wire import MAX_U32
+
+__all__ = ["check_id", "is_int_like", "is_plain_int", "require_int"]
+
+
+def is_plain_int(value: object) -> bool:
+    """A Python ``int`` that is not a ``bool``."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_int_like(value: object) -> bool:
+    """A Python or numpy integer that is not a (Python or numpy) boolean."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def require_int(
+    value: object,
+    name: str,
+    low: int | None = None,
+    high: int | None = None,
+    *,
+    error: type[SecAggError] = ConfigError,
+    numpy: bool = True,
+) -> int:
+    """``value`` as an ``int`` if it is an integer (numpy ones too unless ``numpy=False``)
+    within ``[low, high]`` (either bound optional); else raise ``error`` naming ``name``."""
+    ok = is_int_like(value) if numpy else is_plain_int(value)
+    if not ok:
+        raise error(f"{name} must be an int")
+    ivalue = int(value)  # type: ignore[call-overload]  # checked above
+    if (low is not None and ivalue < low) or (high is not None and ivalue > high):
+        if high is None:
+            bound = f">= {low}"
+        elif low is None:
+            bound = f"<= {high}"
+        else:
+            bound = f"between {low} and {high}"
+        raise error(f"{name} must be {bound}")
+    return ivalue
+
+
+def check_id(value: object, what: str = "client id", *,
+             error: type[SecAggError] = ConfigError) -> int:
+    """A protocol client id: an int (not bool) in ``[1, 2**32 - 1]`` (spec §2.1)."""
+    if not is_plain_int(value) or not 1 <= value <= MAX_U32:  # type: ignore[operator]
+        raise error(f"{what} must be an int in [1, 2**32 - 1]")
+    return value  # type: ignore[return-value]
