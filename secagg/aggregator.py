@@ -118,9 +118,10 @@ class SecureAggregator:
     ``corruption_rate`` and ``min_cohort`` build or override it (``dropout_rate``
     is the *declared* rate the SecAgg+ parameter finder provisions for, not a
     simulated one). A session whose estimated memory exceeds ``memory_limit``
-    (default: the machine's available memory) is refused (:mod:`secagg.budget`). ``threads`` is the server's
-    unmasking thread count; ``seed`` makes the stochastic rounding reproducible
-    (the protocol's keys always come from the operating system).
+    (default: the machine's available memory) is refused (:mod:`secagg.budget`).
+    ``threads`` is the server's unmasking thread count; ``seed`` makes the
+    stochastic rounding reproducible (the protocol's keys always come from the
+    operating system).
     """
 
     def __init__(

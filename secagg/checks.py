@@ -7,20 +7,24 @@ for these keeps the refusal messages and the bool rule the same everywhere.
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import numpy as np
 
 from secagg.errors import ConfigError, SecAggError
-from secagg.wire import MAX_U32
 
-__all__ = ["check_id", "is_int_like", "is_plain_int", "require_int"]
+__all__ = ["MAX_ID", "check_id", "is_int_like", "is_plain_int", "require_int"]
+
+#: Largest client id (ids are u32 on the wire, 0 is reserved; spec §2.1).
+MAX_ID = (1 << 32) - 1
 
 
-def is_plain_int(value: object) -> bool:
+def is_plain_int(value: object) -> TypeGuard[int]:
     """A Python ``int`` that is not a ``bool``."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def is_int_like(value: object) -> bool:
+def is_int_like(value: object) -> TypeGuard[int | np.integer]:
     """A Python or numpy integer that is not a (Python or numpy) boolean."""
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
@@ -53,7 +57,13 @@ def require_int(
 
 def check_id(value: object, what: str = "client id", *,
              error: type[SecAggError] = ConfigError) -> int:
-    """A protocol client id: an int (not bool) in ``[1, 2**32 - 1]`` (spec §2.1)."""
-    if not is_plain_int(value) or not 1 <= value <= MAX_U32:  # type: ignore[operator]
-        raise error(f"{what} must be an int in [1, 2**32 - 1]")
-    return value  # type: ignore[return-value]
+    """A protocol client id: an int (not bool) in ``[1, 2**32 - 1]`` (spec §2.1).
+
+    The one definition used by message decoding (``error=MessageDecodeError``),
+    trust stores and configs, so every layer refuses the same ids the same way.
+    """
+    if not is_plain_int(value):
+        raise error(f"{what} must be an int")
+    if not 1 <= value <= MAX_ID:
+        raise error(f"{what} must be in [1, 2**32 - 1]")
+    return value

@@ -36,6 +36,8 @@ from typing import Final
 
 import numpy as np
 
+from secagg.checks import is_int_like, require_int
+from secagg.crypto.prg import mask_dtype
 from secagg.errors import ConfigError, ProtocolError
 
 MAX_QUANTIZATION_BITS: Final = 32
@@ -43,21 +45,6 @@ MAX_MODULUS_BITS: Final = 64
 _FLOAT_EPS: Final = float(np.finfo(np.float64).eps)
 _NUMERIC_KINDS: Final = frozenset("biuf")
 _EXACT_INT: Final = 2**53  # every integer of magnitude <= 2**53 is a float64
-
-
-def _is_int(value: object) -> bool:
-    """``int`` or numpy integer, but not ``bool`` (``True`` is not a count)."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-
-
-def _require_int(value: object, name: str, low: int, high: int | None = None) -> int:
-    if not _is_int(value):
-        raise ConfigError(f"{name} must be an int")
-    ivalue = int(value)  # type: ignore[call-overload]  # checked by _is_int
-    if ivalue < low or (high is not None and ivalue > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ConfigError(f"{name} must be {bound}")
-    return ivalue
 
 
 # --------------------------------------------------------------------------- layout
@@ -78,7 +65,7 @@ class Layout:
         if len(self.shapes) != len(self.dtypes):
             raise ConfigError("layout needs one dtype per shape")
         for shape in self.shapes:
-            if any(not _is_int(d) or int(d) < 0 for d in shape):
+            if any(not is_int_like(d) or int(d) < 0 for d in shape):
                 raise ConfigError("layout shapes must be tuples of non-negative ints")
 
     @property
@@ -175,9 +162,9 @@ def safe_modulus_bits(*, bits: int, max_clients: int, max_weight: int = 1) -> in
     ``log2`` would round the wrong way near powers of two. The result may exceed
     64; :class:`QuantizationConfig` refuses such configurations.
     """
-    q = _require_int(bits, "bits", 1, MAX_QUANTIZATION_BITS)
-    n = _require_int(max_clients, "max_clients", 1)
-    w = _require_int(max_weight, "max_weight", 1)
+    q = require_int(bits, "bits", 1, MAX_QUANTIZATION_BITS)
+    n = require_int(max_clients, "max_clients", 1)
+    w = require_int(max_weight, "max_weight", 1)
     worst = n * w * ((1 << q) - 1)
     return worst.bit_length()
 
@@ -237,9 +224,9 @@ class QuantizationConfig:
         ):
             raise ConfigError("clip must be a finite number > 0")
         object.__setattr__(self, "clip", float(clip))
-        q = _require_int(self.bits, "bits", 1, MAX_QUANTIZATION_BITS)
-        n = _require_int(self.max_clients, "max_clients", 1)
-        w = _require_int(self.max_weight, "max_weight", 1)
+        q = require_int(self.bits, "bits", 1, MAX_QUANTIZATION_BITS)
+        n = require_int(self.max_clients, "max_clients", 1)
+        w = require_int(self.max_weight, "max_weight", 1)
         object.__setattr__(self, "bits", q)
         object.__setattr__(self, "max_clients", n)
         object.__setattr__(self, "max_weight", w)
@@ -253,7 +240,7 @@ class QuantizationConfig:
         if self.modulus_bits is None:
             object.__setattr__(self, "modulus_bits", needed)
             return
-        k = _require_int(self.modulus_bits, "modulus_bits", 1, MAX_MODULUS_BITS)
+        k = require_int(self.modulus_bits, "modulus_bits", 1, MAX_MODULUS_BITS)
         if k < needed:
             raise ConfigError(
                 f"modulus too small: the worst-case sum would wrap around; "
@@ -289,10 +276,11 @@ class QuantizationConfig:
 
 
 def dtype_for_modulus(modulus: int) -> np.dtype:
-    """``uint32`` when ``R <= 2**32``, else ``uint64``: the narrowest dtype holding Z_R."""
-    if not _is_int(modulus) or not 2 <= int(modulus) <= 1 << MAX_MODULUS_BITS:
-        raise ConfigError("modulus must be an int between 2 and 2**64")
-    return np.dtype(np.uint32) if int(modulus) <= 1 << 32 else np.dtype(np.uint64)
+    """``uint32`` when ``R <= 2**32``, else ``uint64``: the narrowest dtype holding Z_R.
+
+    Kept as an alias of :func:`secagg.crypto.prg.mask_dtype`, the one definition.
+    """
+    return mask_dtype(modulus)
 
 
 def default_config(
@@ -349,7 +337,7 @@ def encode(
     """
     if not isinstance(config, QuantizationConfig):
         raise ConfigError("config must be a QuantizationConfig")
-    w = _require_int(weight, "weight", 1, config.max_weight)
+    w = require_int(weight, "weight", 1, config.max_weight)
     x = np.asarray(update)
     if x.ndim != 1:
         raise ConfigError("update must be a one-dimensional vector")
@@ -409,7 +397,7 @@ def decode_sum(total: np.ndarray, config: QuantizationConfig, *, num_clients: in
     """
     if not isinstance(config, QuantizationConfig):
         raise ConfigError("config must be a QuantizationConfig")
-    n = _require_int(num_clients, "num_clients", 1, config.max_clients)
+    n = require_int(num_clients, "num_clients", 1, config.max_clients)
     t = np.asarray(total)
     if t.ndim != 1 or t.dtype.kind not in "iu":
         raise ConfigError("total must be a one-dimensional integer vector")

@@ -41,6 +41,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from secagg.checks import is_plain_int
 from secagg.config import Mode, SessionConfig, SessionSettings
 from secagg.errors import ConfigError, ProtocolError
 from secagg.flower.common import (
@@ -126,10 +127,11 @@ class SecAggPlusWorkflow:
     clients are refused), ``dropout_rate`` and ``corruption_rate`` (what the
     SecAgg+ finder and checks provision for), ``settings`` (a
     :class:`~secagg.config.SessionSettings` giving mode, min_cohort, rates and,
-    when ``graph`` is None, the graph at once; the keywords override it), ``secure_metrics`` (training
-    metric keys summed inside the aggregate; other metrics never leave the
-    client), ``metrics_range`` (their clip), ``weighted_by_key`` (the example
-    count's key in message-API replies) and ``threads`` (server unmasking).
+    when ``graph`` is None, the graph at once; the keywords override it),
+    ``secure_metrics`` (training metric keys summed inside the aggregate; other
+    metrics never leave the client), ``metrics_range`` (their clip),
+    ``weighted_by_key`` (the example count's key in message-API replies) and
+    ``threads`` (server unmasking).
     """
 
     def __init__(
@@ -536,7 +538,7 @@ def _server_round(content: FlowerRecordDict, fallback: int) -> int:
     """The strategy's ``server-round`` from the training config, else a counter."""
     for record in content.config_records.values():
         value = record.get("server-round")
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if is_plain_int(value) and value >= 0:
             return value
     return fallback
 
