@@ -137,3 +137,12 @@ def test_settings_validated_once_at_construction() -> None:
         SessionSettings(graph="harary", degree=4)
     with pytest.raises(ConfigError, match="mode"):
         SessionSettings(mode="evil")  # type: ignore[arg-type]
+
+
+def test_cli_simulate_of_100000_clients_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """``secagg simulate --clients 100000 --dim 1`` used to be killed by the kernel (OOM)."""
+    from secagg.cli import main
+
+    assert main(["simulate", "--clients", "100000", "--dim", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "refused" in err and "use --graph harary" in err
