@@ -104,7 +104,7 @@ class FedAvgConfig:
         ``declared_dropout`` (the other choices at their defaults)."""
         if self.settings is not None:
             return self.settings
-        return SessionSettings(graph=self.graph, dropout_rate=self.declared_dropout)
+        return SessionSettings.build(graph=self.graph, dropout_rate=self.declared_dropout)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (``settings`` only when given, with enums as their names)."""

@@ -8,9 +8,9 @@ terabytes and gets killed by the operating system after taking every byte of
 memory. :func:`check_budget` refuses such a session up front with a
 :class:`~secagg.errors.ConfigError` naming the estimate, the limit and a way out.
 
-The numbers are deliberately coarse upper estimates (Python object overhead
-included), good to an order of magnitude: the point is to refuse what cannot
-possibly fit, never to refuse what does.
+The numbers count the raw bytes a session cannot avoid holding (no Python
+object overhead), so they err low: the point is to refuse what cannot possibly
+fit, never to refuse what does.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from typing import Final
 from secagg.config import Mode, SessionConfig
 from secagg.errors import ConfigError
 from secagg.graph import GraphKind
+from secagg.messages import CIPHERTEXT_LEN, KEY_LEN, SHARE_LEN, SIGNATURE_LEN
 
 __all__ = ["Estimate", "Role", "available_memory", "check_budget", "check_session", "estimate"]
 
-# Bytes per item held in memory, Python overhead included (a bytes object of
-# 126 bytes costs ~160, a dict slot ~100 more).
-_CIPHERTEXT: Final = 300  # one encrypted share pair relayed by the server (§8.2)
-_KEY_ENTRY: Final = 600  # one advertised key pair (+ signature in active mode)
-_SHARE: Final = 200  # one share held for unmasking (§9.2)
+# Raw bytes per item held in memory (messages.py sizes; no Python overhead).
+_CIPHERTEXT: Final = 4 + CIPHERTEXT_LEN  # one encrypted share pair relayed by the server (§8.2)
+_KEY_ENTRY: Final = 4 + 2 * KEY_LEN  # one advertised key pair (+ signature in active mode)
+_SHARE: Final = 5 + SHARE_LEN  # one share held for unmasking (§9.2)
 _WORD: Final = 8  # one vector element (uint64 at most)
 _BASE: Final = 64 << 20  # interpreter, numpy, numba kernels
 
@@ -65,7 +65,7 @@ def estimate(n: int, dim: int, degree: int, *, mode: Mode = Mode.SEMI_HONEST,
     masked vector (2m words), k neighbours' keys, k ciphertexts and k shares.
     """
     k = max(0, min(degree, n - 1))
-    keys = n * _KEY_ENTRY * (2 if mode is Mode.ACTIVE else 1)
+    keys = n * (_KEY_ENTRY + (SIGNATURE_LEN if mode is Mode.ACTIVE else 0))
     ciphertexts = n * k
     server = _BASE + keys + ciphertexts * (_CIPHERTEXT + _SHARE) + 4 * dim * _WORD
     clients = 0

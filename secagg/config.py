@@ -236,7 +236,8 @@ class SessionConfig:
             self._check_complete_thresholds()
         else:
             graphs.check_harary_params(
-                self.n, self.degree, self.threshold, *self._declared_rates(),
+                # exact Fractions: graph accepts them (its _exact_rate), though typed float
+                self.n, self.degree, self.threshold, *self._declared_rates(),  # type: ignore[arg-type]
                 threat=self.mode.threat,
             )
 
@@ -420,8 +421,8 @@ def _graph_choice(settings: SessionSettings, n: int) -> tuple[int, int]:
     # the finder sees exactly the counts the config stores and re-checks (§2.5)
     dropped = count_from_ppm(settings.dropout_ppm, n)
     corrupt = count_from_ppm(settings.corruption_ppm, n)
-    found = graphs.find_harary_params(
-        n, _as_rate(dropped, n), _as_rate(corrupt, n), threat=settings.mode.threat
+    found = graphs.find_harary_params(  # exact Fractions, accepted though typed float
+        n, _as_rate(dropped, n), _as_rate(corrupt, n), threat=settings.mode.threat  # type: ignore[arg-type]
     )
     return found.k, found.t
 
