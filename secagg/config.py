@@ -238,7 +238,7 @@ class SessionConfig:
             graphs.check_harary_params(
                 # exact Fractions: graph accepts them (its _exact_rate), though typed float
                 self.n, self.degree, self.threshold, *self._declared_rates(),  # type: ignore[arg-type]
-                threat=self.mode.threat,
+                threat=Mode(self.mode).threat,
             )
 
     def _check_fields(self) -> None:
@@ -305,7 +305,7 @@ class SessionConfig:
                 f"threshold t = {t} does not exceed the {corrupt} clients the "
                 "declared corruption rate allows: they could reconstruct any secret"
             )
-        if self.mode is Mode.ACTIVE and 2 * t <= n + corrupt:
+        if Mode(self.mode) is Mode.ACTIVE and 2 * t <= n + corrupt:
             raise ConfigError(
                 f"active mode: threshold t = {t} must exceed (n + corrupt)/2 = "
                 f"{(n + corrupt) / 2} (n = {n}, {corrupt} declared corrupt clients), or a "
