@@ -35,6 +35,7 @@ import numpy as np
 from fl.data import FederatedData
 from fl.models import Model, check_training_args
 from secagg.aggregator import AggregationAborted, SecureAggregator, weighted_mean
+from secagg.config import SessionSettings
 from secagg.errors import ConfigError
 from secagg.graph import GraphKind
 from secagg.quantize import flatten
@@ -57,7 +58,9 @@ class FedAvgConfig:
     fraction of the cohort that drops each round, at protocol round
     ``drop_at`` (``"random"``: a random one per FL round). ``declared_dropout``
     is what the SecAgg+ parameter finder provisions the graph for; keep it
-    above ``dropout``. ``clip`` bounds each coordinate of an update and
+    above ``dropout``. ``settings`` (a :class:`~secagg.config.SessionSettings`)
+    gives every session choice at once; when given, ``graph`` and
+    ``declared_dropout`` are taken from it. ``clip`` bounds each coordinate of an update and
     ``bits`` is the quantization resolution; ``max_weight`` is the public cap
     on a client's weight (``None``: the federation's total number of training
     examples, which no single client can exceed).
@@ -79,8 +82,14 @@ class FedAvgConfig:
     threads: int | None = None
     seed: int = 0
     plaintext_baseline: bool = True
+    settings: SessionSettings | None = None
 
     def __post_init__(self) -> None:
+        if self.settings is not None:
+            if not isinstance(self.settings, SessionSettings):
+                raise ConfigError("settings must be a SessionSettings")
+            object.__setattr__(self, "graph", self.settings.graph.value)
+            object.__setattr__(self, "declared_dropout", float(self.settings.dropout_rate))
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise ConfigError("rounds must be an int >= 1")
         check_training_args(self.local_epochs, self.lr, self.batch_size, self.mu)
@@ -90,6 +99,22 @@ class FedAvgConfig:
             raise ConfigError(f"drop_at must be one of {', '.join(DROP_AT_CHOICES)}")
         if self.cohort_size is not None and self.cohort_size < 1:
             raise ConfigError("cohort_size must be >= 1")
+
+    def session_settings(self) -> SessionSettings:
+        """The session choices of every round: ``settings``, else built from ``graph`` and
+        ``declared_dropout`` (the other choices at their defaults)."""
+        if self.settings is not None:
+            return self.settings
+        return SessionSettings.build(graph=self.graph, dropout_rate=self.declared_dropout)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (``settings`` only when given, with enums as their names)."""
+        out = asdict(self)
+        settings = out.pop("settings")
+        if settings is not None:
+            out["settings"] = {key: getattr(value, "value", value)
+                               for key, value in settings.items()}
+        return out
 
 
 @dataclass
@@ -149,7 +174,7 @@ class TrainingHistory:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "config": asdict(self.config),
+            "config": self.config.to_dict(),
             "initial_accuracy": self.initial_accuracy,
             "final_accuracy_secure": self.final_accuracy_secure,
             "final_accuracy_plaintext": self.final_accuracy_plaintext,
@@ -212,8 +237,8 @@ def run_fedavg(
     max_weight = config.max_weight if config.max_weight is not None else data.num_train
     weights = {u: data.clients[u].num_examples for u in ids}
     aggregator = SecureAggregator(
-        clip=config.clip, bits=config.bits, max_weight=max_weight, graph=config.graph,
-        dropout_rate=config.declared_dropout, threads=config.threads,
+        clip=config.clip, bits=config.bits, max_weight=max_weight,
+        settings=config.session_settings(), threads=config.threads,
         seed=config.seed,
     )
     # refuse a config that cannot run (too small a cohort, no Harary parameters)

@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from secagg.config import DEFAULT_MIN_COHORT, SessionConfig
+from secagg.budget import Role, check_session
+from secagg.checks import is_int_like
+from secagg.config import SessionConfig, SessionSettings
 from secagg.errors import AbortError, ConfigError, ProtocolError
 from secagg.graph import GraphKind
 from secagg.quantize import (
@@ -111,12 +113,16 @@ class SecureAggregator:
     refused rather than silently wrapped). ``max_weight=1`` means unweighted
     (plain mean, no weight coordinate).
 
-    ``graph``, ``threshold``, ``degree``, ``dropout_rate``, ``corruption_rate``
-    and ``min_cohort`` are passed to :meth:`SessionConfig.create` for each
-    session; ``dropout_rate`` is the *declared* rate the SecAgg+ parameter
-    finder provisions for, not a simulated one. ``threads`` is the server's
-    unmasking thread count; ``seed`` makes the stochastic rounding reproducible
-    (the protocol's keys always come from the operating system).
+    ``settings`` (a :class:`~secagg.config.SessionSettings`) holds the session
+    choices passed to :meth:`SessionConfig.create` for each session; the
+    keywords ``graph``, ``threshold``, ``degree``, ``dropout_rate``,
+    ``corruption_rate`` and ``min_cohort`` build or override it (``dropout_rate``
+    is the *declared* rate the SecAgg+ parameter finder provisions for, not a
+    simulated one). A session whose estimated memory exceeds ``memory_limit``
+    (default: the machine's available memory) is refused (:mod:`secagg.budget`).
+    ``threads`` is the server's unmasking thread count; ``seed`` makes the
+    stochastic rounding reproducible (the protocol's keys always come from the
+    operating system).
     """
 
     def __init__(
@@ -125,32 +131,57 @@ class SecureAggregator:
         clip: float = 1.0,
         bits: int = 16,
         max_weight: int = 1,
-        graph: GraphKind | str = GraphKind.COMPLETE,
+        settings: SessionSettings | None = None,
+        graph: GraphKind | str | None = None,
         threshold: int | None = None,
         degree: int | None = None,
-        dropout_rate: float = 0.1,
-        corruption_rate: float = 0.05,
-        min_cohort: int = DEFAULT_MIN_COHORT,
+        dropout_rate: float | None = None,
+        corruption_rate: float | None = None,
+        min_cohort: int | None = None,
         threads: int | None = None,
         seed: int | None = None,
+        memory_limit: int | None = None,
     ) -> None:
         # validate the quantization parameters now (with n = 1) so a bad clip,
         # bits or max_weight is refused at construction, not mid-training
         QuantizationConfig(clip=clip, bits=bits, max_clients=1, max_weight=max_weight)
-        try:
-            self.graph = GraphKind(graph)
-        except ValueError:
-            raise ConfigError(f"unknown graph {graph!r}") from None
+        #: the session choices (the keywords, when given, override ``settings``)
+        self.settings = SessionSettings.build(
+            settings, graph=graph, threshold=threshold, degree=degree,
+            dropout_rate=dropout_rate, corruption_rate=corruption_rate, min_cohort=min_cohort,
+        )
         self.clip = float(clip)
         self.bits = int(bits)
         self.max_weight = int(max_weight)
-        self.threshold = threshold
-        self.degree = degree
-        self.dropout_rate = float(dropout_rate)
-        self.corruption_rate = float(corruption_rate)
-        self.min_cohort = int(min_cohort)
         self.threads = threads
+        #: bytes a session may use (None: the machine's available memory), see secagg.budget
+        self.memory_limit = memory_limit
         self._rng = np.random.default_rng(seed)
+
+    # read-only views of the settings, kept for callers of the former attributes
+    @property
+    def graph(self) -> GraphKind:
+        return self.settings.graph
+
+    @property
+    def threshold(self) -> int | None:
+        return self.settings.threshold
+
+    @property
+    def degree(self) -> int | None:
+        return self.settings.degree
+
+    @property
+    def dropout_rate(self) -> float:
+        return float(self.settings.dropout_rate)
+
+    @property
+    def corruption_rate(self) -> float:
+        return float(self.settings.corruption_rate)
+
+    @property
+    def min_cohort(self) -> int:
+        return self.settings.min_cohort
 
     def quantization(self, num_clients: int) -> QuantizationConfig:
         """The quantization config of a session with ``num_clients`` clients.
@@ -179,19 +210,18 @@ class SecureAggregator:
         """
         q = self.quantization(len(cohort))
         task = hashlib.sha256(repr((layout.shapes, layout.dtypes)).encode()).digest()
-        return SessionConfig.create(
+        config = SessionConfig.create(
             cohort,
             layout.size + q.dim_overhead,
             q.modulus,
-            graph=self.graph,
-            threshold=self.threshold,
-            degree=self.degree,
-            dropout_rate=self.dropout_rate,
-            corruption_rate=self.corruption_rate,
+            settings=self.settings,
             round_index=round_index,
             task_hash=task,
-            min_cohort=self.min_cohort,
+            check_memory=False,
         )
+        # every client and the server run in this process (secagg.sim)
+        check_session(config, role=Role.SIMULATION, limit=self.memory_limit)
+        return config
 
     def aggregate(
         self,
@@ -216,7 +246,7 @@ class SecureAggregator:
         if not isinstance(updates_by_client, Mapping) or not updates_by_client:
             raise ConfigError("updates_by_client must be a non-empty mapping of id -> arrays")
         cohort = sorted(updates_by_client)
-        if any(not isinstance(u, int | np.integer) or isinstance(u, bool) for u in cohort):
+        if not all(is_int_like(u) for u in cohort):
             raise ConfigError("client ids must be ints")
         cohort = [int(u) for u in cohort]
         w = self._check_weights(cohort, weights)
@@ -257,7 +287,7 @@ class SecureAggregator:
         out: dict[int, int] = {}
         for u in cohort:
             wu = weights[u]
-            if isinstance(wu, bool) or not isinstance(wu, int | np.integer):
+            if not is_int_like(wu):
                 raise ConfigError(f"client {u}'s weight must be an int")
             if not 1 <= int(wu) <= self.max_weight:
                 raise ConfigError(

@@ -15,14 +15,18 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from functools import cached_property
 
 from secagg import graph as graphs
+from secagg.checks import is_plain_int, require_int
 from secagg.crypto.kdf import encode_context, hkdf
 from secagg.crypto.labels import Label
 from secagg.crypto.prg import StreamCipher
 from secagg.errors import ConfigError, MessageDecodeError
+from secagg.rates import PPM as _PPM
+from secagg.rates import count_from_ppm
 from secagg.wire import MAX_U32, Reader, Writer
 
 PROTOCOL_VERSION = 1
@@ -30,7 +34,6 @@ TASK_HASH_LEN = 32
 SESSION_ID_LEN = 32
 MAX_COHORT = 1_000_000
 MAX_DIM = 1 << 31
-_PPM = 1_000_000
 
 #: Smallest cohort a session may have unless the caller lowers it explicitly.
 #: A sum over very few clients reveals nearly as much as one client's input
@@ -72,6 +75,67 @@ def active_complete_threshold_default(n: int) -> int:
 
 
 @dataclass(frozen=True)
+class SessionSettings:
+    """The seven session choices a deployment makes once, validated once (spec §2.1, §2.3).
+
+    ``graph``, ``threshold``, ``degree``, the declared ``dropout_rate`` and
+    ``corruption_rate`` (what the SecAgg+ finder provisions for, not a simulated
+    rate), ``min_cohort`` and ``mode``. :meth:`SessionConfig.create`,
+    :class:`~secagg.aggregator.SecureAggregator`, the Flower workflow and
+    ``fl.FedAvgConfig`` all take one of these instead of re-listing the seven as
+    keyword arguments; their keyword arguments remain as a thin convenience that
+    builds one. Checks that need the cohort size (threshold rules, finder) run
+    when a :class:`SessionConfig` is built from it.
+    """
+
+    graph: graphs.GraphKind = graphs.GraphKind.COMPLETE
+    threshold: int | None = None
+    degree: int | None = None
+    dropout_rate: float = 0.1
+    corruption_rate: float = 0.05
+    min_cohort: int = DEFAULT_MIN_COHORT
+    mode: Mode = Mode.SEMI_HONEST
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "graph", graphs.GraphKind(self.graph))
+        except ValueError:
+            raise ConfigError(f"unknown graph {self.graph!r}") from None
+        try:
+            object.__setattr__(self, "mode", Mode(self.mode))
+        except ValueError:
+            raise ConfigError(f"unknown mode {self.mode!r}") from None
+        for name in ("threshold", "degree"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, require_int(getattr(self, name), name))
+        object.__setattr__(self, "min_cohort", require_int(self.min_cohort, "min_cohort"))
+        if self.min_cohort < 3:
+            raise ConfigError("min_cohort must be at least 3")
+        for name in ("dropout_rate", "corruption_rate"):
+            _to_ppm(getattr(self, name), name)
+        if self.graph is graphs.GraphKind.HARARY and (self.degree is None) != (
+            self.threshold is None
+        ):
+            raise ConfigError("give both degree and threshold for a Harary graph, or neither")
+
+    @classmethod
+    def build(cls, base: SessionSettings | None = None, **overrides: object) -> SessionSettings:
+        """``base`` (default settings if None) with every override that is not None applied."""
+        chosen = {key: value for key, value in overrides.items() if value is not None}
+        return replace(base or cls(), **chosen)  # type: ignore[arg-type]
+
+    @property
+    def dropout_ppm(self) -> int:
+        """The declared dropout rate in parts per million, as stored in a session (§2.5)."""
+        return _to_ppm(self.dropout_rate, "dropout_rate")
+
+    @property
+    def corruption_ppm(self) -> int:
+        """The declared corruption rate in parts per million, as stored in a session (§2.5)."""
+        return _to_ppm(self.corruption_rate, "corruption_rate")
+
+
+@dataclass(frozen=True)
 class SessionConfig:
     """Everything the server and every client must agree on for one session.
 
@@ -104,76 +168,83 @@ class SessionConfig:
         dim: int,
         modulus: int,
         *,
-        graph: graphs.GraphKind | str = graphs.GraphKind.COMPLETE,
+        settings: SessionSettings | None = None,
+        graph: graphs.GraphKind | str | None = None,
         threshold: int | None = None,
         degree: int | None = None,
-        dropout_rate: float = 0.1,
-        corruption_rate: float = 0.05,
+        dropout_rate: float | None = None,
+        corruption_rate: float | None = None,
         round_index: int = 0,
         task_hash: bytes = bytes(TASK_HASH_LEN),
-        min_cohort: int = DEFAULT_MIN_COHORT,
+        min_cohort: int | None = None,
         prg: StreamCipher = StreamCipher.AES128_CTR,
-        mode: Mode | str = Mode.SEMI_HONEST,
+        mode: Mode | str | None = None,
+        check_memory: bool = True,
     ) -> SessionConfig:
         """Build a config with safe defaults for what is not given.
 
+        ``settings`` carries the session choices; each keyword given (not None)
+        overrides the matching field (with neither, the :class:`SessionSettings`
+        defaults: complete graph, 10 % dropout, 5 % corruption, semi-honest).
         Complete graph: t = floor(n/2) + 1 (semi-honest) or floor(2n/3) + 1
         (active). Harary graph: (k, t) from the parameter finder for the declared
         dropout and corruption rates, with the semi-malicious threat model in
         active mode, unless given explicitly (then checked, and refused with the
-        reason if unsafe).
+        reason if unsafe). ``check_memory`` refuses a session whose server state
+        cannot fit in this machine's memory (:func:`secagg.budget.check_session`).
         """
+        chosen = SessionSettings.build(
+            settings, graph=graph, threshold=threshold, degree=degree,
+            dropout_rate=dropout_rate, corruption_rate=corruption_rate,
+            min_cohort=min_cohort, mode=mode,
+        )
         ids = tuple(sorted(cohort))
-        kind = graphs.GraphKind(graph)
-        try:
-            mode = Mode(mode)
-        except ValueError:
-            raise ConfigError(f"unknown mode {mode!r}") from None
-        n = len(ids)
-        dropout_ppm = _to_ppm(dropout_rate, "dropout_rate")
-        corruption_ppm = _to_ppm(corruption_rate, "corruption_rate")
-        if kind is graphs.GraphKind.COMPLETE:
-            if degree is not None and degree != n - 1:
-                raise ConfigError("the complete graph has degree n - 1; do not pass degree")
-            k = n - 1
-            if threshold is not None:
-                t = threshold
-            elif mode is Mode.ACTIVE:
-                t = active_complete_threshold_default(n)
-            else:
-                t = graphs.complete_threshold_default(n)
-        else:
-            if degree is None and threshold is None:
-                # the finder sees exactly the rates the config stores (and re-checks)
-                found = graphs.find_harary_params(
-                    n, dropout_ppm / _PPM, corruption_ppm / _PPM, threat=mode.threat
-                )
-                k, t = found.k, found.t
-            elif degree is None or threshold is None:
-                raise ConfigError("give both degree and threshold for a Harary graph, or neither")
-            else:
-                k, t = degree, threshold
-        return cls(
+        k, t = _graph_choice(chosen, len(ids))
+        config = cls(
             cohort=ids,
             dim=dim,
             modulus=modulus,
             threshold=t,
-            graph=kind,
+            graph=chosen.graph,
             degree=k,
             round_index=round_index,
             task_hash=task_hash,
-            min_cohort=min_cohort,
-            dropout_ppm=dropout_ppm,
-            corruption_ppm=corruption_ppm,
-            mode=mode,
+            min_cohort=chosen.min_cohort,
+            dropout_ppm=chosen.dropout_ppm,
+            corruption_ppm=chosen.corruption_ppm,
+            mode=chosen.mode,
             prg=prg,
+        )
+        if check_memory:
+            from secagg.budget import check_session  # budget imports this module
+
+            check_session(config)
+        return config
+
+    @property
+    def settings(self) -> SessionSettings:
+        """The session choices of this config (rates as stored, in ppm)."""
+        return SessionSettings(
+            graph=self.graph, threshold=self.threshold, degree=self.degree,
+            dropout_rate=self.dropout_ppm / _PPM, corruption_rate=self.corruption_ppm / _PPM,
+            min_cohort=self.min_cohort, mode=self.mode,
         )
 
     def __post_init__(self) -> None:
+        self._check_fields()
+        if self.graph is graphs.GraphKind.COMPLETE:
+            self._check_complete_thresholds()
+        else:
+            graphs.check_harary_params(
+                # exact Fractions: graph accepts them (its _exact_rate), though typed float
+                self.n, self.degree, self.threshold, *self._declared_rates(),  # type: ignore[arg-type]
+                threat=Mode(self.mode).threat,
+            )
+
+    def _check_fields(self) -> None:
+        """Field-by-field checks (spec §2.2 items 1-4), independent of threshold policy."""
         ids = self.cohort
-        if not isinstance(ids, tuple) or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in ids
-        ):
+        if not isinstance(ids, tuple) or not all(is_plain_int(i) for i in ids):
             raise ConfigError("cohort must be a tuple of integer client ids")
         if any(not 1 <= i <= MAX_U32 for i in ids):
             raise ConfigError("client ids must be in [1, 2**32 - 1]")
@@ -190,6 +261,9 @@ class SessionConfig:
                 "so few clients reveals too much about each; lower min_cohort explicitly to "
                 "accept it"
             )
+        self._check_scalars()
+
+    def _check_scalars(self) -> None:
         if not 1 <= self.dim <= MAX_DIM:
             raise ConfigError(f"dim must be in [1, {MAX_DIM}]")
         if not 2 <= self.modulus <= 1 << 64:
@@ -202,33 +276,41 @@ class SessionConfig:
             if not 0 <= getattr(self, name) < _PPM:
                 raise ConfigError(f"{name} must be in [0, {_PPM})")
         graphs.GraphKind(self.graph)
-        mode = Mode(self.mode)
+        Mode(self.mode)
         StreamCipher(self.prg)
-        if self.graph is graphs.GraphKind.COMPLETE:
-            if self.degree != n - 1:
-                raise ConfigError("the complete graph has degree n - 1")
-            graphs.check_complete_threshold(n, self.threshold)
-            corrupt = n * self.corruption_ppm // _PPM
-            if self.threshold <= corrupt:
-                raise ConfigError(
-                    f"threshold t = {self.threshold} does not exceed the {corrupt} clients the "
-                    "declared corruption rate allows: they could reconstruct any secret"
-                )
-            if mode is Mode.ACTIVE and 2 * self.threshold <= n + corrupt:
-                raise ConfigError(
-                    f"active mode: threshold t = {self.threshold} must exceed (n + corrupt)/2 = "
-                    f"{(n + corrupt) / 2} (n = {n}, {corrupt} declared corrupt clients), or a "
-                    "malicious server could collect t signatures on two different survivor "
-                    "views; the default for active mode is floor(2n/3) + 1"
-                )
-        else:
-            graphs.check_harary_params(
-                n,
-                self.degree,
-                self.threshold,
-                self.dropout_ppm / _PPM,
-                self.corruption_ppm / _PPM,
-                threat=mode.threat,
+
+    @property
+    def corrupt_count(self) -> int:
+        """Declared corrupt clients: ceil(n · rate), exact at the ppm resolution (§2.5)."""
+        return count_from_ppm(self.corruption_ppm, self.n)
+
+    @property
+    def dropout_count(self) -> int:
+        """Declared dropouts: ceil(n · rate), exact at the ppm resolution (§2.5)."""
+        return count_from_ppm(self.dropout_ppm, self.n)
+
+    def _declared_rates(self) -> tuple[Fraction, Fraction]:
+        """(dropout, corruption) as the exact fractions count / n the checks run on."""
+        return _as_rate(self.dropout_count, self.n), _as_rate(self.corrupt_count, self.n)
+
+    def _check_complete_thresholds(self) -> None:
+        """Threshold policy of the complete graph (spec §2.3, §15.1)."""
+        n, t = self.n, self.threshold
+        if self.degree != n - 1:
+            raise ConfigError("the complete graph has degree n - 1")
+        graphs.check_complete_threshold(n, t)
+        corrupt = self.corrupt_count
+        if t <= corrupt:
+            raise ConfigError(
+                f"threshold t = {t} does not exceed the {corrupt} clients the "
+                "declared corruption rate allows: they could reconstruct any secret"
+            )
+        if Mode(self.mode) is Mode.ACTIVE and 2 * t <= n + corrupt:
+            raise ConfigError(
+                f"active mode: threshold t = {t} must exceed (n + corrupt)/2 = "
+                f"{(n + corrupt) / 2} (n = {n}, {corrupt} declared corrupt clients), or a "
+                "malicious server could collect t signatures on two different survivor "
+                "views; the default for active mode is floor(2n/3) + 1"
             )
 
     # -- derived values -----------------------------------------------------------------
@@ -314,6 +396,38 @@ class SessionConfig:
 
 
 def _to_ppm(rate: float, name: str) -> int:
+    """The rate in parts per million as stored (round to nearest; counts are derived by
+    :func:`secagg.rates.count_from_ppm`, which rounds toward the safe side)."""
+    if isinstance(rate, bool) or not isinstance(rate, int | float | Fraction):
+        raise ConfigError(f"{name} must be a number")
     if not 0.0 <= rate < 1.0:
         raise ConfigError(f"{name} must be in [0, 1)")
     return round(rate * _PPM)
+
+
+def _graph_choice(settings: SessionSettings, n: int) -> tuple[int, int]:
+    """(degree, threshold) for ``n`` clients: the settings' own, else the safe defaults (§2.3)."""
+    if settings.graph is graphs.GraphKind.COMPLETE:
+        if settings.degree is not None and settings.degree != n - 1:
+            raise ConfigError("the complete graph has degree n - 1; do not pass degree")
+        if settings.threshold is not None:
+            return n - 1, settings.threshold
+        if settings.mode is Mode.ACTIVE:
+            return n - 1, active_complete_threshold_default(n)
+        return n - 1, graphs.complete_threshold_default(n)
+    if settings.degree is not None and settings.threshold is not None:
+        return settings.degree, settings.threshold
+    graphs.complete_threshold_default(n)  # refuses n < 3 with the usual reason
+    # the finder sees exactly the counts the config stores and re-checks (§2.5)
+    dropped = count_from_ppm(settings.dropout_ppm, n)
+    corrupt = count_from_ppm(settings.corruption_ppm, n)
+    found = graphs.find_harary_params(  # exact Fractions, accepted though typed float
+        n, _as_rate(dropped, n), _as_rate(corrupt, n), threat=settings.mode.threat  # type: ignore[arg-type]
+    )
+    return found.k, found.t
+
+
+def _as_rate(count: int, n: int) -> Fraction:
+    """count / n exactly, kept below 1 (the finder's rates are in [0, 1); a count of n
+    fails its 0.9 precondition either way)."""
+    return Fraction(min(count, n - 1), n)

@@ -40,6 +40,7 @@ from fractions import Fraction
 from secagg.crypto.kdf import encode_context, hkdf
 from secagg.crypto.labels import Label
 from secagg.errors import ConfigError
+from secagg.rates import safe_count
 
 __all__ = [
     "GraphKind",
@@ -174,7 +175,7 @@ def _check_bits(security_bits: int, failure_bits: int) -> None:
 def _bad_counts(
     n: int, dropout_rate: float, corruption_rate: float, threat: ThreatModel
 ) -> tuple[int, int]:
-    """Validate the rates and return (corrupt, dropped) = (floor(γn), floor(δn))."""
+    """Validate the rates and return (corrupt, dropped) = (ceil(γn), ceil(δn)) (secagg.rates)."""
     if not isinstance(threat, ThreatModel):
         raise ConfigError("threat must be a ThreatModel")
     delta = _exact_rate(dropout_rate, "dropout_rate")
@@ -189,7 +190,7 @@ def _bad_counts(
             "semi-malicious server: corruption_rate + 2·dropout_rate must be <= 0.9 "
             f"(got {corruption_rate} + 2·{dropout_rate}); use the complete graph"
         )
-    return math.floor(gamma * n), math.floor(delta * n)
+    return safe_count(gamma, n), safe_count(delta, n)
 
 
 def _support(n: int, marked: int, draws: int) -> tuple[int, int]:
@@ -551,7 +552,7 @@ def check_complete_threshold(
         )
     if 2 * t <= n:
         raise ConfigError(f"threshold t={t} must exceed n/2 = {n / 2} (honest majority)")
-    corrupt = math.floor(_exact_rate(corruption_rate, "corruption_rate") * n)
+    corrupt = safe_count(_exact_rate(corruption_rate, "corruption_rate"), n)
     if t <= corrupt:
         raise ConfigError(f"threshold t={t} must exceed the {corrupt} corrupt clients")
     if threat is ThreatModel.SEMI_MALICIOUS and 2 * t <= n + corrupt:

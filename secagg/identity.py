@@ -28,12 +28,12 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from secagg.checks import check_id
 from secagg.crypto.entropy import Entropy
 from secagg.crypto.kdf import encode_context
 from secagg.crypto.labels import Label
 from secagg.crypto.signatures import SigningKey, validate_verify_key
 from secagg.errors import ConfigError, InvalidKeyError
-from secagg.wire import MAX_U32
 
 __all__ = [
     "CallbackTrustStore",
@@ -65,11 +65,7 @@ class TrustStore(Protocol):
 
 
 def _check_id(client_id: object) -> int:
-    if isinstance(client_id, bool) or not isinstance(client_id, int):
-        raise ConfigError("client ids in a trust store must be integers")
-    if not 1 <= client_id <= MAX_U32:
-        raise ConfigError("client ids in a trust store must be in [1, 2**32 - 1]")
-    return client_id
+    return check_id(client_id, "client ids in a trust store")
 
 
 def _check_key(key: object, client_id: int) -> bytes:

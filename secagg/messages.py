@@ -21,8 +21,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from secagg.checks import check_id
 from secagg.errors import MessageDecodeError
-from secagg.wire import MAX_U32, Reader, Writer
+from secagg.wire import Reader, Writer
 
 MAGIC = b"SA"
 VERSION = 1
@@ -78,9 +79,7 @@ def _known_share_kinds(codes: np.ndarray) -> bool:
 
 
 def _check_id(value: int, what: str) -> int:
-    if not 1 <= value <= MAX_U32:
-        raise MessageDecodeError(f"{what} must be in [1, 2**32 - 1]")
-    return value
+    return check_id(value, what, error=MessageDecodeError)
 
 
 def _check_sorted(ids: list[int], what: str) -> None:

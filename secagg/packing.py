@@ -20,6 +20,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import DTypeLike
 
+from secagg.checks import is_int_like
 from secagg.errors import ConfigError, MessageDecodeError
 from secagg.kernels.bitpack import pack_bits, unpack_bits
 
@@ -29,7 +30,7 @@ _VALUE_DTYPES: Final = (np.dtype(np.uint32), np.dtype(np.uint64))
 
 
 def _check_bits(bits: int) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int | np.integer):
+    if not is_int_like(bits):
         raise ConfigError("bits must be an int")
     if not 1 <= bits <= MAX_BITS:
         raise ConfigError(f"bits must be between 1 and {MAX_BITS}")
@@ -40,7 +41,7 @@ def bit_width(modulus: int) -> int:
 
     Computed with integer arithmetic, because ``math.log2`` rounds for large R.
     """
-    if isinstance(modulus, bool) or not isinstance(modulus, int | np.integer):
+    if not is_int_like(modulus):
         raise ConfigError("modulus must be an int")
     modulus = int(modulus)
     if not 2 <= modulus <= 2**MAX_BITS:
@@ -51,7 +52,7 @@ def bit_width(modulus: int) -> int:
 def packed_size(count: int, bits: int) -> int:
     """Exact byte length of ``count`` packed elements: ``ceil(count * bits / 8)``."""
     _check_bits(bits)
-    if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 0:
+    if not is_int_like(count) or count < 0:
         raise ConfigError("count must be a non-negative int")
     return (int(count) * int(bits) + 7) // 8
 

@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import math
 import secrets
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 
+from secagg.checks import is_int_like, require_int
+from secagg.crypto.prg import mask_dtype
 from secagg.errors import ConfigError, ProtocolError
 
 MAX_QUANTIZATION_BITS: Final = 32
@@ -42,21 +45,6 @@ MAX_MODULUS_BITS: Final = 64
 _FLOAT_EPS: Final = float(np.finfo(np.float64).eps)
 _NUMERIC_KINDS: Final = frozenset("biuf")
 _EXACT_INT: Final = 2**53  # every integer of magnitude <= 2**53 is a float64
-
-
-def _is_int(value: object) -> bool:
-    """``int`` or numpy integer, but not ``bool`` (``True`` is not a count)."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-
-
-def _require_int(value: object, name: str, low: int, high: int | None = None) -> int:
-    if not _is_int(value):
-        raise ConfigError(f"{name} must be an int")
-    ivalue = int(value)  # type: ignore[call-overload]  # checked by _is_int
-    if ivalue < low or (high is not None and ivalue > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ConfigError(f"{name} must be {bound}")
-    return ivalue
 
 
 # --------------------------------------------------------------------------- layout
@@ -77,7 +65,7 @@ class Layout:
         if len(self.shapes) != len(self.dtypes):
             raise ConfigError("layout needs one dtype per shape")
         for shape in self.shapes:
-            if any(not _is_int(d) or int(d) < 0 for d in shape):
+            if any(not is_int_like(d) or int(d) < 0 for d in shape):
                 raise ConfigError("layout shapes must be tuples of non-negative ints")
 
     @property
@@ -174,11 +162,41 @@ def safe_modulus_bits(*, bits: int, max_clients: int, max_weight: int = 1) -> in
     ``log2`` would round the wrong way near powers of two. The result may exceed
     64; :class:`QuantizationConfig` refuses such configurations.
     """
-    q = _require_int(bits, "bits", 1, MAX_QUANTIZATION_BITS)
-    n = _require_int(max_clients, "max_clients", 1)
-    w = _require_int(max_weight, "max_weight", 1)
+    q = require_int(bits, "bits", 1, MAX_QUANTIZATION_BITS)
+    n = require_int(max_clients, "max_clients", 1)
+    w = require_int(max_weight, "max_weight", 1)
     worst = n * w * ((1 << q) - 1)
     return worst.bit_length()
+
+
+def _is_normal(value: float) -> bool:
+    """Finite and not subnormal (nor zero): float arithmetic on it keeps full precision."""
+    return math.isfinite(value) and abs(value) >= sys.float_info.min
+
+
+def _check_derived(clip: float, levels: int, max_weight_total: int) -> None:
+    """Refuse a clip whose derived quantities are not finite, normal floats (§10.1).
+
+    A clip near the float64 maximum overflows ``2c`` (every value encodes to level
+    0 and the decoded mean is NaN, silently); a subnormal clip makes the step (and
+    :func:`error_bound`) zero or imprecise, so every update decodes to ``-c``.
+    Checked: ``2c``, the step ``2c / L``, the error bound, and the largest
+    intermediate of :func:`decode_sum`, ``2c`` times the largest total weight.
+    """
+    two_c = 2.0 * clip
+    step = two_c / levels
+    derived = {
+        "2 * clip": two_c,
+        "the quantization step 2 * clip / (2**bits - 1)": step,
+        "the error bound": step + 16.0 * _FLOAT_EPS * clip,
+        "2 * clip * max_clients * max_weight": two_c * max_weight_total,
+    }
+    for name, value in derived.items():
+        if not _is_normal(value):
+            raise ConfigError(
+                f"clip={clip!r} is unusable: {name} is {value!r}, not a finite normal float; "
+                "choose a clip such as 1.0 (inputs are scaled to [-clip, clip])"
+            )
 
 
 @dataclass(frozen=True)
@@ -206,12 +224,13 @@ class QuantizationConfig:
         ):
             raise ConfigError("clip must be a finite number > 0")
         object.__setattr__(self, "clip", float(clip))
-        q = _require_int(self.bits, "bits", 1, MAX_QUANTIZATION_BITS)
-        n = _require_int(self.max_clients, "max_clients", 1)
-        w = _require_int(self.max_weight, "max_weight", 1)
+        q = require_int(self.bits, "bits", 1, MAX_QUANTIZATION_BITS)
+        n = require_int(self.max_clients, "max_clients", 1)
+        w = require_int(self.max_weight, "max_weight", 1)
         object.__setattr__(self, "bits", q)
         object.__setattr__(self, "max_clients", n)
         object.__setattr__(self, "max_weight", w)
+        _check_derived(float(clip), (1 << q) - 1, n * w)
         needed = safe_modulus_bits(bits=q, max_clients=n, max_weight=w)
         if needed > MAX_MODULUS_BITS:
             raise ConfigError(
@@ -221,7 +240,7 @@ class QuantizationConfig:
         if self.modulus_bits is None:
             object.__setattr__(self, "modulus_bits", needed)
             return
-        k = _require_int(self.modulus_bits, "modulus_bits", 1, MAX_MODULUS_BITS)
+        k = require_int(self.modulus_bits, "modulus_bits", 1, MAX_MODULUS_BITS)
         if k < needed:
             raise ConfigError(
                 f"modulus too small: the worst-case sum would wrap around; "
@@ -257,10 +276,11 @@ class QuantizationConfig:
 
 
 def dtype_for_modulus(modulus: int) -> np.dtype:
-    """``uint32`` when ``R <= 2**32``, else ``uint64``: the narrowest dtype holding Z_R."""
-    if not _is_int(modulus) or not 2 <= int(modulus) <= 1 << MAX_MODULUS_BITS:
-        raise ConfigError("modulus must be an int between 2 and 2**64")
-    return np.dtype(np.uint32) if int(modulus) <= 1 << 32 else np.dtype(np.uint64)
+    """``uint32`` when ``R <= 2**32``, else ``uint64``: the narrowest dtype holding Z_R.
+
+    Kept as an alias of :func:`secagg.crypto.prg.mask_dtype`, the one definition.
+    """
+    return mask_dtype(modulus)
 
 
 def default_config(
@@ -317,7 +337,7 @@ def encode(
     """
     if not isinstance(config, QuantizationConfig):
         raise ConfigError("config must be a QuantizationConfig")
-    w = _require_int(weight, "weight", 1, config.max_weight)
+    w = require_int(weight, "weight", 1, config.max_weight)
     x = np.asarray(update)
     if x.ndim != 1:
         raise ConfigError("update must be a one-dimensional vector")
@@ -377,7 +397,7 @@ def decode_sum(total: np.ndarray, config: QuantizationConfig, *, num_clients: in
     """
     if not isinstance(config, QuantizationConfig):
         raise ConfigError("config must be a QuantizationConfig")
-    n = _require_int(num_clients, "num_clients", 1, config.max_clients)
+    n = require_int(num_clients, "num_clients", 1, config.max_clients)
     t = np.asarray(total)
     if t.ndim != 1 or t.dtype.kind not in "iu":
         raise ConfigError("total must be a one-dimensional integer vector")

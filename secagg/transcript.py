@@ -39,6 +39,7 @@ from typing import IO
 
 import numpy as np
 
+from secagg.checks import is_plain_int
 from secagg.config import SessionConfig
 from secagg.errors import ConfigError, SecAggError
 from secagg.identity import TrustStore, lookup_verify_key
@@ -306,7 +307,7 @@ def _b64(value: object, what: str, number: int) -> bytes:
 
 
 def _int(value: object, what: str, number: int, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if not is_plain_int(value) or not low <= value <= high:
         raise TranscriptError(f"line {number}: {what} must be an integer in [{low}, {high}]")
     return value
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from secagg.checks import is_plain_int
 from secagg.errors import MessageDecodeError
 
 MAX_U32 = (1 << 32) - 1
@@ -51,7 +52,7 @@ class Writer:
         return bytes(self._buf)
 
     def _uint(self, value: int, width: int) -> Writer:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_plain_int(value):
             raise TypeError("integer field expected")
         if not 0 <= value < (1 << (8 * width)):
             raise ValueError(f"integer field out of range for {width} bytes")

@@ -70,7 +70,7 @@ def active_config(graph: str, n: int, rate: float = 0.1, *, dim: int = 8,
     if graph == "complete-min-t":
         # the smallest active threshold, t = floor((n + corrupt)/2) + 1, instead of
         # the default floor(2n/3) + 1: tolerates 30% dropout at these sizes
-        corrupt = n * 5 // 100
+        corrupt = -(-n * 5 // 100)  # the declared corrupt count: ceil(5 % of n), secagg.rates
         return SessionConfig.create(ids, dim, modulus, threshold=(n + corrupt) // 2 + 1,
                                     **common)
     try:

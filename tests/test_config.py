@@ -179,7 +179,7 @@ def test_constructor_validates_too() -> None:
 
 
 def test_unknown_graph_name() -> None:
-    with pytest.raises(ValueError, match="ring"):
+    with pytest.raises(ConfigError, match="ring"):
         create(12, graph="ring")
 
 

@@ -173,7 +173,10 @@ def test_prefilter_never_changes_the_answer(
         with pytest.raises(ConfigError):
             find_harary_params(n, delta, gamma, threat=threat)
         return
-    expected = _exact_scan(n, math.floor(gamma * n), math.floor(delta * n), threat)
+    # counts round toward the safe side: ceil of the exact product (secagg.rates)
+    corrupt = math.ceil(Fraction(repr(gamma)) * n)
+    dropped = math.ceil(Fraction(repr(delta)) * n)
+    expected = _exact_scan(n, corrupt, dropped, threat)
     if expected is None:
         with pytest.raises(ConfigError, match="complete graph"):
             find_harary_params(n, delta, gamma, threat=threat)

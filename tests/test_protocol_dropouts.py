@@ -32,7 +32,9 @@ def build_config(graph: str, n: int, rate: float, modulus: int, dim: int = 16) -
     ids = cohort(n)
     if graph == "complete":
         return SessionConfig.create(ids, dim, modulus, min_cohort=5)
-    return harary_config(ids, dim, modulus, dropout_rate=rate, min_cohort=5)
+    # declare the dropouts the matrix simulates (round(rate * n) clients): declared rates
+    # become counts rounded up, and 3 of 5 (ceil(2.5)) leaves no safe Harary graph
+    return harary_config(ids, dim, modulus, dropout_rate=round(rate * n) / n, min_cohort=5)
 
 
 def expected_included(config: SessionConfig, drop_at: dict[int, Round]) -> frozenset | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from secagg.checks import is_plain_int
 from secagg.crypto.labels import Label
 from secagg.errors import CryptoError
 
@@ -38,7 +39,7 @@ def encode_context(*parts: bytes | bytearray | memoryview | int | str) -> bytes:
             tag, body = b"s", part.encode("utf-8")
         elif isinstance(part, bytearray | memoryview):
             tag, body = b"b", bytes(part)
-        elif isinstance(part, int) and not isinstance(part, bool):
+        elif is_plain_int(part):
             return encode_context(*(int(p) if p is part else p for p in parts))
         else:
             raise TypeError(f"unsupported context field type {type(part).__name__}")

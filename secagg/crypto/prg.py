@@ -38,6 +38,7 @@ import sys
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
+from secagg.checks import is_int_like
 from secagg.crypto.kdf import hkdf
 from secagg.crypto.labels import Label
 from secagg.errors import ConfigError, CryptoError
@@ -70,7 +71,7 @@ def mask_dtype(modulus: int) -> np.dtype:
     uint32 when ``modulus <= 2**32`` (half the memory and bandwidth of uint64),
     uint64 up to ``2**64``. Larger or degenerate moduli are refused.
     """
-    if isinstance(modulus, bool) or not isinstance(modulus, int | np.integer):
+    if not is_int_like(modulus):
         raise ConfigError("modulus must be an integer")
     modulus = int(modulus)
     if modulus < 2 or modulus > 1 << 64:
@@ -133,7 +134,7 @@ def expand_mask(
         raise ConfigError("context must be bytes (build it with encode_context)")
     if not isinstance(cipher, StreamCipher):
         raise ConfigError("cipher must be a StreamCipher")
-    if isinstance(length, bool) or not isinstance(length, int | np.integer) or length < 0:
+    if not is_int_like(length) or length < 0:
         raise ConfigError("length must be a non-negative integer")
     length = int(length)
     dtype = mask_dtype(modulus)

@@ -33,6 +33,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+from secagg.checks import is_plain_int
 from secagg.crypto.entropy import Entropy, resolve
 from secagg.errors import ConfigError, CryptoError, ReconstructionError, SecAggError
 
@@ -148,7 +149,7 @@ class LagrangeCache:
     """
 
     def __init__(self, maxsize: int = 1024) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+        if not is_plain_int(maxsize) or maxsize < 1:
             raise ConfigError("LagrangeCache maxsize must be a positive integer")
         self._maxsize = maxsize
         self._data: OrderedDict[tuple[int, tuple[int, ...]], tuple[int, ...]] = OrderedDict()
@@ -226,12 +227,12 @@ class LagrangeCache:
 
 
 def _check_threshold(threshold: int) -> None:
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 2:
+    if not is_plain_int(threshold) or threshold < 2:
         raise ConfigError("threshold must be an integer >= 2")
 
 
 def _valid_x(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and 1 <= x < MAX_X
+    return is_plain_int(x) and 1 <= x < MAX_X
 
 
 def split(
@@ -357,7 +358,7 @@ def reconstruct_verified(
     and more shares are present, up to ``max_subsets`` subsets in total are
     tried. Raises :class:`ReconstructionError` if none verifies.
     """
-    if isinstance(max_subsets, bool) or not isinstance(max_subsets, int) or max_subsets < 1:
+    if not is_plain_int(max_subsets) or max_subsets < 1:
         raise ConfigError("max_subsets must be a positive integer")
     points = _decode_shares(shares, threshold)
     xs = sorted(points)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
+from secagg.checks import is_plain_int
 from secagg.errors import ConfigError, ProtocolError
 from secagg.quantize import (
     MAX_QUANTIZATION_BITS,
@@ -296,7 +297,7 @@ def decode_aggregate(total: np.ndarray, params: SessionParams, layout: Layout,
 
 def bits_of_range(value: int, name: str) -> int:
     """``log2`` of a power-of-two range given the way Flower's workflow takes it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2 or value & (
+    if not is_plain_int(value) or value < 2 or value & (
             value - 1):
         raise ConfigError(f"{name} must be a power of two >= 2 (got {value!r})")
     bits = value.bit_length() - 1

@@ -35,6 +35,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from secagg.checks import is_plain_int
 from secagg.errors import ConfigError
 
 #: (node id, partition id, message) -> True if the node stays silent instead of answering
@@ -64,7 +65,7 @@ class InProcessGrid(Grid):
     def __init__(self, client_app: ClientApp, num_nodes: int, *, run_id: int = 1,
                  seed: int = 0, run_config: UserConfig | None = None,
                  drop: DropRule | None = None) -> None:
-        if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
+        if not is_plain_int(num_nodes) or num_nodes < 1:
             raise ConfigError("num_nodes must be a positive int")
         rng = random.Random(seed)  # noqa: S311  (node ids are public labels, not secrets)
         node_ids: list[int] = []

@@ -40,6 +40,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import Code, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 
+from secagg.checks import is_plain_int
 from secagg.client import ClientProtocol, ClientState
 from secagg.config import SessionConfig
 from secagg.crypto.prg import mask_dtype
@@ -278,7 +279,7 @@ class SecAggPlusMod:
             arrays, weight, metrics = _message_reply(out.content, params.weight_key)
         if isinstance(weight, float) and weight.is_integer():
             weight = int(weight)
-        if isinstance(weight, bool) or not isinstance(weight, int):
+        if not is_plain_int(weight):
             raise ConfigError("the example count must be an integer")
         numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         return encode_update(arrays, numeric, weight, params, layout, config.n)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord
@@ -41,7 +41,8 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from secagg.config import DEFAULT_MIN_COHORT, Mode, SessionConfig
+from secagg.checks import is_plain_int
+from secagg.config import Mode, SessionConfig, SessionSettings
 from secagg.errors import ConfigError, ProtocolError
 from secagg.flower.common import (
     RECORD_KEY,
@@ -112,10 +113,13 @@ class SecAggPlusWorkflow:
     ``"active"`` needs long-term client identities that Flower node ids do not
     carry yet and is refused), ``min_cohort`` (sessions with fewer sampled
     clients are refused), ``dropout_rate`` and ``corruption_rate`` (what the
-    SecAgg+ finder and checks provision for), ``secure_metrics`` (training
-    metric keys summed inside the aggregate; other metrics never leave the
-    client), ``metrics_range`` (their clip), ``weighted_by_key`` (the example
-    count's key in message-API replies) and ``threads`` (server unmasking).
+    SecAgg+ finder and checks provision for), ``settings`` (a
+    :class:`~secagg.config.SessionSettings` giving mode, min_cohort, rates and,
+    when ``graph`` is None, the graph at once; the keywords override it),
+    ``secure_metrics`` (training metric keys summed inside the aggregate; other
+    metrics never leave the client), ``metrics_range`` (their clip),
+    ``weighted_by_key`` (the example count's key in message-API replies) and
+    ``threads`` (server unmasking).
     """
 
     def __init__(
@@ -129,10 +133,11 @@ class SecAggPlusWorkflow:
         modulus_range: int | None = None,
         timeout: float | None = None,
         graph: GraphKind | str | None = None,
-        mode: Mode | str = Mode.SEMI_HONEST,
-        min_cohort: int = DEFAULT_MIN_COHORT,
-        dropout_rate: float = 0.1,
-        corruption_rate: float = 0.05,
+        mode: Mode | str | None = None,
+        min_cohort: int | None = None,
+        dropout_rate: float | None = None,
+        corruption_rate: float | None = None,
+        settings: SessionSettings | None = None,
         secure_metrics: Sequence[str] = (),
         metrics_range: float = 100.0,
         weighted_by_key: str = "num-examples",
@@ -153,17 +158,27 @@ class SecAggPlusWorkflow:
         self.timeout = timeout
         try:
             self.graph = None if graph is None else GraphKind(graph)
-            self.mode = Mode(mode)
+            if mode is not None:
+                Mode(mode)
         except ValueError:
             raise ConfigError(f"unknown graph {graph!r} or mode {mode!r}") from None
+        if settings is not None:
+            if settings.degree is not None or settings.threshold is not None:
+                raise ConfigError("give the degree and threshold as Flower's num_shares and "
+                                  "reconstruction_threshold, not in settings")
+            if self.graph is None:
+                self.graph = settings.graph
+        #: the session choices; graph, degree and threshold are set per session from
+        #: ``graph``, ``num_shares`` and ``reconstruction_threshold`` (see graph_params)
+        self.settings = SessionSettings.build(
+            settings, mode=mode, min_cohort=min_cohort, dropout_rate=dropout_rate,
+            corruption_rate=corruption_rate,
+        )
         if self.mode is Mode.ACTIVE:
             raise ConfigError(
                 "active mode is not available over Flower yet: it needs long-term client "
                 "identities bound to protocol ids, which Flower node ids do not provide"
             )
-        self.min_cohort = int(min_cohort)
-        self.dropout_rate = float(dropout_rate)
-        self.corruption_rate = float(corruption_rate)
         self.secure_metrics = tuple(secure_metrics)
         self.metrics_range = float(metrics_range)
         self.weighted_by_key = weighted_by_key
@@ -171,6 +186,23 @@ class SecAggPlusWorkflow:
         #: every session's outcome, in order (for logs, tests and benchmarks)
         self.outcomes: list[SessionOutcome] = []
         self.params(max(self.min_cohort, 3))  # refuse bad clip, levels, metric keys now
+
+    # read-only views of the settings, kept for callers of the former attributes
+    @property
+    def mode(self) -> Mode:
+        return self.settings.mode
+
+    @property
+    def min_cohort(self) -> int:
+        return self.settings.min_cohort
+
+    @property
+    def dropout_rate(self) -> float:
+        return float(self.settings.dropout_rate)
+
+    @property
+    def corruption_rate(self) -> float:
+        return float(self.settings.corruption_rate)
 
     def __repr__(self) -> str:
         return (f"SecAggPlusWorkflow(num_shares={self.num_shares}, "
@@ -281,11 +313,9 @@ class SecAggPlusWorkflow:
         _, layout = model_layout(model_record(contents[nodes[0]])[1])
         kind, degree, threshold = self.graph_params(n)
         config = SessionConfig.create(
-            ids.values(), params.dim(layout), params.quantization(n).modulus, graph=kind,
-            threshold=threshold, degree=degree, dropout_rate=self.dropout_rate,
-            corruption_rate=self.corruption_rate, round_index=server_round,
-            task_hash=task_hash(params, hashes.pop()), min_cohort=self.min_cohort,
-            mode=self.mode,
+            ids.values(), params.dim(layout), params.quantization(n).modulus,
+            settings=replace(self.settings, graph=kind, degree=degree, threshold=threshold),
+            round_index=server_round, task_hash=task_hash(params, hashes.pop()),
         )
         server = ServerProtocol(config, threads=self.threads)
         exchange = _Exchange(self, grid, ids, message_type, group_id)
@@ -494,7 +524,7 @@ def _server_round(content: FlowerRecordDict, fallback: int) -> int:
     """The strategy's ``server-round`` from the training config, else a counter."""
     for record in content.config_records.values():
         value = record.get("server-round")
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if is_plain_int(value) and value >= 0:
             return value
     return fallback
 

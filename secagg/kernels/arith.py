@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from secagg.checks import is_int_like
 from secagg.errors import ConfigError
 
 __all__ = ["add_into", "compact_below", "sub_into"]
@@ -111,7 +112,7 @@ def _flat_operands(acc: np.ndarray, vec: np.ndarray, modulus: int) -> tuple[np.n
         raise ConfigError("acc and vec must be C-contiguous")
     if not acc.flags.writeable:
         raise ConfigError("acc must be writeable")
-    if isinstance(modulus, bool) or not isinstance(modulus, int | np.integer):
+    if not is_int_like(modulus):
         raise ConfigError("modulus must be an integer")
     if not 2 <= int(modulus) <= _FULL_WIDTH[acc.dtype]:
         raise ConfigError(f"modulus out of range for dtype {acc.dtype}")
