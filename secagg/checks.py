@@ -7,13 +7,17 @@ for these keeps the refusal messages and the bool rule the same everywhere.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import TypeGuard
 
 import numpy as np
 
 from secagg.errors import ConfigError, SecAggError
 
-__all__ = ["MAX_ID", "check_id", "is_int_like", "is_plain_int", "require_int"]
+__all__ = [
+    "MAX_ID", "check_id", "is_int_like", "is_plain_int", "is_plain_number", "is_plain_rate",
+    "require_int",
+]
 
 #: Largest client id (ids are u32 on the wire, 0 is reserved; spec §2.1).
 MAX_ID = (1 << 32) - 1
@@ -22,6 +26,16 @@ MAX_ID = (1 << 32) - 1
 def is_plain_int(value: object) -> TypeGuard[int]:
     """A Python ``int`` that is not a ``bool``."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_plain_number(value: object) -> TypeGuard[int | float]:
+    """A Python ``int`` or ``float`` that is not a ``bool``."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_plain_rate(value: object) -> TypeGuard[int | float | Fraction]:
+    """A rate as callers give it: an ``int``, ``float`` or exact ``Fraction``, not a ``bool``."""
+    return isinstance(value, int | float | Fraction) and not isinstance(value, bool)
 
 
 def is_int_like(value: object) -> TypeGuard[int | np.integer]:

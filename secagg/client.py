@@ -33,6 +33,7 @@ import numpy as np
 
 from secagg import graph as graphs
 from secagg import masking
+from secagg.checks import is_plain_int
 from secagg.config import DEFAULT_MIN_COHORT, TASK_HASH_LEN, Mode, SessionConfig
 from secagg.crypto import shamir
 from secagg.crypto.aead import open_sealed, seal_once
@@ -617,7 +618,7 @@ def _check_policy(
     active = config.mode is Mode.ACTIVE
     floor = min_cohort if min_cohort is not None else (DEFAULT_MIN_COHORT if active else None)
     if floor is not None:
-        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 3:
+        if not is_plain_int(floor) or floor < 3:
             raise ConfigError("the client's min_cohort must be an int >= 3")
         if config.n < floor:
             raise ConfigError(

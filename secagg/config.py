@@ -20,7 +20,7 @@ from fractions import Fraction
 from functools import cached_property
 
 from secagg import graph as graphs
-from secagg.checks import is_plain_int, require_int
+from secagg.checks import is_plain_int, is_plain_rate, require_int
 from secagg.crypto.kdf import encode_context, hkdf
 from secagg.crypto.labels import Label
 from secagg.crypto.prg import StreamCipher
@@ -398,7 +398,7 @@ class SessionConfig:
 def _to_ppm(rate: float, name: str) -> int:
     """The rate in parts per million as stored (round to nearest; counts are derived by
     :func:`secagg.rates.count_from_ppm`, which rounds toward the safe side)."""
-    if isinstance(rate, bool) or not isinstance(rate, int | float | Fraction):
+    if not is_plain_rate(rate):
         raise ConfigError(f"{name} must be a number")
     if not 0.0 <= rate < 1.0:
         raise ConfigError(f"{name} must be in [0, 1)")

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from secagg.checks import is_plain_int, is_plain_rate
 from secagg.crypto.kdf import encode_context, hkdf
 from secagg.crypto.labels import Label
 from secagg.errors import ConfigError
@@ -124,7 +125,7 @@ class GraphParams:
         """Refuse shapes no session could run with, so a bad object never exists."""
         for name in ("k", "t", "n"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_plain_int(value):
                 raise ConfigError(f"GraphParams.{name} must be an int")
         if not 2 <= self.t <= self.k < self.n:
             raise ConfigError(
@@ -143,7 +144,7 @@ def _exact_rate(value: float, name: str) -> Fraction:
     Going through ``repr`` avoids float artefacts such as 0.29 * 100 = 28.999...,
     which would otherwise silently lower floor(rate · n).
     """
-    if isinstance(value, bool) or not isinstance(value, int | float | Fraction):
+    if not is_plain_rate(value):
         raise ConfigError(f"{name} must be a number")
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -157,7 +158,7 @@ def _exact_rate(value: float, name: str) -> Fraction:
 
 
 def _check_n(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int):
+    if not is_plain_int(n):
         raise ConfigError("the number of clients n must be an int")
     if n < 3:
         raise ConfigError(
@@ -168,7 +169,7 @@ def _check_n(n: int) -> None:
 
 def _check_bits(security_bits: int, failure_bits: int) -> None:
     for name, bits in (("security_bits", security_bits), ("failure_bits", failure_bits)):
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 256:
+        if not is_plain_int(bits) or not 1 <= bits <= 256:
             raise ConfigError(f"{name} must be an int in [1, 256]")
 
 
@@ -475,7 +476,7 @@ def check_harary_params(
     security_bits = _resolve_bits(security_bits, threat)
     _check_bits(security_bits, failure_bits)
     for name, value in (("k", k), ("t", t)):
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_plain_int(value):
             raise ConfigError(f"{name} must be an int")
     if k % 2 or k < 2:
         raise ConfigError(f"the Harary degree k must be even and >= 2 (got k={k})")
@@ -540,7 +541,7 @@ def check_complete_threshold(
     gather by lying about dropouts still fall short. Raises ConfigError.
     """
     _check_n(n)
-    if isinstance(t, bool) or not isinstance(t, int):
+    if not is_plain_int(t):
         raise ConfigError("t must be an int")
     if not isinstance(threat, ThreatModel):
         raise ConfigError("threat must be a ThreatModel")
@@ -571,7 +572,7 @@ def _check_ids(client_ids: Sequence[int]) -> list[int]:
     """Return the ids sorted, refusing duplicates and non-positive or non-int ids."""
     ids = list(client_ids)
     for cid in ids:
-        if isinstance(cid, bool) or not isinstance(cid, int) or cid <= 0:
+        if not is_plain_int(cid) or cid <= 0:
             raise ConfigError("client ids must be positive ints")
     ids.sort()
     for a, b in itertools.pairwise(ids):
@@ -637,7 +638,7 @@ def harary_neighbours(
     of it on the ring. k >= n - 1 gives the complete graph (every client links
     to every other). A client's own id is never among its neighbours.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+    if not is_plain_int(k) or k < 2:
         raise ConfigError(f"the Harary degree k must be an int >= 2 (got {k!r})")
     ring = permutation(client_ids, session_seed)
     n = len(ring)

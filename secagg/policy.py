@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from secagg import graph as graphs
+from secagg.checks import is_plain_int, is_plain_rate
 from secagg.config import Mode, SessionConfig
 from secagg.errors import ConfigError
 
@@ -25,7 +26,7 @@ _PPM = 1_000_000
 
 def _rate(value: float, name: str) -> Fraction:
     """The rate as written (0.05 -> 1/20), refused unless a number in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | Fraction):
+    if not is_plain_rate(value):
         raise ConfigError(f"{name} must be a number")
     exact = Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
     if not 0 <= exact < 1:
@@ -63,7 +64,7 @@ class ClientPolicy:
         _rate(self.min_corruption_rate, "min_corruption_rate")
         _rate(self.min_dropout_rate, "min_dropout_rate")
         bits = self.grind_margin_bits
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= 200:
+        if not is_plain_int(bits) or not 0 <= bits <= 200:
             raise ConfigError("grind_margin_bits must be an int in [0, 200]")
 
     def check(self, config: SessionConfig) -> None:

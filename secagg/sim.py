@@ -27,13 +27,15 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from secagg.budget import Role, check_session
 from secagg.client import ClientProtocol
 from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.crypto.signatures import SigningKey
 from secagg.errors import ConfigError
 from secagg.identity import MemoryTrustStore, TrustStore, generate_identities
-from secagg.kernels.arith import add_into, sub_into
+from secagg.kernels.arith import add_into
+from secagg.kernels.warmup import warm_up
 from secagg.messages import ServerMessage
 from secagg.rounds import Round
 from secagg.server import AggregateResult, ServerProtocol, ServerState
@@ -194,7 +196,9 @@ def run_simulation(
     identities, server_trust = _identities(config, identities, trust_store)
     clients = _make_clients(config, get_input, identities, server_trust, client_min_cohort,
                             progress)
-    _warm_up_kernels(config.modulus)
+    # every simulated client holds its input and masked vector: refuse before allocating
+    check_session(config, role=Role.SIMULATION)
+    warm_up(config.modulus)
     server = ServerProtocol(config, threads=threads, trust_store=server_trust)
     if transcript is not None:
         transcript.begin(config, server_trust)
@@ -292,18 +296,6 @@ def _report(config: SessionConfig, driver: SessionDriver, traffic: _Traffic,
         mode=config.mode.value,
         sum=None if result is None else result.sum,
     )
-
-
-def _warm_up_kernels(modulus: int) -> None:
-    """Load the numba kernels once so compile/cache-load time is not billed to client 1."""
-    from secagg.packing import bit_width, pack, unpack
-
-    dtype = mask_dtype(modulus)
-    a = np.zeros(8, dtype=dtype)
-    add_into(a, a.copy(), modulus)
-    sub_into(a, a.copy(), modulus)
-    bits = bit_width(modulus)
-    unpack(pack(a, bits), bits, a.size, dtype)
 
 
 __all__ = ["Schedule", "SimulationReport", "SimulationRun", "random_schedule",

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from secagg.client import ClientProtocol
-from secagg.config import SessionConfig
+from secagg.config import Mode, SessionConfig, SessionSettings
 from secagg.errors import ConfigError
 from secagg.messages import AdvertiseKeys
 from secagg.rounds import Round, decode_server
@@ -344,7 +344,8 @@ def test_server_killed_mid_session_then_restarted(tmp_path: Path) -> None:
                 return old_config  # a restarted server trying to resume the old session
             return SessionConfig.create(cohort, 64, 1 << 32, min_cohort=5, round_index=1)
 
-        settings = ServerSettings(clients=n, dim=64, min_cohort=5, round_timeout=2.0,
+        settings = ServerSettings(clients=n, dim=64, session=SessionSettings(min_cohort=5),
+                                  round_timeout=2.0,
                                   join_timeout=60.0, sessions=2)
         restarted = TransportServer(settings, credentials=certs.server_credentials(cluster.certs),
                                     address=f"127.0.0.1:{port}", on_event=events.put,
@@ -389,7 +390,8 @@ def test_masked_uploads_are_buffered_at_most_upload_slots_at_once() -> None:
 
     n, dim, slots = 8, 2000, 2
     settings = ServerSettings(clients=n, dim=dim, round_timeout=60.0, sessions=1,
-                              join_timeout=60.0, upload_slots=slots, min_cohort=5)
+                              join_timeout=60.0, upload_slots=slots,
+                              session=SessionSettings(min_cohort=5))
     server = TransportServer(settings, credentials=None)
     lock = threading.Lock()
     all_waiting = threading.Event()
@@ -473,7 +475,6 @@ def test_simulate_transport_grpc_json(tmp_path: Path) -> None:
 # -- active mode over the transport (library API, in-process threads, plaintext) ----------------
 def test_active_mode_runs_its_extra_round_over_grpc() -> None:
     identity = pytest.importorskip("secagg.identity")
-    from secagg.config import Mode
 
     if not hasattr(Mode, "ACTIVE"):
         pytest.skip("this tree has no active mode")
@@ -481,7 +482,8 @@ def test_active_mode_runs_its_extra_round_over_grpc() -> None:
 
     n, dim, task = 10, 100, bytes(range(32))
     keys, store = identity.generate_identities(range(1, n + 1))
-    settings = ServerSettings(clients=n, dim=dim, mode="active", round_timeout=10.0,
+    settings = ServerSettings(clients=n, dim=dim, session=SessionSettings(mode=Mode.ACTIVE),
+                              round_timeout=10.0,
                               task_hash=task, sessions=1, join_timeout=60.0)
     server = TransportServer(settings, credentials=None, protocol_kwargs={"trust_store": store})
     port = server.start()

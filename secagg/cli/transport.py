@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from secagg.cli.plugins import SubParsers
-from secagg.config import Mode, SessionConfig
+from secagg.config import Mode, SessionConfig, SessionSettings
 from secagg.crypto.prg import mask_dtype
 from secagg.errors import ConfigError, SecAggError
 from secagg.graph import GraphKind
@@ -92,9 +92,11 @@ def run_server(args: argparse.Namespace) -> int:
         task = None if args.task_hash is None else _hex32(args.task_hash)
         settings = ServerSettings(
             clients=args.clients, dim=args.dim, modulus=1 << args.modulus_bits,
-            graph=args.graph, threshold=args.threshold, degree=args.degree,
-            dropout_rate=min(max(args.dropout, 0.0), 0.99), corruption_rate=args.corruption,
-            min_cohort=args.min_cohort, mode=args.mode, round_timeout=args.round_timeout,
+            session=SessionSettings.build(
+                graph=args.graph, threshold=args.threshold, degree=args.degree,
+                dropout_rate=min(max(args.dropout, 0.0), 0.99), corruption_rate=args.corruption,
+                min_cohort=args.min_cohort, mode=args.mode),
+            round_timeout=args.round_timeout,
             join_timeout=args.join_timeout, sessions=args.sessions, threads=args.threads,
             task_hash=task, first_round=args.first_round,
         )

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
-from secagg.checks import is_plain_int
+from secagg.checks import is_plain_int, is_plain_number
 from secagg.errors import ConfigError, ProtocolError
 from secagg.quantize import (
     MAX_QUANTIZATION_BITS,
@@ -265,7 +265,7 @@ def encode_update(arrays: Sequence[np.ndarray], metrics: Mapping[str, float], we
             raise ConfigError(f"training metric {key!r} is declared for secure summing "
                               "but the training function did not report it")
         value = metrics[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+        if not is_plain_number(value) or not math.isfinite(
                 value):
             raise ConfigError(f"training metric {key!r} must be a finite number")
         values.append(float(value) * params.clip / params.metrics_range)

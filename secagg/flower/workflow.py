@@ -41,7 +41,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from secagg.checks import is_plain_int
+from secagg.checks import is_plain_int, is_plain_number
 from secagg.config import Mode, SessionConfig, SessionSettings
 from secagg.errors import ConfigError, ProtocolError
 from secagg.flower.common import (
@@ -532,7 +532,7 @@ def _server_round(content: FlowerRecordDict, fallback: int) -> int:
 def _check_count(value: int | float | None, name: str) -> int | float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_plain_number(value):
         raise ConfigError(f"{name} must be an int, a float fraction or None")
     if isinstance(value, float) and not 0 < value <= 1:
         raise ConfigError(f"{name} as a fraction must be in (0, 1]")

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from secagg.checks import check_id
 from secagg.errors import ConfigError
 from secagg.wire import MAX_U32
 
@@ -55,13 +56,13 @@ class CertPaths:
 
 def client_name(client_id: int) -> str:
     """The certificate name that carries protocol id ``client_id``."""
-    _check_id(client_id)
+    check_id(client_id)
     return f"{CLIENT_NAME_PREFIX}{client_id}"
 
 
 def client_files(directory: Path | str, client_id: int) -> tuple[Path, Path]:
     """(certificate, key) paths of one client inside a certificate directory."""
-    _check_id(client_id)
+    check_id(client_id)
     d = Path(directory)
     return d / f"client-{client_id}.pem", d / f"client-{client_id}.key"
 
@@ -134,7 +135,7 @@ def init_dev_ca(
         raise ConfigError(f"certificate validity must be 1..{MAX_DAYS} days")
     ids = sorted(set(client_ids))
     for cid in ids:
-        _check_id(cid)
+        check_id(cid)
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     if ca_file(d).exists() and not overwrite:
@@ -175,13 +176,6 @@ def init_dev_ca(
 
 
 # -- helpers --------------------------------------------------------------------------------
-def _check_id(client_id: int) -> None:
-    if isinstance(client_id, bool) or not isinstance(client_id, int) or not (
-        1 <= client_id <= MAX_U32
-    ):
-        raise ConfigError("client ids must be integers in [1, 2**32 - 1]")
-
-
 def _text(value: bytes | str) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")

@@ -32,6 +32,7 @@ from secagg.client import ClientProtocol, ClientState
 from secagg.config import SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.errors import ConfigError, ProtocolError, SecAggError
+from secagg.kernels.warmup import warm_up
 from secagg.messages import ClientMessage
 from secagg.rounds import Round, decode_server
 from secagg.transport import framing, sockstat
@@ -173,7 +174,7 @@ class TransportClient:
     # -- main loop ------------------------------------------------------------------------
     def run(self) -> int:
         s = self.settings
-        framing.warm_up(1 << 32)
+        warm_up(1 << 32)
         end_of_life = time.monotonic() + s.lifetime
         last_contact = time.monotonic()
         backoff = 0.1
@@ -295,7 +296,7 @@ class TransportClient:
         sequence = self._joined
         self._joined += 1
         try:
-            framing.warm_up(config.modulus)
+            warm_up(config.modulus)
             vector = self._inputs(config)
             protocol = ClientProtocol(config, me, vector, **dict(self.settings.client_kwargs))
         except (ConfigError, ProtocolError, OSError, ValueError) as exc:

@@ -19,14 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
-import numpy as np
-
 from secagg.config import SessionConfig
-from secagg.crypto.prg import mask_dtype
 from secagg.errors import ProtocolError
-from secagg.kernels.arith import add_into, sub_into
 from secagg.messages import CIPHERTEXT_LEN, COMMITMENT_LEN, KEY_LEN, SHARE_LEN, SIGNATURE_LEN
-from secagg.packing import bit_width, pack, unpack
+from secagg.packing import bit_width
 from secagg.rounds import Round
 
 #: Payload bytes per chunk.
@@ -126,17 +122,3 @@ def server_message_limit(config: SessionConfig) -> int:
     margin leaves room for signature lists of an active-mode round.)
     """
     return _HEADER + _SLACK + (config.degree + 1) * 256
-
-
-def warm_up(modulus: int) -> None:
-    """Load the numba kernels for ``modulus`` now.
-
-    Loading them from numba's cache takes seconds when several processes start
-    at once; paid inside a round, it can push a client past the round deadline.
-    """
-    dtype = mask_dtype(modulus)
-    a = np.zeros(8, dtype=dtype)
-    add_into(a, a.copy(), modulus)
-    sub_into(a, a.copy(), modulus)
-    bits = bit_width(modulus)
-    unpack(pack(a, bits), bits, a.size, dtype)

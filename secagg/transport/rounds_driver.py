@@ -208,16 +208,8 @@ class RoundDriver:
     def _default_config(self, sequence: int, cohort: tuple[int, ...]) -> SessionConfig:
         s = self.settings
         task = s.task_hash if s.task_hash is not None else secrets.token_bytes(32)
-        kwargs: dict[str, Any] = {}
-        if s.mode is not None:
-            kwargs["mode"] = s.mode
-        return SessionConfig.create(
-            cohort, s.dim, s.modulus, graph=s.graph, threshold=s.threshold, degree=s.degree,
-            dropout_rate=s.dropout_rate, corruption_rate=s.corruption_rate,
-            round_index=s.first_round + sequence, task_hash=task,
-            min_cohort=s.min_cohort,
-            **kwargs,
-        )
+        return SessionConfig.create(cohort, s.dim, s.modulus, settings=s.session,
+                                    round_index=s.first_round + sequence, task_hash=task)
 
     def _wait_for_cohort(self, timeout: float) -> list[int]:
         """Connected client ids once ``clients`` have joined or ``timeout`` passed."""

@@ -42,6 +42,7 @@ import grpc
 
 from secagg.config import SessionConfig
 from secagg.errors import ConfigError, ProtocolError
+from secagg.kernels.warmup import warm_up
 from secagg.messages import ClientMessage
 from secagg.rounds import Round, decode_client
 from secagg.transport import certs, framing
@@ -118,7 +119,7 @@ class TransportServer:
             port = self._grpc.add_secure_port(self._address, self._credentials)
         if not port:
             raise ConfigError(f"cannot listen on {self._address}")
-        framing.warm_up(self.settings.modulus)
+        warm_up(self.settings.modulus)
         self.gate.start()
         self._grpc.start()
         self.port = port

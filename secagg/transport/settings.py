@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from secagg.config import SessionConfig
+from secagg.config import SessionConfig, SessionSettings
 from secagg.errors import ConfigError
 
 
@@ -25,13 +25,8 @@ class ServerSettings:
     clients: int
     dim: int
     modulus: int = 1 << 32
-    graph: str = "complete"
-    threshold: int | None = None
-    degree: int | None = None
-    dropout_rate: float = 0.1
-    corruption_rate: float = 0.05
-    min_cohort: int = 10
-    mode: str | None = None  # None: the SessionConfig default
+    #: graph, threshold, degree, declared rates, minimum cohort and mode of every session
+    session: SessionSettings = field(default_factory=SessionSettings)
     round_timeout: float = 30.0
     join_timeout: float = 60.0
     #: how long later sessions wait for missing clients (dropped or killed ones rarely
@@ -74,6 +69,8 @@ class ServerSettings:
             raise ConfigError("first_chunk_timeout and upload_min_rate must be positive")
         if self.sends_per_client < 1:
             raise ConfigError("sends_per_client must be positive")
+        if not isinstance(self.session, SessionSettings):
+            raise ConfigError("session must be a SessionSettings")
 
 
 @dataclass
