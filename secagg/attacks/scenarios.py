@@ -151,7 +151,7 @@ class SplitViews(Attack):
         k = len(nbrs)
         # active: the most the config tolerates, its declared corrupt clients; semi-honest:
         # the fewest that make the split succeed (the semi-honest model allows < t of them)
-        count = cfg.n * cfg.corruption_ppm // 1_000_000 if h.active else max(0, 2 * t - k)
+        count = cfg.corrupt_count if h.active else max(0, 2 * t - k)
         count = min(count, t - 1, k - 2)
         self.corrupt = frozenset(nbrs[:count])
         honest_nbrs = [x for x in nbrs if x not in self.corrupt]
