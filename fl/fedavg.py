@@ -33,13 +33,14 @@ from typing import Any
 import numpy as np
 
 from fl.data import FederatedData
-from fl.models import Model, check_training_args
+from fl.models import Metrics, Model, check_training_args
 from secagg.aggregator import AggregationAborted, SecureAggregator, weighted_mean
 from secagg.config import SessionSettings
 from secagg.errors import ConfigError
 from secagg.graph import GraphKind
 from secagg.quantize import flatten
 from secagg.rounds import SEMI_HONEST_ROUNDS, Round
+from secagg.session import DropoutSchedule
 from secagg.sim import random_schedule
 
 #: ``drop_at`` value that picks the protocol round of each FL round's dropouts at random
@@ -214,6 +215,113 @@ def _local_updates(model: Model, data: FederatedData, ids: Sequence[int],
     return updates
 
 
+@dataclass
+class _SecureStep:
+    """What one round's secure aggregation did, aborted or not."""
+
+    included: list[int]
+    aborted: bool
+    reason: str | None
+    total_weight: int
+    seconds: float
+    server_seconds: float
+    mean: list[np.ndarray] | None
+    error: float | None
+
+
+def _secure_step(aggregator: SecureAggregator, updates: dict[int, list[np.ndarray]],
+                 weights: dict[int, int], schedule: DropoutSchedule, fl_round: int,
+                 clip: float) -> _SecureStep:
+    """One secure aggregation, and how far its mean is from the plaintext mean of the same
+    included clients (the quantization error, checked against ``error_bound``)."""
+    try:
+        result = aggregator.aggregate(updates, weights, dropouts=schedule, round_index=fl_round)
+    except AggregationAborted as exc:
+        return _SecureStep([], True, exc.reason, 0, exc.seconds, exc.report.server_seconds,
+                           None, None)
+    included = list(result.included)
+    reference = weighted_mean(updates, weights, included, clip=clip)
+    error = max(float(np.max(np.abs(np.asarray(m, dtype=np.float64) - o), initial=0.0))
+                for m, o in zip(result.mean, reference, strict=True))
+    return _SecureStep(included, False, None, result.total_weight, result.seconds,
+                       result.report.server_seconds, list(result.mean), error)
+
+
+class _Trainer:
+    """The round loop's state: both models, the cohort sampler and the aggregator.
+
+    The secure run and its plaintext twin start from the same weights and train
+    each client on the same minibatches; the twin averages in the clear over the
+    clients the secure round included.
+    """
+
+    def __init__(self, data: FederatedData, model: Model, config: FedAvgConfig,
+                 progress: Progress | None) -> None:
+        self.data, self.model, self.config, self.progress = data, model, config, progress
+        self.ids = sorted(data.clients)
+        self.k = len(self.ids) if config.cohort_size is None else config.cohort_size
+        if self.k > len(self.ids):
+            raise ConfigError(f"cohort_size {self.k} exceeds the {len(self.ids)} clients")
+        max_weight = config.max_weight if config.max_weight is not None else data.num_train
+        self.weights = {u: data.clients[u].num_examples for u in self.ids}
+        self.aggregator = SecureAggregator(
+            clip=config.clip, bits=config.bits, max_weight=max_weight,
+            settings=config.session_settings(), threads=config.threads, seed=config.seed,
+        )
+        # refuse a config that cannot run (too small a cohort, no Harary parameters)
+        # before anyone trains; the layout's size does not affect these checks
+        self.aggregator.session_config(self.ids[:self.k], flatten(model.get_weights())[1])
+        self.rng = np.random.default_rng([config.seed, 0xF1])
+        self.secure = model.get_weights()
+        self.plain = [w.copy() for w in self.secure]
+
+    def evaluate(self, weights: list[np.ndarray]) -> Metrics:
+        self.model.set_weights(weights)
+        return self.model.evaluate(self.data.x_test, self.data.y_test)
+
+    def round(self, r: int) -> RoundRecord:
+        config = self.config
+        cohort = sorted(self.rng.choice(self.ids, size=self.k, replace=False).tolist())
+        point = (Round.from_label(config.drop_at) if config.drop_at != RANDOM_DROP_POINT
+                 else SEMI_HONEST_ROUNDS[int(self.rng.integers(len(SEMI_HONEST_ROUNDS)))])
+        schedule = random_schedule(cohort, config.dropout, point, self.rng)
+        t0 = time.perf_counter()
+        updates = _local_updates(self.model, self.data, cohort, self.secure, config, r,
+                                 self.progress, "train")
+        train_seconds = time.perf_counter() - t0
+        cohort_weights = {u: self.weights[u] for u in cohort}
+        if self.progress:
+            self.progress(r, "secagg", 0, 1)
+        step = _secure_step(self.aggregator, updates, cohort_weights, schedule, r, config.clip)
+        if step.mean is not None:
+            self.secure = _add(self.secure, step.mean)
+        m_secure = self.evaluate(self.secure)
+        m_plain = self._plaintext_round(r, step.included, cohort_weights)
+        return RoundRecord(
+            round=r, cohort=cohort, drop_at=point.label,
+            dropped=sorted(set(cohort) - set(step.included)), included=step.included,
+            aborted=step.aborted, abort_reason=step.reason, total_weight=step.total_weight,
+            accuracy_secure=m_secure.accuracy,
+            accuracy_plaintext=None if m_plain is None else m_plain.accuracy,
+            loss_secure=m_secure.loss, loss_plaintext=None if m_plain is None else m_plain.loss,
+            secagg_seconds=step.seconds, server_seconds=step.server_seconds,
+            train_seconds=train_seconds, aggregation_error=step.error,
+            error_bound=self.aggregator.error_bound,
+            clipped_fraction=_clipped_fraction(updates, config.clip),
+        )
+
+    def _plaintext_round(self, r: int, included: list[int],
+                         weights: dict[int, int]) -> Metrics | None:
+        """The plaintext twin's round over the same included clients (None: no twin)."""
+        if not self.config.plaintext_baseline:
+            return None
+        if included:
+            updates = _local_updates(self.model, self.data, included, self.plain, self.config,
+                                     r, self.progress, "plaintext")
+            self.plain = _add(self.plain, weighted_mean(updates, weights, included))
+        return self.evaluate(self.plain)
+
+
 def run_fedavg(
     data: FederatedData,
     model: Model,
@@ -230,82 +338,14 @@ def run_fedavg(
     ``on_round`` gets every round's record as soon as the round ends.
     """
     config = config or FedAvgConfig()
-    ids = sorted(data.clients)
-    k = len(ids) if config.cohort_size is None else config.cohort_size
-    if k > len(ids):
-        raise ConfigError(f"cohort_size {k} exceeds the {len(ids)} clients")
-    max_weight = config.max_weight if config.max_weight is not None else data.num_train
-    weights = {u: data.clients[u].num_examples for u in ids}
-    aggregator = SecureAggregator(
-        clip=config.clip, bits=config.bits, max_weight=max_weight,
-        settings=config.session_settings(), threads=config.threads,
-        seed=config.seed,
-    )
-    # refuse a config that cannot run (too small a cohort, no Harary parameters)
-    # before anyone trains; the layout's size does not affect these checks
-    aggregator.session_config(ids[:k], flatten(model.get_weights())[1])
-    x_test, y_test = data.x_test, data.y_test
-    rng = np.random.default_rng([config.seed, 0xF1])
-    secure = model.get_weights()
-    plain = [w.copy() for w in secure]
-    history = TrainingHistory(config, model.evaluate(x_test, y_test).accuracy)
-
+    trainer = _Trainer(data, model, config, progress)
+    history = TrainingHistory(config, model.evaluate(data.x_test, data.y_test).accuracy)
     for r in range(1, config.rounds + 1):
-        cohort = sorted(rng.choice(ids, size=k, replace=False).tolist())
-        point = (Round.from_label(config.drop_at) if config.drop_at != RANDOM_DROP_POINT
-                 else SEMI_HONEST_ROUNDS[int(rng.integers(len(SEMI_HONEST_ROUNDS)))])
-        schedule = random_schedule(cohort, config.dropout, point, rng)
-        t0 = time.perf_counter()
-        updates = _local_updates(model, data, cohort, secure, config, r, progress, "train")
-        train_seconds = time.perf_counter() - t0
-        cohort_weights = {u: weights[u] for u in cohort}
-        if progress:
-            progress(r, "secagg", 0, 1)
-        error: float | None = None
-        try:
-            result = aggregator.aggregate(updates, cohort_weights, dropouts=schedule,
-                                          round_index=r)
-        except AggregationAborted as exc:
-            included: list[int] = []
-            aborted, reason = True, exc.reason
-            total_weight, sa_seconds = 0, exc.seconds
-            server_seconds = exc.report.server_seconds
-        else:
-            included = list(result.included)
-            aborted, reason = False, None
-            total_weight, sa_seconds = result.total_weight, result.seconds
-            server_seconds = result.report.server_seconds
-            oracle = weighted_mean(updates, cohort_weights, included, clip=config.clip)
-            error = max(float(np.max(np.abs(np.asarray(m, dtype=np.float64) - o), initial=0.0))
-                        for m, o in zip(result.mean, oracle, strict=True))
-            secure = _add(secure, result.mean)
-        clipped = _clipped_fraction(updates, config.clip)
-        model.set_weights(secure)
-        m_secure = model.evaluate(x_test, y_test)
-
-        m_plain = None
-        if config.plaintext_baseline:
-            if included:
-                plain_updates = _local_updates(model, data, included, plain, config, r,
-                                               progress, "plaintext")
-                plain = _add(plain, weighted_mean(plain_updates, cohort_weights, included))
-            model.set_weights(plain)
-            m_plain = model.evaluate(x_test, y_test)
-        record = RoundRecord(
-            round=r, cohort=cohort, drop_at=point.label,
-            dropped=sorted(set(cohort) - set(included)), included=included,
-            aborted=aborted, abort_reason=reason, total_weight=total_weight,
-            accuracy_secure=m_secure.accuracy,
-            accuracy_plaintext=None if m_plain is None else m_plain.accuracy,
-            loss_secure=m_secure.loss, loss_plaintext=None if m_plain is None else m_plain.loss,
-            secagg_seconds=sa_seconds, server_seconds=server_seconds,
-            train_seconds=train_seconds, aggregation_error=error,
-            error_bound=aggregator.error_bound, clipped_fraction=clipped,
-        )
+        record = trainer.round(r)
         history.rounds.append(record)
         if on_round:
             on_round(record)
-    model.set_weights(secure)
+    model.set_weights(trainer.secure)
     return history
 
 

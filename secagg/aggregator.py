@@ -50,6 +50,7 @@ from secagg.quantize import (
     unflatten,
 )
 from secagg.rounds import Round
+from secagg.session import DropoutSchedule
 from secagg.sim import SimulationReport, simulate
 
 __all__ = [
@@ -59,7 +60,8 @@ __all__ = [
     "weighted_mean",
 ]
 
-Schedule = Mapping[Round | str, Iterable[int]]
+#: dropouts: round (or its public label) -> clients that stop there (the driver's type)
+Schedule = DropoutSchedule
 
 
 class AggregationAborted(AbortError):  # noqa: N818  (an AbortError; the name says what happened)
