@@ -177,60 +177,87 @@ class SplitViews(Attack):
                     out[u] = [self._relay(h, u)]
         return out
 
-    def _relay(self, h: Harness, u: int) -> Message:
-        """The signed request with the most signatures that agree with what u signed."""
-        cfg = h.config
-        signed_views: dict[int, ConsistencyRequest] = {}
-        for x in cfg.cohort:
-            m = h.accepted.get((x, 2))
-            if isinstance(m, ConsistencyRequest) and x in h.honest:
-                signed_views[x] = m
-        own = signed_views[u]
-        sigs = {x: m.signature for x, m in h.received(3).items()
-                if isinstance(m, ConsistencySignature)}
+    def _relay(self, harness: Harness, victim: int) -> Message:
+        """The signed request with the most signatures that agree with what ``victim`` signed.
 
-        def domain(x: int) -> frozenset[int]:
-            return frozenset(cfg.neighbours(x)) | {x}
-
-        def statuses(view: ConsistencyRequest) -> dict[int, str]:
-            return {**dict.fromkeys(view.alive, "a"), **dict.fromkeys(view.dropped, "d")}
-
-        status: dict[int, str | None] = {z: None for z in domain(u)}
-        status.update(statuses(own))
+        Starting from the view the victim signed, take every honest neighbour whose own
+        signed view agrees with everything decided so far on its neighbourhood, then add
+        the corrupt neighbours (signing whatever completes the picture truthfully).
+        """
+        cfg = harness.config
+        signed_views = self._honest_signed_views(harness)
+        signatures = {peer: m.signature for peer, m in harness.received(3).items()
+                      if isinstance(m, ConsistencySignature)}
+        status: dict[int, _Status | None] = dict.fromkeys(_domain(cfg, victim))
+        status.update(_statuses(signed_views[victim]))
+        candidates = [peer for peer in signed_views[victim].alive
+                      if peer != victim and peer in cfg.neighbours(victim)]
         signers: list[int] = []
-        candidates = [x for x in own.alive if x != u and x in cfg.neighbours(u)]
-        for x in candidates:
-            if x in self.corrupt or x not in signed_views or x not in sigs:
+        for peer in candidates:
+            if peer in self.corrupt or peer not in signed_views or peer not in signatures:
                 continue
-            theirs = statuses(signed_views[x])
-            if all(status.get(z, theirs.get(z)) == theirs.get(z) for z in domain(x)):
-                for z in domain(x):
-                    status[z] = theirs.get(z)
-                signers.append(x)
-        truth = self._truth(h)
-        for x in candidates:
-            if x in self.corrupt:
-                for z in domain(x):
-                    if z not in status:
-                        status[z] = truth.get(z)
-                signers.append(x)
-        alive = _sorted([z for z, s in status.items() if s == "a"])
-        dropped = _sorted([z for z, s in status.items() if s == "d"])
+            theirs = _statuses(signed_views[peer])
+            region = _domain(cfg, peer)
+            if all(status.get(member, theirs.get(member)) == theirs.get(member)
+                   for member in region):
+                status.update({member: theirs.get(member) for member in region})
+                signers.append(peer)
+        truth = self._truth(harness)
+        for peer in candidates:
+            if peer in self.corrupt:
+                for member in _domain(cfg, peer):
+                    status.setdefault(member, truth.get(member))
+                signers.append(peer)
+        return self._signed_request(harness, status, signers, signatures)
+
+    def _honest_signed_views(self, harness: Harness) -> dict[int, ConsistencyRequest]:
+        """The round-2 request each honest client accepted (the view it then signed)."""
+        views: dict[int, ConsistencyRequest] = {}
+        for client in harness.config.cohort:
+            accepted = harness.accepted.get((client, 2))
+            if isinstance(accepted, ConsistencyRequest) and client in harness.honest:
+                views[client] = accepted
+        return views
+
+    def _signed_request(self, harness: Harness, status: dict[int, _Status | None],
+                        signers: list[int], signatures: dict[int, bytes]) -> ConsistencyRequest:
+        """A request for ``status`` carrying the signers' signatures (corrupt ones sign now)."""
+        alive = _sorted([z for z, s in status.items() if s is _Status.ALIVE])
+        dropped = _sorted([z for z, s in status.items() if s is _Status.DROPPED])
         entries = []
-        for x in sorted(signers):
-            if x in self.corrupt:
-                dom = domain(x)
-                entries.append((x, h.sign_view(x, [z for z in alive if z in dom],
-                                               [z for z in dropped if z in dom])))
+        for signer in sorted(signers):
+            if signer in self.corrupt:
+                region = _domain(harness.config, signer)
+                mine = ([z for z in alive if z in region], [z for z in dropped if z in region])
+                entries.append((signer, harness.sign_view(signer, *mine)))
             else:
-                entries.append((x, sigs[x]))
+                entries.append((signer, signatures[signer]))
         return ConsistencyRequest(alive, dropped, tuple(entries))
 
     @staticmethod
-    def _truth(h: Harness) -> dict[int, str]:
-        masked = {x for x, m in h.received(2).items() if isinstance(m, MaskedInput)}
-        shared = {x for x, m in h.received(1).items() if isinstance(m, ShareKeys)}
-        return {**dict.fromkeys(shared - masked, "d"), **dict.fromkeys(masked, "a")}
+    def _truth(harness: Harness) -> dict[int, _Status]:
+        """Who really sent a masked input (alive) and who shared keys but did not (dropped)."""
+        masked = {c for c, m in harness.received(2).items() if isinstance(m, MaskedInput)}
+        shared = {c for c, m in harness.received(1).items() if isinstance(m, ShareKeys)}
+        return {**dict.fromkeys(shared - masked, _Status.DROPPED),
+                **dict.fromkeys(masked, _Status.ALIVE)}
+
+
+class _Status(enum.Enum):
+    """A client's status in a survivor view."""
+
+    ALIVE = "alive"
+    DROPPED = "dropped"
+
+
+def _domain(cfg: SessionConfig, client: int) -> frozenset[int]:
+    """A client and its neighbours: the part of a view its signature covers."""
+    return frozenset(cfg.neighbours(client)) | {client}
+
+
+def _statuses(view: ConsistencyRequest) -> dict[int, _Status]:
+    return {**dict.fromkeys(view.alive, _Status.ALIVE),
+            **dict.fromkeys(view.dropped, _Status.DROPPED)}
 
 
 # --- S3: key substitution -----------------------------------------------------------------
@@ -409,9 +436,15 @@ class BadKeys(Attack):
             mine = next(e for e in m.entries if e.client_id == u)
             v, w = others[0], others[1]
 
-            def swap(cid: int, **changes: bytes) -> KeyBroadcast:
-                return KeyBroadcast(tuple(dataclasses.replace(e, **changes)
-                                          if e.client_id == cid else e for e in m.entries))
+            def swap(cid: int, *, enc_pk: bytes | None = None,
+                     mask_pk: bytes | None = None) -> KeyBroadcast:
+                def changed(e: KeyEntry) -> KeyEntry:
+                    return dataclasses.replace(
+                        e, enc_pk=e.enc_pk if enc_pk is None else enc_pk,
+                        mask_pk=e.mask_pk if mask_pk is None else mask_pk)
+
+                return KeyBroadcast(tuple(changed(e) if e.client_id == cid else e
+                                          for e in m.entries))
 
             high = bytes([*v.enc_pk[:31], v.enc_pk[31] | 0x80])
             out: list[Message | bytes] = [swap(v.client_id, enc_pk=k) for k in (*BAD_KEYS, high)]
