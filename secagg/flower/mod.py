@@ -49,7 +49,7 @@ from secagg.flower.common import (
     LEGACY_INS_PARAMETERS,
     RECORD_KEY,
     STATE_KEY,
-    K,
+    RecordField,
     SessionParams,
     Stage,
     encode_update,
@@ -117,7 +117,8 @@ class _Persisted:
 
     def to_record(self) -> ConfigRecord:
         return ConfigRecord({
-            K.CONFIG: self.config, K.CLIENT_ID: self.client_id, "seed": self.seed,
+            RecordField.CONFIG: self.config, RecordField.CLIENT_ID: self.client_id,
+            "seed": self.seed,
             "history": list(self.history),
             "next-stage": self.next_stage.value if self.next_stage else "",
             **self.params.to_record(),
@@ -127,8 +128,8 @@ class _Persisted:
     def from_record(cls, record: ConfigRecord) -> _Persisted:
         nxt = str(record.get("next-stage", ""))
         return cls(
-            config=bytes(get_field(record, K.CONFIG, bytes)),  # type: ignore[arg-type]
-            client_id=int(get_field(record, K.CLIENT_ID, int)),  # type: ignore[call-overload]
+            config=bytes(get_field(record, RecordField.CONFIG, bytes)),  # type: ignore[arg-type]
+            client_id=int(get_field(record, RecordField.CLIENT_ID, int)),  # type: ignore[call-overload]
             seed=bytes(get_field(record, "seed", bytes)),  # type: ignore[arg-type]
             params=SessionParams.from_record(record),
             history=[bytes(b) for b in record.get("history", [])],  # type: ignore[union-attr]
@@ -176,7 +177,7 @@ class SecAggPlusMod:
             )
         record = msg.content.config_records[RECORD_KEY]
         try:
-            stage = Stage(get_field(record, K.STAGE, str))
+            stage = Stage(get_field(record, RecordField.STAGE, str))
         except ValueError:
             raise ProtocolError("unknown secure-aggregation stage") from None
         out: bytes | None
@@ -186,16 +187,16 @@ class SecAggPlusMod:
             out = self._abort(record, ctxt)
         else:
             out = self._step(stage, msg, record, ctxt, call_next)
-        reply: dict[str, str | bytes] = {K.STAGE: stage.value}
+        reply: dict[str, str | bytes] = {RecordField.STAGE: stage.value}
         if out is not None:
-            reply[K.MESSAGE] = out
+            reply[RecordField.MESSAGE] = out
         return Message(RecordDict({RECORD_KEY: ConfigRecord(reply)}), reply_to=msg)
 
     # -- stages --------------------------------------------------------------------------
     def _advertise(self, record: ConfigRecord, ctxt: Context) -> bytes:
         """Stage 0: a new session (any earlier one is forgotten), fresh seed and keys."""
-        config_bytes = bytes(get_field(record, K.CONFIG, bytes))  # type: ignore[arg-type]
-        client_id = int(get_field(record, K.CLIENT_ID, int))  # type: ignore[call-overload]
+        config_bytes = bytes(get_field(record, RecordField.CONFIG, bytes))  # type: ignore[arg-type]
+        client_id = int(get_field(record, RecordField.CLIENT_ID, int))  # type: ignore[call-overload]
         params = SessionParams.from_record(record)
         config = SessionConfig.decode(config_bytes)
         if params.quantization(config.n).modulus != config.modulus:
@@ -216,7 +217,7 @@ class SecAggPlusMod:
         if state is None or state.next_stage is not stage:
             expected = state.next_stage.value if state and state.next_stage else "advertise-keys"
             raise ProtocolError(f"stage {stage.value} not expected (expected {expected})")
-        incoming = decode(bytes(get_field(record, K.MESSAGE, bytes)))  # type: ignore[arg-type]
+        incoming = decode(bytes(get_field(record, RecordField.MESSAGE, bytes)))  # type: ignore[arg-type]
         if not isinstance(incoming, _EXPECTED[stage]):
             raise ProtocolError(f"stage {stage.value} must carry a "
                                 f"{_EXPECTED[stage].__name__}")
@@ -243,7 +244,7 @@ class SecAggPlusMod:
 
     def _abort(self, record: ConfigRecord, ctxt: Context) -> None:
         """The server ended the session: forget every secret of it."""
-        raw = record.get(K.MESSAGE)
+        raw = record.get(RecordField.MESSAGE)
         if isinstance(raw, bytes) and not isinstance(decode(raw), Abort):
             raise ProtocolError("an abort stage must carry an Abort message")
         self._forget(ctxt)
