@@ -21,7 +21,7 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
@@ -187,7 +187,7 @@ def get_field(record: ConfigRecord, key: str, kind: type[_T]) -> _T:
     value = record[key]
     if type(value) is not kind:
         raise ProtocolError(f"field {key!r} must be of type {kind.__name__}")
-    return cast(_T, value)  # checked just above: exactly a ``kind``
+    return value
 
 
 # --------------------------------------------------------------------------- the model

@@ -413,7 +413,7 @@ class _FlowerChannel(ClientChannel):
     def deliver(self, driver: SessionDriver, round: Round, following: Round | None,
                 items: Iterable[tuple[int, bytes]]) -> None:
         node_of = self.failures.node_of
-        outgoing: dict[int, bytes | None] = {}
+        outgoing: dict[int, bytes] = {}
         for u, data in items:
             if following is not None and _is_abort(data):
                 self.pending_aborts[node_of[u]] = data
@@ -469,7 +469,7 @@ class _FlowerChannel(ClientChannel):
         """The protocol message of a node's reply; None (failure noted) for an error
         reply or one that is not this stage's."""
         if reply.has_error():
-            self.failures.note(node, stage, reply.error.reason)
+            self.failures.note(node, stage, str(reply.error.reason))
             return None
         record = reply.content.config_records.get(RECORD_KEY)
         try:
