@@ -194,10 +194,11 @@ class SessionDriver:
     Clients absent from ``clients`` (e.g. one that refused its configuration)
     simply never speak. ``channel`` delivers the server's messages (default:
     to the in-process ``clients``, one by one); a remote channel may leave
-    ``clients`` empty and post the replies it receives. After :meth:`run`, ``server_seconds`` is the time spent
-    inside server calls (decoding included), ``client_seconds`` the time each
-    client spent computing, ``refusals`` the last refusal of each client and
-    ``server_refusals`` every (round, client, reason) the server refused.
+    ``clients`` empty and post the replies it receives. After :meth:`run`,
+    ``server_seconds`` is the time spent inside server calls (decoding
+    included), ``client_seconds`` the time each client spent computing,
+    ``refusals`` the last refusal of each client and ``server_refusals`` every
+    (round, client, reason) the server refused.
     """
 
     def __init__(self, server: ServerProtocol, clients: Mapping[int, ClientEndpoint], *,
