@@ -9,7 +9,7 @@ state machines decide everything; the driver encodes every message to its
 canonical bytes and decodes it on the other side (exactly what a transport does),
 so byte counts are real and the codec is exercised.
 
-Three things plug in:
+Four things plug in:
 
 * :class:`SessionObserver` — sees every message as bytes (what a client produced,
   what reached the server, what was sent down), every refusal, every closed round.
@@ -20,6 +20,13 @@ Three things plug in:
   closes, and what is actually sent when a round closes (dropped, replayed,
   re-addressed, replaced or invented messages). The honest default delivers
   everything as produced.
+* :class:`ClientChannel` — how the server's messages reach the clients and their
+  replies come back. The base hands each message to an in-process endpoint
+  (:meth:`~secagg.client.ClientProtocol.handle`) the moment it is sent; a remote
+  channel (the Flower adapter's) sends a round's messages as one batch and
+  posts the replies back as bytes. An ``authenticated`` channel vouches for who
+  sent each reply, so the driver refuses a message of the wrong round or one
+  that names another client as its sender.
 * a dropout schedule — :class:`~secagg.rounds.Round` (or its public label) to
   client ids: a client scheduled at round r sends nothing from round r on and
   stops reading the server. ConsistencyCheck in a semi-honest session means
@@ -35,7 +42,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from secagg.config import Mode
@@ -45,6 +52,7 @@ from secagg.rounds import Round, decode_client, decode_server, effective_round, 
 from secagg.server import ServerProtocol, ServerState
 
 __all__ = [
+    "ClientChannel",
     "ClientEndpoint",
     "DropoutSchedule",
     "Relay",
@@ -119,6 +127,49 @@ class Relay:
         return [(u, m.encode()) for u, m in sorted(honest.items())]
 
 
+class ClientChannel:
+    """How the driver reaches the clients; this base calls in-process endpoints one by one.
+
+    Why pluggable: the round logic (what the server receives, when a round
+    closes, what is sent and to whom) is the same whether the clients are
+    objects in this process or Flower nodes behind a grid; only the delivery
+    differs. A channel gets the driver, so it can hand each reply back
+    (:meth:`SessionDriver.post` for a message object, :meth:`SessionDriver.post_bytes`
+    for bytes off a wire) and report what the driver should know.
+    """
+
+    #: Replies come with a sender identity the channel vouches for (a node id, a
+    #: transport session): the driver then refuses a reply of another round or one
+    #: that names another client as its sender. In-process, a relay may re-address
+    #: messages on purpose (attacks), so the base is not authenticated.
+    authenticated: bool = False
+
+    def open(self, driver: SessionDriver, round: Round, client_ids: Sequence[int]) -> None:
+        """Start ``client_ids`` (cohort order): each sends its first message, ``round``'s."""
+        for u in client_ids:
+            client = driver.clients.get(u)
+            if client is None:
+                continue
+            t0 = time.perf_counter()
+            message = client.start()
+            driver.bill(u, t0)
+            driver.post(u, message)
+
+    def deliver(self, driver: SessionDriver, round: Round, following: Round | None,
+                items: Iterable[tuple[int, bytes]]) -> None:
+        """Send each (client, bytes) of ``items`` (sent after ``round``; ``following`` is
+        the next round, None when none follows); a client answers right after its message.
+
+        ``items`` is lazy: the driver reports each message sent as it is drawn, so the
+        observers see "sent to u, u answered" in order for an in-process client.
+        """
+        for u, data in items:
+            if u in driver.clients:
+                reply = driver.to_client(round, u, data)
+                if reply is not None:
+                    driver.post(u, reply)
+
+
 def drop_rounds(schedule: DropoutSchedule | None, mode: Mode,
                 cohort: Iterable[int]) -> dict[int, Round]:
     """Client id -> the round it stops at, from a schedule keyed by :class:`Round` or label.
@@ -141,16 +192,20 @@ class SessionDriver:
     """Runs one session of ``server`` with ``clients`` (id -> endpoint), round by round.
 
     Clients absent from ``clients`` (e.g. one that refused its configuration)
-    simply never speak. After :meth:`run`, ``server_seconds`` is the time spent
-    inside server calls (decoding included), ``client_seconds`` the time each
-    client spent computing, ``refusals`` the last refusal of each client and
-    ``server_refusals`` every (round, client, reason) the server refused.
+    simply never speak. ``channel`` delivers the server's messages (default:
+    to the in-process ``clients``, one by one); a remote channel may leave
+    ``clients`` empty and post the replies it receives. After :meth:`run`,
+    ``server_seconds`` is the time spent inside server calls (decoding
+    included), ``client_seconds`` the time each client spent computing,
+    ``refusals`` the last refusal of each client and ``server_refusals`` every
+    (round, client, reason) the server refused.
     """
 
     def __init__(self, server: ServerProtocol, clients: Mapping[int, ClientEndpoint], *,
                  dropouts: DropoutSchedule | None = None,
                  relay: Relay | None = None,
                  observers: Iterable[SessionObserver] = (),
+                 channel: ClientChannel | None = None,
                  strict: bool = False) -> None:
         self.server = server
         self.clients = clients
@@ -159,6 +214,7 @@ class SessionDriver:
         self.drop_at = drop_rounds(dropouts, self.config.mode, self.config.cohort)
         self.relay = relay if relay is not None else Relay()
         self.observers = list(observers)
+        self.channel = channel if channel is not None else ClientChannel()
         #: refusals raise instead of being recorded (tests that step a session by hand)
         self.strict = strict
         self.server_seconds = 0.0
@@ -200,14 +256,7 @@ class SessionDriver:
     def start(self) -> None:
         """Round 0: every client that does not drop at advertising sends its keys."""
         first = self.rounds[0]
-        for u in self.config.cohort:
-            client = self.clients.get(u)
-            if client is None or not self.listens(u, first):
-                continue
-            t0 = time.perf_counter()
-            message = client.start()
-            self._bill(u, t0)
-            self._send(u, message)
+        self.channel.open(self, first, [u for u in self.config.cohort if self.listens(u, first)])
 
     def play_round(self, round: Round) -> dict[int, ServerMessage]:
         """Hand the queued messages to the server, close ``round``, send the answers down."""
@@ -228,7 +277,7 @@ class SessionDriver:
             obs.on_up(round, client_id, data)
         t0 = time.perf_counter()
         try:
-            self.server.receive(decode_client(data))
+            self.server.receive(self._decode_up(round, client_id, data))
         except ProtocolError as exc:
             self.server_refusals.append((round, client_id, str(exc)))
             for obs in self.observers:
@@ -239,6 +288,16 @@ class SessionDriver:
         finally:
             self.server_seconds += time.perf_counter() - t0
         return True
+
+    def _decode_up(self, round: Round, client_id: int, data: bytes) -> ClientMessage:
+        """A client message as the server takes it; an authenticated channel's must be
+        of ``round`` and name the client it came from."""
+        if not self.channel.authenticated:
+            return decode_client(data)
+        message = decode_client(data, round)
+        if message.sender != client_id:
+            raise ProtocolError("the message names another client as its sender")
+        return message
 
     def close(self, round: Round) -> dict[int, ServerMessage]:
         """Close ``round`` if the server is collecting it; its answers (empty otherwise)."""
@@ -252,15 +311,19 @@ class SessionDriver:
         return outgoing
 
     def send_down(self, round: Round, items: Iterable[tuple[int, bytes]]) -> None:
-        """Send each (client, bytes) after ``round``; a listening client answers at once."""
+        """Send each (client, bytes) after ``round`` through the channel; a client that
+        still listens gets its message (and an in-process one answers at once)."""
         following = None if self.ended else self.next_round(round)
+        self.channel.deliver(self, round, following, self._sent(round, following, items))
+
+    def _sent(self, round: Round, following: Round | None,
+              items: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
+        """``items`` as they are sent (observers told), less those for clients gone."""
         for u, data in items:
             for obs in self.observers:
                 obs.on_down(round, u, data)
-            if u in self.clients and self.listens(u, following):
-                reply = self.to_client(round, u, data)
-                if reply is not None:
-                    self._send(u, reply)
+            if self.listens(u, following):
+                yield u, data
 
     def to_client(self, round: Round, client_id: int, data: bytes) -> ClientMessage | None:
         """Hand one server message (sent after ``round``) to a client; its reply, if any.
@@ -273,19 +336,19 @@ class SessionDriver:
             message = decode_server(data)
             reply = client.handle(message)
         except ProtocolError as exc:
-            self._bill(client_id, t0)
+            self.bill(client_id, t0)
             self.refusals[client_id] = str(exc)
             for obs in self.observers:
                 obs.on_refusal(round, client_id, exc)
             if self.strict:
                 raise
             return None
-        self._bill(client_id, t0)
+        self.bill(client_id, t0)
         for obs in self.observers:
             obs.on_delivered(round, client_id, message, reply)
         return reply
 
-    def _send(self, u: int, message: ClientMessage) -> None:
+    def post(self, u: int, message: ClientMessage) -> None:
         """Queue a client's message for the round it belongs to, through the relay."""
         round = Round.of_client_message(message)
         data = message.encode()
@@ -293,5 +356,17 @@ class SessionDriver:
             obs.on_reply(round, u, data)
         self._queued[round].extend((u, d) for d in self.relay.upload(round, u, message, data))
 
-    def _bill(self, u: int, t0: float) -> None:
+    def post_bytes(self, round: Round, u: int, data: bytes) -> None:
+        """Queue ``data``, received from client ``u`` over a wire as its ``round`` message.
+
+        Decoded once, by the server side (:meth:`to_server`); the relay's
+        :meth:`Relay.upload` (which rewrites message objects in process) is not
+        applied, :meth:`Relay.admit` still is.
+        """
+        for obs in self.observers:
+            obs.on_reply(round, u, data)
+        self._queued[round].append((u, data))
+
+    def bill(self, u: int, t0: float) -> None:
+        """Charge client ``u`` the time since ``t0`` (its computing time)."""
         self.client_seconds[u] = self.client_seconds.get(u, 0.0) + time.perf_counter() - t0

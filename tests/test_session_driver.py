@@ -14,7 +14,7 @@ from secagg.errors import ConfigError, ProtocolError
 from secagg.messages import ClientMessage, MaskedInput, ServerMessage
 from secagg.rounds import Round, decode_client, decode_server
 from secagg.server import ServerProtocol, ServerState
-from secagg.session import Relay, SessionDriver, SessionObserver, drop_rounds
+from secagg.session import ClientChannel, Relay, SessionDriver, SessionObserver, drop_rounds
 from tests.conftest import plaintext_sum, random_inputs, sums_equal
 
 N = 10
@@ -206,3 +206,62 @@ def test_masked_input_messages_reach_the_server_once_per_client() -> None:
     masked = [decode_client(d) for _, r, _, d in log.of("up") if r is Round.MASKED_INPUT]
     assert all(isinstance(m, MaskedInput) for m in masked)
     assert sorted(m.sender for m in masked) == list(range(1, N + 1))
+
+
+class Batched(ClientChannel):
+    """A remote-style channel: each round's messages go out as one batch, the replies come
+    back as bytes (as over Flower's grid); ``swap`` posts client 7's masked input as 8's."""
+
+    authenticated = True
+
+    def __init__(self, clients: Mapping[int, ClientProtocol], swap: bool = False) -> None:
+        self.remote = clients
+        self.swap = swap
+        self.batches: list[tuple[Round | None, list[int]]] = []
+
+    def open(self, driver: SessionDriver, round: Round, client_ids: Sequence[int]) -> None:
+        self.batches.append((round, list(client_ids)))
+        for u in client_ids:
+            driver.post_bytes(round, u, self.remote[u].start().encode())
+
+    def deliver(self, driver: SessionDriver, round: Round, following: Round | None,
+                items: Iterable[tuple[int, bytes]]) -> None:
+        batch = list(items)  # drawn in full before anything is handed out
+        self.batches.append((following, [u for u, _ in batch]))
+        for u, data in batch:
+            reply = self.remote[u].handle(decode_server(data))
+            if reply is not None and following is not None:
+                sender = 8 if self.swap and u == 7 and following is Round.MASKED_INPUT else u
+                driver.post_bytes(following, sender, reply.encode())
+
+
+def batched_run(swap: bool) -> tuple[SessionDriver, Batched, Log, dict[int, np.ndarray]]:
+    cfg = config()
+    inputs = random_inputs(cfg, 3)
+    channel = Batched({u: ClientProtocol(cfg, u, inputs[u]) for u in cfg.cohort}, swap)
+    log = Log()
+    driver = SessionDriver(ServerProtocol(cfg, threads=1), {}, observers=[log],
+                           channel=channel).run()
+    return driver, channel, log, inputs
+
+
+def test_a_batching_channel_runs_the_same_session_with_no_local_clients() -> None:
+    driver, channel, log, inputs = batched_run(swap=False)
+    result = driver.server.result
+    assert result is not None and list(result.included) == list(range(1, N + 1))
+    assert sums_equal(result.sum, plaintext_sum(inputs, result.included, (1 << 32), 8))
+    # one batch per round: open, then after each closed round (empty after unmasking)
+    assert channel.batches == [(r, list(range(1, N + 1))) for r in (
+        Round.ADVERTISE_KEYS, Round.SHARE_KEYS, Round.MASKED_INPUT, Round.UNMASKING)] + [
+        (None, [])]
+    assert len(log.of("reply")) == len(log.of("up")) == 4 * N
+    assert not log.server_refusals
+
+
+def test_an_authenticated_channel_refuses_a_message_naming_another_sender() -> None:
+    driver, _, log, _ = batched_run(swap=True)
+    # client 7's masked input arrives as 8's: refused; 8's own copy is a duplicate
+    assert [(r, u) for r, u, _ in log.server_refusals] == [(Round.MASKED_INPUT, 8)]
+    assert "another client as its sender" in log.server_refusals[0][2]
+    result = driver.server.result
+    assert result is not None and 7 not in result.included and 8 in result.included

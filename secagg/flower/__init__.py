@@ -30,16 +30,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from secagg.flower.common import RECORD_KEY, SessionParams, Stage  # noqa: E402
 from secagg.flower.inprocess import InProcessGrid, run_inprocess  # noqa: E402
 from secagg.flower.mod import SecAggPlusMod, secaggplus_mod  # noqa: E402
-from secagg.flower.workflow import SecAggGrid, SecAggPlusWorkflow, SessionOutcome  # noqa: E402
+from secagg.flower.workflow import FlowerRoundOutcome, SecAggGrid, SecAggPlusWorkflow  # noqa: E402
 
 __all__ = [
     "RECORD_KEY",
     "FlowerNotInstalledError",
+    "FlowerRoundOutcome",
     "InProcessGrid",
     "SecAggGrid",
     "SecAggPlusMod",
     "SecAggPlusWorkflow",
-    "SessionOutcome",
     "SessionParams",
     "Stage",
     "run_inprocess",

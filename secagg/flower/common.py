@@ -21,6 +21,7 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
@@ -39,14 +40,15 @@ from secagg.quantize import (
 from secagg.rounds import Round
 from secagg.wire import Writer
 
+_T = TypeVar("_T", bool, bytes, float, int, str)
+
 #: Key of the ConfigRecord carrying our stage and message in every secure-aggregation
 #: Flower message (both directions).
 RECORD_KEY = "secagg"
 #: Key of the client's persisted protocol state in ``Context.state.config_records``.
 STATE_KEY = "secagg.client"
-#: The legacy (FitIns/FitRes) path stores the global model and the update under these.
+#: The legacy (FitIns) path stores the global model under this key.
 LEGACY_INS_PARAMETERS = "fitins.parameters"
-LEGACY_RES_PARAMETERS = "fitres.parameters"
 #: Domain-separation prefix of the Flower adapter's hashes and its state DRBG
 #: (spec §20.2, §20.4); disjoint from every label of ``secagg.crypto.labels``.
 LABEL_PREFIX = b"secagg/v1/flower/"
@@ -81,8 +83,8 @@ class Stage(enum.Enum):
 _STAGE_LABELS = {"advertise-keys": Round.ADVERTISE_KEYS.label}
 
 
-class K:
-    """Field names inside the :data:`RECORD_KEY` ConfigRecord."""
+class RecordField:
+    """Field names inside the :data:`RECORD_KEY` ConfigRecord (both directions)."""
 
     STAGE = "stage"
     MESSAGE = "message"
@@ -148,25 +150,28 @@ class SessionParams:
 
     def to_record(self) -> dict[str, float | int | str | list[str]]:
         """The fields of the first stage's ConfigRecord."""
+        f = RecordField
         return {
-            K.CLIP: float(self.clip), K.BITS: self.bits, K.MAX_WEIGHT: self.max_weight,
-            K.MODULUS_BITS: self.modulus_bits, K.METRIC_KEYS: list(self.metric_keys),
-            K.METRICS_RANGE: float(self.metrics_range), K.WEIGHT_KEY: self.weight_key,
+            f.CLIP: float(self.clip), f.BITS: self.bits, f.MAX_WEIGHT: self.max_weight,
+            f.MODULUS_BITS: self.modulus_bits, f.METRIC_KEYS: list(self.metric_keys),
+            f.METRICS_RANGE: float(self.metrics_range), f.WEIGHT_KEY: self.weight_key,
         }
 
     @classmethod
     def from_record(cls, record: ConfigRecord) -> SessionParams:
         """Inverse of :meth:`to_record`; malformed fields are refused (ProtocolError)."""
-        keys = record.get(K.METRIC_KEYS, [])
+        f = RecordField
+        keys = record.get(f.METRIC_KEYS, [])
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ProtocolError("metric keys must be a list of strings")
         try:
             return cls(
-                clip=_typed(record, K.CLIP, float), bits=_typed(record, K.BITS, int),
-                max_weight=_typed(record, K.MAX_WEIGHT, int),
-                modulus_bits=_typed(record, K.MODULUS_BITS, int),
-                metric_keys=tuple(keys), metrics_range=_typed(record, K.METRICS_RANGE, float),
-                weight_key=_typed(record, K.WEIGHT_KEY, str),
+                clip=get_field(record, f.CLIP, float), bits=get_field(record, f.BITS, int),
+                max_weight=get_field(record, f.MAX_WEIGHT, int),
+                modulus_bits=get_field(record, f.MODULUS_BITS, int),
+                metric_keys=tuple(str(k) for k in keys),
+                metrics_range=get_field(record, f.METRICS_RANGE, float),
+                weight_key=get_field(record, f.WEIGHT_KEY, str),
             )
         except ConfigError as exc:
             raise ProtocolError(f"unusable session parameters: {exc}") from None
@@ -176,7 +181,7 @@ class SessionParams:
         return layout.size + len(self.metric_keys) + self.quantization(1).dim_overhead
 
 
-def _typed(record: ConfigRecord, key: str, kind: type) -> object:
+def get_field(record: ConfigRecord, key: str, kind: type[_T]) -> _T:
     """``record[key]`` if present and exactly of type ``kind`` (bool is not an int)."""
     if key not in record:
         raise ProtocolError(f"field {key!r} is missing")
@@ -184,11 +189,6 @@ def _typed(record: ConfigRecord, key: str, kind: type) -> object:
     if type(value) is not kind:
         raise ProtocolError(f"field {key!r} must be of type {kind.__name__}")
     return value
-
-
-def get_field(record: ConfigRecord, key: str, kind: type) -> object:
-    """Public form of :func:`_typed` for the mod and the workflow."""
-    return _typed(record, key, kind)
 
 
 # --------------------------------------------------------------------------- the model

@@ -32,10 +32,11 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, ConfigRecordValues, Context, Message, MessageType, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import Code, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
@@ -50,7 +51,7 @@ from secagg.flower.common import (
     LEGACY_INS_PARAMETERS,
     RECORD_KEY,
     STATE_KEY,
-    K,
+    RecordField,
     SessionParams,
     Stage,
     encode_update,
@@ -60,19 +61,11 @@ from secagg.flower.common import (
     model_record,
     task_hash,
 )
-from secagg.messages import (
-    Abort,
-    CiphertextBundle,
-    KeyBroadcast,
-    UnmaskRequest,
-    decode,
-)
-from secagg.messages import (
-    Message as ProtocolMessage,
-)
+from secagg.messages import Abort, CiphertextBundle, KeyBroadcast, UnmaskRequest, decode
+from secagg.rounds import decode_server
 
 SEED_LEN = 32
-_EXPECTED: dict[Stage, type[ProtocolMessage]] = {
+_EXPECTED: dict[Stage, type[KeyBroadcast | CiphertextBundle | UnmaskRequest]] = {
     Stage.SHARE_KEYS: KeyBroadcast,
     Stage.MASKED_INPUT: CiphertextBundle,
     Stage.UNMASK: UnmaskRequest,
@@ -118,7 +111,8 @@ class _Persisted:
 
     def to_record(self) -> ConfigRecord:
         return ConfigRecord({
-            K.CONFIG: self.config, K.CLIENT_ID: self.client_id, "seed": self.seed,
+            RecordField.CONFIG: self.config, RecordField.CLIENT_ID: self.client_id,
+            "seed": self.seed,
             "history": list(self.history),
             "next-stage": self.next_stage.value if self.next_stage else "",
             **self.params.to_record(),
@@ -128,13 +122,21 @@ class _Persisted:
     def from_record(cls, record: ConfigRecord) -> _Persisted:
         nxt = str(record.get("next-stage", ""))
         return cls(
-            config=bytes(get_field(record, K.CONFIG, bytes)),  # type: ignore[arg-type]
-            client_id=int(get_field(record, K.CLIENT_ID, int)),  # type: ignore[call-overload]
-            seed=bytes(get_field(record, "seed", bytes)),  # type: ignore[arg-type]
+            config=get_field(record, RecordField.CONFIG, bytes),
+            client_id=get_field(record, RecordField.CLIENT_ID, int),
+            seed=get_field(record, "seed", bytes),
             params=SessionParams.from_record(record),
-            history=[bytes(b) for b in record.get("history", [])],  # type: ignore[union-attr]
+            history=_history(record),
             next_stage=Stage(nxt) if nxt else None,
         )
+
+
+def _history(record: ConfigRecord) -> list[bytes]:
+    """The accepted server messages of a persisted state (a list of bytes, or refused)."""
+    history = record.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(b, bytes) for b in history):
+        raise ProtocolError("the persisted session history is malformed")
+    return [b for b in history if isinstance(b, bytes)]
 
 
 class SecAggPlusMod:
@@ -163,7 +165,8 @@ class SecAggPlusMod:
         return {"min_cohort": self.min_cohort, "cache": self.cache}
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self.__init__(**state)  # type: ignore[misc, arg-type]
+        # re-run __init__ on the unpickled instance, so the policy's checks apply again
+        self.__init__(**state)  # type: ignore[misc]  # mypy refuses explicit __init__ calls
 
     # -- entry point ---------------------------------------------------------------------
     def __call__(self, msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
@@ -177,26 +180,26 @@ class SecAggPlusMod:
             )
         record = msg.content.config_records[RECORD_KEY]
         try:
-            stage = Stage(get_field(record, K.STAGE, str))
+            stage = Stage(get_field(record, RecordField.STAGE, str))
         except ValueError:
             raise ProtocolError("unknown secure-aggregation stage") from None
-        out: bytes | None
+        out: bytes | None = None
         if stage is Stage.ADVERTISE_KEYS:
             out = self._advertise(record, ctxt)
         elif stage is Stage.ABORT:
-            out = self._abort(record, ctxt)
+            self._abort(record, ctxt)
         else:
             out = self._step(stage, msg, record, ctxt, call_next)
-        reply: dict[str, str | bytes] = {K.STAGE: stage.value}
+        reply: dict[str, ConfigRecordValues] = {RecordField.STAGE: stage.value}
         if out is not None:
-            reply[K.MESSAGE] = out
+            reply[RecordField.MESSAGE] = out
         return Message(RecordDict({RECORD_KEY: ConfigRecord(reply)}), reply_to=msg)
 
     # -- stages --------------------------------------------------------------------------
     def _advertise(self, record: ConfigRecord, ctxt: Context) -> bytes:
         """Stage 0: a new session (any earlier one is forgotten), fresh seed and keys."""
-        config_bytes = bytes(get_field(record, K.CONFIG, bytes))  # type: ignore[arg-type]
-        client_id = int(get_field(record, K.CLIENT_ID, int))  # type: ignore[call-overload]
+        config_bytes = get_field(record, RecordField.CONFIG, bytes)
+        client_id = get_field(record, RecordField.CLIENT_ID, int)
         params = SessionParams.from_record(record)
         config = SessionConfig.decode(config_bytes)
         if params.quantization(config.n).modulus != config.modulus:
@@ -217,7 +220,7 @@ class SecAggPlusMod:
         if state is None or state.next_stage is not stage:
             expected = state.next_stage.value if state and state.next_stage else "advertise-keys"
             raise ProtocolError(f"stage {stage.value} not expected (expected {expected})")
-        incoming = decode(bytes(get_field(record, K.MESSAGE, bytes)))  # type: ignore[arg-type]
+        incoming = decode(get_field(record, RecordField.MESSAGE, bytes))
         if not isinstance(incoming, _EXPECTED[stage]):
             raise ProtocolError(f"stage {stage.value} must carry a "
                                 f"{_EXPECTED[stage].__name__}")
@@ -244,12 +247,11 @@ class SecAggPlusMod:
 
     def _abort(self, record: ConfigRecord, ctxt: Context) -> None:
         """The server ended the session: forget every secret of it."""
-        raw = record.get(K.MESSAGE)
+        raw = record.get(RecordField.MESSAGE)
         if isinstance(raw, bytes) and not isinstance(decode(raw), Abort):
             raise ProtocolError("an abort stage must carry an Abort message")
         self._forget(ctxt)
         ctxt.state.config_records[STATE_KEY] = ConfigRecord({"next-stage": ""})
-        return None
 
     # -- training ------------------------------------------------------------------------
     def _train(self, msg: Message, ctxt: Context, call_next: ClientAppCallable,
@@ -266,6 +268,8 @@ class SecAggPlusMod:
             raise ProtocolError("the session's vector length does not match the model")
         del content.config_records[RECORD_KEY]  # the training function sees Flower's own
         legacy = LEGACY_INS_PARAMETERS in content.array_records
+        weight: object
+        metrics: Mapping[str, object]
         out = call_next(msg, ctxt)
         if out.has_error():
             raise ProtocolError(f"local training failed: {out.error.reason}")
@@ -299,7 +303,7 @@ class SecAggPlusMod:
                                   entropy=_SessionEntropy(state.seed), min_cohort=self.min_cohort)
         protocol.start()
         for raw in state.history:
-            protocol.handle(decode(raw))  # type: ignore[arg-type]
+            protocol.handle(decode_server(raw))  # accepted before: a server message
         return protocol
 
     def _cached(self, ctxt: Context, config: SessionConfig,
@@ -343,7 +347,7 @@ def _node_key(ctxt: Context) -> tuple[int, int]:
 
 
 def _message_reply(content: RecordDict,
-                   weight_key: str) -> tuple[list[np.ndarray], object, dict[str, object]]:
+                   weight_key: str) -> tuple[list[np.ndarray], object, Mapping[str, object]]:
     """Arrays, example count and metrics of a message-API training reply."""
     if len(content.array_records) != 1 or len(content.metric_records) != 1:
         raise ConfigError("a training reply must carry exactly one ArrayRecord and one "

@@ -30,7 +30,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import cast
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    ConfigRecordValues,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+)
 from flwr.app import RecordDict as FlowerRecordDict
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.compat.common import recorddict_compat as compat
@@ -47,7 +56,7 @@ from secagg.errors import ConfigError, ProtocolError
 from secagg.flower.common import (
     RECORD_KEY,
     DecodedAggregate,
-    K,
+    RecordField,
     SessionParams,
     Stage,
     bits_of_range,
@@ -59,21 +68,23 @@ from secagg.flower.common import (
     task_hash,
 )
 from secagg.graph import GraphKind
-from secagg.messages import Abort
+from secagg.messages import MAGIC, Abort, ServerMessage
 from secagg.messages import Message as ProtocolMessage
-from secagg.quantize import safe_modulus_bits
-from secagg.rounds import SEMI_HONEST_ROUNDS, decode_client
+from secagg.messages import MessageType as WireType
+from secagg.quantize import Layout, safe_modulus_bits
+from secagg.rounds import Round
 from secagg.server import ServerProtocol, ServerState
+from secagg.session import ClientChannel, Relay, SessionDriver, SessionObserver
 
 logger = logging.getLogger("secagg.flower")
 
-#: The stages of a session, in protocol order (the adapter runs semi-honest rounds).
-_ORDER = tuple(Stage.of(r) for r in SEMI_HONEST_ROUNDS)
+#: Offset of the type code in an encoded message: after the magic and the version (spec §7.2).
+_TYPE_OFFSET = len(MAGIC) + 1
 
 
 @dataclass(frozen=True, eq=False)
-class SessionOutcome:
-    """What one session produced, in Flower node ids.
+class FlowerRoundOutcome:
+    """What one session (one FL round's secure aggregation) produced, in Flower node ids.
 
     ``aggregate`` is None when the session aborted (``abort_reason`` says why);
     ``failures`` lists, per node, why it was left out (error reply, refused or
@@ -184,7 +195,7 @@ class SecAggPlusWorkflow:
         self.weighted_by_key = weighted_by_key
         self.threads = threads
         #: every session's outcome, in order (for logs, tests and benchmarks)
-        self.outcomes: list[SessionOutcome] = []
+        self.outcomes: list[FlowerRoundOutcome] = []
         self.params(max(self.min_cohort, 3))  # refuse bad clip, levels, metric keys now
 
     # read-only views of the settings, kept for callers of the former attributes
@@ -294,11 +305,14 @@ class SecAggPlusWorkflow:
     # -- one session --------------------------------------------------------------------------
     def run_session(self, grid: Grid, contents: Mapping[int, FlowerRecordDict], *,
                     server_round: int, message_type: str = MessageType.TRAIN,
-                    group_id: str = "") -> SessionOutcome:
+                    group_id: str = "") -> FlowerRoundOutcome:
         """Run one session with the nodes of ``contents`` (node id -> training instruction).
 
         Every instruction must carry the same global model. Raises ConfigError for
-        a configuration that is unsafe for this sample; an abort is an outcome.
+        a configuration that is unsafe for this sample; an abort is an outcome. The
+        rounds are played by :class:`~secagg.session.SessionDriver`, as everywhere
+        else; this adapter supplies the Flower channel, the failure log and the
+        :meth:`_outgoing` hook.
         """
         nodes = sorted(contents)
         n = len(nodes)
@@ -318,49 +332,37 @@ class SecAggPlusWorkflow:
             round_index=server_round, task_hash=task_hash(params, hashes.pop()),
         )
         server = ServerProtocol(config, threads=self.threads)
-        exchange = _Exchange(self, grid, ids, message_type, group_id)
-        first = {K.CONFIG: config.encode(), **params.to_record()}
-        outgoing: dict[int, bytes | None] = dict.fromkeys(nodes)
-        for stage in _ORDER:
-            extra = contents if stage is Stage.MASKED_INPUT else None
-            replies = exchange.send(stage, outgoing, first if stage is Stage.ADVERTISE_KEYS
-                                    else None, extra)
-            for node, payload in replies.items():
-                exchange.absorb(server, stage, node, payload)
-            messages = server.close_round()
-            if server.state is ServerState.ABORTED:
-                exchange.send(Stage.ABORT, {exchange.node_of[u]: m.encode()
-                                            for u, m in messages.items()}, None, None)
-                outcome = SessionOutcome(None, (), tuple(nodes), server.abort_reason,
-                                         tuple(exchange.failures), config)
-                self.outcomes.append(outcome)
-                self._log_failures(outcome)
-                return outcome
-            aborts = {exchange.node_of[u]: m.encode() for u, m in messages.items()
-                      if isinstance(m, Abort)}
-            if aborts:  # excluded clients: told with the next stage's batch (no extra trip)
-                exchange.pending_aborts.update(aborts)
-            outgoing = {exchange.node_of[u]: self._outgoing(stage, u, m).encode()
-                        for u, m in messages.items() if not isinstance(m, Abort)}
-        if exchange.pending_aborts:
-            exchange.send(Stage.ABORT, {}, None, None)
-        result = server.result
-        assert result is not None and server.state is ServerState.DONE
-        included = tuple(exchange.node_of[u] for u in result.included)
-        aggregate = decode_aggregate(result.sum, params, layout, n, len(result.included))
-        dropped = tuple(sorted(set(nodes) - set(included)))
-        logger.info("secure aggregation: %d of %d clients included, total weight %d",
-                    len(included), n, aggregate.total_weight)
-        outcome = SessionOutcome(aggregate, included, dropped, None, tuple(exchange.failures),
-                                 config)
+        failures = _FailureLog({u: node for node, u in ids.items()})
+        first: dict[str, ConfigRecordValues] = {RecordField.CONFIG: config.encode(),
+                                                 **params.to_record()}
+        channel = _FlowerChannel(grid, ids, contents, first, failures,
+                                 message_type=message_type, group_id=group_id,
+                                 timeout=self.timeout)
+        SessionDriver(server, {}, relay=_OutgoingHook(self), observers=[failures],
+                      channel=channel).run()
+        outcome = self._outcome(server, nodes, failures, config, params, layout)
         self.outcomes.append(outcome)
-        self._log_failures(outcome)
+        for failure in outcome.failures:
+            logger.warning("secure aggregation left out %s", failure)
         return outcome
 
     @staticmethod
-    def _log_failures(outcome: SessionOutcome) -> None:
-        for failure in outcome.failures:
-            logger.warning("secure aggregation left out %s", failure)
+    def _outcome(server: ServerProtocol, nodes: Sequence[int], failures: _FailureLog,
+                 config: SessionConfig, params: SessionParams,
+                 layout: Layout) -> FlowerRoundOutcome:
+        """The finished (or aborted) session in node ids, the aggregate decoded."""
+        result = server.result
+        if server.state is not ServerState.DONE or result is None:
+            return FlowerRoundOutcome(None, (), tuple(nodes), server.abort_reason,
+                                      tuple(failures.lines), config)
+        included = tuple(failures.node_of[u] for u in result.included)
+        aggregate = decode_aggregate(result.sum, params, layout, len(nodes),
+                                     len(result.included))
+        dropped = tuple(sorted(set(nodes) - set(included)))
+        logger.info("secure aggregation: %d of %d clients included, total weight %d",
+                    len(included), len(nodes), aggregate.total_weight)
+        return FlowerRoundOutcome(aggregate, included, dropped, None, tuple(failures.lines),
+                                  config)
 
     def _outgoing(self, stage: Stage, client_id: int, message: ProtocolMessage
                   ) -> ProtocolMessage:
@@ -373,74 +375,146 @@ class SecAggPlusWorkflow:
         return message
 
 
-class _Exchange:
-    """Sends one stage's Flower messages and collects the protocol messages replied."""
+class _OutgoingHook(Relay):
+    """The driver's relay for the workflow: every message but an Abort passes through
+    :meth:`SecAggPlusWorkflow._outgoing` (the attack tests' override point)."""
 
-    def __init__(self, workflow: SecAggPlusWorkflow, grid: Grid, ids: dict[int, int],
-                 message_type: str, group_id: str) -> None:
+    def __init__(self, workflow: SecAggPlusWorkflow) -> None:
         self.workflow = workflow
+
+    def download(self, round: Round, honest: Mapping[int, ServerMessage]
+                 ) -> Iterable[tuple[int, bytes]]:
+        stage = Stage.of(round)
+        return [(u, (m if isinstance(m, Abort)
+                     else self.workflow._outgoing(stage, u, m)).encode())
+                for u, m in sorted(honest.items())]
+
+
+class _FailureLog(SessionObserver):
+    """Why each node was left out, one line each, in order: for the logs and the
+    strategy's failure list. The channel notes transport failures (error replies,
+    unusable or missing replies); the driver reports the server's refusals."""
+
+    def __init__(self, node_of: Mapping[int, int]) -> None:
+        self.node_of = node_of
+        self.lines: list[str] = []
+        self.failed: set[int] = set()
+
+    def note(self, node: int, stage: Stage, reason: str) -> None:
+        self.failed.add(node)
+        self.lines.append(f"node {node} at {stage.value}: {reason}")
+
+    def on_server_refusal(self, round: Round, client_id: int, error: ProtocolError) -> None:
+        self.note(self.node_of[client_id], Stage.of(round), f"refused: {error}")
+
+
+class _FlowerChannel(ClientChannel):
+    """The driver's client channel over a Flower grid: one ``send_and_receive`` per stage.
+
+    The first stage carries the session config and parameters; the masked-input
+    stage carries the strategy's training instruction (the mod trains there).
+    Aborts for clients the server left out travel with the next stage's batch
+    (no extra round trip); when no stage follows they are sent at once. Node
+    ids authenticate the replies (Flower's SuperLink binds them), so the driver
+    refuses a reply that names another client.
+    """
+
+    authenticated = True
+
+    def __init__(self, grid: Grid, ids: Mapping[int, int],
+                 contents: Mapping[int, FlowerRecordDict],
+                 first: Mapping[str, ConfigRecordValues],
+                 failures: _FailureLog, *, message_type: str, group_id: str,
+                 timeout: float | None) -> None:
         self.grid = grid
         self.ids = ids
-        self.node_of = {u: node for node, u in ids.items()}
+        self.contents = contents
+        self.first = first
+        self.failures = failures
         self.message_type = message_type
         self.group_id = group_id
-        self.failures: list[str] = []
+        self.timeout = timeout
         self.pending_aborts: dict[int, bytes] = {}
 
-    def send(self, stage: Stage, outgoing: Mapping[int, bytes | None],
-             first: Mapping[str, object] | None,
-             extra: Mapping[int, FlowerRecordDict] | None) -> dict[int, bytes]:
-        batch: dict[int, tuple[Stage, bytes | None]] = {
-            node: (Stage.ABORT, raw) for node, raw in self.pending_aborts.items()}
+    def open(self, driver: SessionDriver, round: Round, client_ids: Sequence[int]) -> None:
+        node_of = self.failures.node_of
+        self._exchange(driver, round, {node_of[u]: None for u in client_ids})
+
+    def deliver(self, driver: SessionDriver, round: Round, following: Round | None,
+                items: Iterable[tuple[int, bytes]]) -> None:
+        node_of = self.failures.node_of
+        outgoing: dict[int, bytes] = {}
+        for u, data in items:
+            if following is not None and _is_abort(data):
+                self.pending_aborts[node_of[u]] = data
+            else:
+                outgoing[node_of[u]] = data
+        if following is None:  # nothing follows: everything goes now, as the abort stage
+            self.pending_aborts.update(outgoing)
+            outgoing = {}
+        if outgoing or self.pending_aborts:
+            self._exchange(driver, following, outgoing)
+
+    def _exchange(self, driver: SessionDriver, round: Round | None,
+                  outgoing: Mapping[int, bytes | None]) -> None:
+        """One batch: the pending aborts, then ``round``'s stage to ``outgoing`` (node ->
+        server message, None in the first stage); each usable reply goes to the driver."""
+        stage = Stage.ABORT if round is None else Stage.of(round)
+        messages = [self._message(node, Stage.ABORT, raw)
+                    for node, raw in self.pending_aborts.items()]
         self.pending_aborts.clear()
-        batch.update({node: (stage, raw) for node, raw in outgoing.items()})
-        messages = []
-        for node, (node_stage, raw) in batch.items():
-            fields: dict[str, object] = {K.STAGE: node_stage.value}
-            if raw is not None:
-                fields[K.MESSAGE] = raw
-            if first is not None and node_stage is Stage.ADVERTISE_KEYS:
-                fields.update(first)
-                fields[K.CLIENT_ID] = self.ids[node]
-            content = FlowerRecordDict()
-            if extra is not None and node_stage is stage:
-                content = FlowerRecordDict(dict(extra[node].items()))  # shallow: keep theirs
-            content.config_records[RECORD_KEY] = ConfigRecord(fields)  # type: ignore[arg-type]
-            messages.append(Message(content, dst_node_id=node, message_type=self.message_type,
-                                    group_id=self.group_id))
-        if not messages:
-            return {}
-        replies = self.grid.send_and_receive(messages, timeout=self.workflow.timeout)
-        wanted = {node for node, (s, _) in batch.items() if s is stage and s is not Stage.ABORT}
-        got: dict[int, bytes] = {}
+        messages += [self._message(node, stage, raw) for node, raw in outgoing.items()]
+        replies = self.grid.send_and_receive(messages, timeout=self.timeout)
+        if round is None:
+            return
+        wanted = set(outgoing)
+        got: set[int] = set()
         for reply in replies:
             node = reply.metadata.src_node_id
             if node not in wanted or node in got:
                 continue
-            if reply.has_error():
-                self.failures.append(f"node {node} at {stage.value}: {reply.error.reason}")
-                continue
-            record = reply.content.config_records.get(RECORD_KEY)
-            try:
-                if record is None or get_field(record, K.STAGE, str) != stage.value:
-                    raise ProtocolError("reply is not for this stage")
-                got[node] = bytes(get_field(record, K.MESSAGE, bytes))  # type: ignore[arg-type]
-            except ProtocolError as exc:
-                self.failures.append(f"node {node} at {stage.value}: {exc}")
-        for node in sorted(wanted - got.keys()):
-            if not any(f.startswith(f"node {node} ") for f in self.failures):
-                self.failures.append(f"node {node} at {stage.value}: no reply")
-        return got
+            data = self._payload(reply, node, stage)
+            if data is not None:
+                got.add(node)
+                driver.post_bytes(round, self.ids[node], data)
+        for node in sorted(wanted - got):
+            if node not in self.failures.failed:
+                self.failures.note(node, stage, "no reply")
 
-    def absorb(self, server: ServerProtocol, stage: Stage, node: int, payload: bytes) -> None:
-        """Give the server one reply; a bad one only leaves that client out."""
+    def _message(self, node: int, stage: Stage, raw: bytes | None) -> Message:
+        fields: dict[str, ConfigRecordValues] = {RecordField.STAGE: stage.value}
+        if raw is not None:
+            fields[RecordField.MESSAGE] = raw
+        if stage is Stage.ADVERTISE_KEYS:
+            fields.update(self.first)
+            fields[RecordField.CLIENT_ID] = self.ids[node]
+        content = FlowerRecordDict()
+        if stage is Stage.MASKED_INPUT:
+            content = FlowerRecordDict(dict(self.contents[node].items()))  # shallow: keep theirs
+        content.config_records[RECORD_KEY] = ConfigRecord(fields)
+        return Message(content, dst_node_id=node, message_type=self.message_type,
+                       group_id=self.group_id)
+
+    def _payload(self, reply: Message, node: int, stage: Stage) -> bytes | None:
+        """The protocol message of a node's reply; None (failure noted) for an error
+        reply or one that is not this stage's."""
+        if reply.has_error():
+            self.failures.note(node, stage, str(reply.error.reason))
+            return None
+        record = reply.content.config_records.get(RECORD_KEY)
         try:
-            message = decode_client(payload, stage.round)
-            if message.sender != self.ids[node]:
-                raise ProtocolError("the message names another client as its sender")
-            server.receive(message)
+            if record is None or get_field(record, RecordField.STAGE, str) != stage.value:
+                raise ProtocolError("reply is not for this stage")
+            return get_field(record, RecordField.MESSAGE, bytes)
         except ProtocolError as exc:
-            self.failures.append(f"node {node} at {stage.value}: refused: {exc}")
+            self.failures.note(node, stage, str(exc))
+            return None
+
+
+def _is_abort(data: bytes) -> bool:
+    """Whether encoded server message ``data`` is an Abort, from its header alone
+    (magic, version, type: spec §7.2), so a KeyBroadcast is not decoded to be routed."""
+    return len(data) > _TYPE_OFFSET and data[_TYPE_OFFSET] == WireType.ABORT
 
 
 class SecAggGrid(Grid):
