@@ -57,7 +57,7 @@ def require_int(
     ok = is_int_like(value) if numpy else is_plain_int(value)
     if not ok:
         raise error(f"{name} must be an int")
-    ivalue = int(value)  # type: ignore[call-overload]  # checked above
+    ivalue: int = int(value)  # type: ignore[call-overload]  # checked above
     if (low is not None and ivalue < low) or (high is not None and ivalue > high):
         if high is None:
             bound = f">= {low}"

@@ -23,13 +23,13 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from secagg import graph as graphs
 from secagg.client import ClientProtocol
-from secagg.config import Mode, SessionConfig
+from secagg.config import Mode, SessionConfig, SessionSettings
 from secagg.crypto.agreement import X25519PrivateKey
 from secagg.crypto.entropy import DeterministicEntropy
 from secagg.crypto.prg import mask_dtype
@@ -86,15 +86,18 @@ def session_config(setting: Setting, *, n: int | None = None, modulus: int = 1 <
     for dropout 0.1 and corruption 0.05 (threat model by mode), or for these
     small n the smallest (k, t) the library's own check accepts.
     """
-    common = {"mode": setting.mode, "round_index": round_index, "task_hash": task_hash,
-              "min_cohort": min_cohort}
+    def build(ids: range, settings: SessionSettings) -> SessionConfig:
+        return SessionConfig.create(ids, DIM, modulus, settings=settings,
+                                    round_index=round_index, task_hash=task_hash)
+
+    base = SessionSettings(mode=setting.mode, min_cohort=min_cohort)
     if setting.graph is graphs.GraphKind.COMPLETE:
-        ids = range(1, (n or 10) + 1)
-        return SessionConfig.create(ids, DIM, modulus, corruption_rate=0.3, **common)
+        return build(range(1, (n or 10) + 1), replace(base, corruption_rate=0.3))
     ids = range(1, (n or 20) + 1)
+    harary = replace(base, graph=graphs.GraphKind.HARARY, dropout_rate=0.1,
+                     corruption_rate=0.05)
     try:
-        return SessionConfig.create(ids, DIM, modulus, graph="harary", dropout_rate=0.1,
-                                    corruption_rate=0.05, **common)
+        return build(ids, harary)
     except ConfigError:
         pass
     size = len(ids)
@@ -104,8 +107,7 @@ def session_config(setting: Setting, *, n: int | None = None, modulus: int = 1 <
                 graphs.check_harary_params(size, k, t, 0.1, 0.05, threat=setting.mode.threat)
             except ConfigError:
                 continue
-            return SessionConfig.create(ids, DIM, modulus, graph="harary", dropout_rate=0.1,
-                                        corruption_rate=0.05, degree=k, threshold=t, **common)
+            return build(ids, replace(harary, degree=k, threshold=t))
     raise ConfigError(f"no Harary parameters for n = {size}")
 
 
