@@ -87,8 +87,12 @@ class ServerState(enum.Enum):
 
 
 @dataclass(frozen=True)
-class AggregateResult:
-    """The session's output: sum over ``included`` of the inputs, exact mod R."""
+class UnmaskedSum:
+    """The session's output: the unmasked sum over ``included`` of the inputs, exact mod R.
+
+    (Not to be confused with :class:`~secagg.aggregator.AggregationResult`, the decoded
+    weighted mean that the simulation API derives from it.)
+    """
 
     sum: np.ndarray
     included: tuple[int, ...]
@@ -119,7 +123,7 @@ class ServerProtocol:
         self.threads = max(1, threads if threads is not None else (os.cpu_count() or 1))
         self.state = ServerState.COLLECT_KEYS
         self.abort_reason: str | None = None
-        self.result: AggregateResult | None = None
+        self.result: UnmaskedSum | None = None
         self._cohort = frozenset(config.cohort)
         # spec §8.0: the Harary bounds hold for at most floor(δn) dropouts; the
         # complete graph has no floor (every survivor set is connected, §8.3)
@@ -585,7 +589,7 @@ class ServerProtocol:
         assert self._accumulator is not None
         total = self._accumulator
         masks = self._remove_masks(total, b_seeds, mask_keys)
-        self.result = AggregateResult(
+        self.result = UnmaskedSum(
             sum=total,
             included=tuple(sorted(self._u3)),
             dropped=tuple(sorted(self._cohort - self._u3)),

@@ -38,7 +38,7 @@ from secagg.kernels.arith import add_into
 from secagg.kernels.warmup import warm_up
 from secagg.messages import ServerMessage
 from secagg.rounds import Round
-from secagg.server import AggregateResult, ServerProtocol, ServerState
+from secagg.server import UnmaskedSum, ServerProtocol, ServerState
 from secagg.session import DropoutSchedule, SessionDriver, SessionObserver, drop_rounds
 from secagg.transcript import TranscriptObserver, TranscriptRecorder
 
@@ -91,7 +91,7 @@ class SimulationRun:
     server's trust store (to rebuild an identical server)."""
 
     report: SimulationReport
-    result: AggregateResult | None
+    result: UnmaskedSum | None
     trust_store: TrustStore | None
 
 

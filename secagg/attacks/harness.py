@@ -38,7 +38,7 @@ from secagg.errors import ConfigError, ProtocolError
 from secagg.identity import MemoryTrustStore, generate_identities, view_statement
 from secagg.messages import ClientMessage, Message, ServerMessage, decode
 from secagg.rounds import Round, rounds_of
-from secagg.server import AggregateResult, ServerProtocol, ServerState
+from secagg.server import UnmaskedSum, ServerProtocol, ServerState
 from secagg.session import Relay, SessionDriver, SessionObserver
 from secagg.transcript import Transcript, TranscriptObserver, TranscriptRecorder
 
@@ -215,7 +215,7 @@ class Harness:
         self.client_configs: dict[int, SessionConfig] = {}
         self.clients: dict[int, ClientProtocol] = {}
         self.inputs: dict[int, np.ndarray] = {}
-        self.result: AggregateResult | None = None
+        self.result: UnmaskedSum | None = None
         self.abort_reason: str | None = None
         self.rounds = rounds_of(self.config.mode)
         attack.setup(self)
