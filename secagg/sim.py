@@ -38,7 +38,7 @@ from secagg.kernels.arith import add_into
 from secagg.kernels.warmup import warm_up
 from secagg.messages import ServerMessage
 from secagg.rounds import Round
-from secagg.server import UnmaskedSum, ServerProtocol, ServerState
+from secagg.server import ServerProtocol, ServerState, UnmaskedSum
 from secagg.session import DropoutSchedule, SessionDriver, SessionObserver, drop_rounds
 from secagg.transcript import TranscriptObserver, TranscriptRecorder
 

@@ -38,7 +38,7 @@ from secagg.errors import ConfigError, ProtocolError
 from secagg.identity import MemoryTrustStore, generate_identities, view_statement
 from secagg.messages import ClientMessage, Message, ServerMessage, decode
 from secagg.rounds import Round, rounds_of
-from secagg.server import UnmaskedSum, ServerProtocol, ServerState
+from secagg.server import ServerProtocol, ServerState, UnmaskedSum
 from secagg.session import Relay, SessionDriver, SessionObserver
 from secagg.transcript import Transcript, TranscriptObserver, TranscriptRecorder
 
