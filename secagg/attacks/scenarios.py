@@ -179,58 +179,68 @@ class SplitViews(Attack):
 
     def _relay(self, h: Harness, u: int) -> Message:
         """The signed request with the most signatures that agree with what u signed."""
-        cfg = h.config
-        signed_views: dict[int, ConsistencyRequest] = {}
-        for x in cfg.cohort:
-            m = h.accepted.get((x, 2))
-            if isinstance(m, ConsistencyRequest) and x in h.honest:
-                signed_views[x] = m
-        own = signed_views[u]
-        sigs = {x: m.signature for x, m in h.received(3).items()
-                if isinstance(m, ConsistencySignature)}
-
-        def domain(x: int) -> frozenset[int]:
-            return frozenset(cfg.neighbours(x)) | {x}
-
-        def statuses(view: ConsistencyRequest) -> dict[int, str]:
-            return {**dict.fromkeys(view.alive, "a"), **dict.fromkeys(view.dropped, "d")}
-
-        status: dict[int, str | None] = {z: None for z in domain(u)}
-        status.update(statuses(own))
-        signers: list[int] = []
-        candidates = [x for x in own.alive if x != u and x in cfg.neighbours(u)]
-        for x in candidates:
-            if x in self.corrupt or x not in signed_views or x not in sigs:
-                continue
-            theirs = statuses(signed_views[x])
-            if all(status.get(z, theirs.get(z)) == theirs.get(z) for z in domain(x)):
-                for z in domain(x):
-                    status[z] = theirs.get(z)
-                signers.append(x)
-        truth = self._truth(h)
-        for x in candidates:
-            if x in self.corrupt:
-                for z in domain(x):
-                    if z not in status:
-                        status[z] = truth.get(z)
-                signers.append(x)
-        alive = _sorted([z for z, s in status.items() if s == "a"])
-        dropped = _sorted([z for z, s in status.items() if s == "d"])
-        entries = []
-        for x in sorted(signers):
-            if x in self.corrupt:
-                dom = domain(x)
-                entries.append((x, h.sign_view(x, [z for z in alive if z in dom],
-                                               [z for z in dropped if z in dom])))
-            else:
-                entries.append((x, sigs[x]))
-        return ConsistencyRequest(alive, dropped, tuple(entries))
+        return relay_request(h, u, self.corrupt)
 
     @staticmethod
     def _truth(h: Harness) -> dict[int, str]:
         masked = {x for x, m in h.received(2).items() if isinstance(m, MaskedInput)}
         shared = {x for x, m in h.received(1).items() if isinstance(m, ShareKeys)}
         return {**dict.fromkeys(shared - masked, "d"), **dict.fromkeys(masked, "a")}
+
+
+def relay_request(h: Harness, u: int, corrupt: frozenset[int]) -> ConsistencyRequest:
+    """The signed request for u with the most signatures that agree with the view u signed.
+
+    Honest neighbours count only where the view they signed agrees with u's on every
+    client both see; corrupt neighbours sign whatever is needed (the rest of their
+    domain filled with the truth). Shared by S2 and the explorer's split views.
+    """
+    cfg = h.config
+    signed_views: dict[int, ConsistencyRequest] = {}
+    for x in cfg.cohort:
+        m = h.accepted.get((x, 2))
+        if isinstance(m, ConsistencyRequest) and x in h.honest:
+            signed_views[x] = m
+    own = signed_views[u]
+    sigs = {x: m.signature for x, m in h.received(3).items()
+            if isinstance(m, ConsistencySignature)}
+
+    def domain(x: int) -> frozenset[int]:
+        return frozenset(cfg.neighbours(x)) | {x}
+
+    def statuses(view: ConsistencyRequest) -> dict[int, str]:
+        return {**dict.fromkeys(view.alive, "a"), **dict.fromkeys(view.dropped, "d")}
+
+    status: dict[int, str | None] = {z: None for z in domain(u)}
+    status.update(statuses(own))
+    signers: list[int] = []
+    candidates = [x for x in own.alive if x != u and x in cfg.neighbours(u)]
+    for x in candidates:
+        if x in corrupt or x not in signed_views or x not in sigs:
+            continue
+        theirs = statuses(signed_views[x])
+        if all(status.get(z, theirs.get(z)) == theirs.get(z) for z in domain(x)):
+            for z in domain(x):
+                status[z] = theirs.get(z)
+            signers.append(x)
+    truth = SplitViews._truth(h)
+    for x in candidates:
+        if x in corrupt:
+            for z in domain(x):
+                if z not in status:
+                    status[z] = truth.get(z)
+            signers.append(x)
+    alive = _sorted([z for z, s in status.items() if s == "a"])
+    dropped = _sorted([z for z, s in status.items() if s == "d"])
+    entries = []
+    for x in sorted(signers):
+        if x in corrupt:
+            dom = domain(x)
+            entries.append((x, h.sign_view(x, [z for z in alive if z in dom],
+                                           [z for z in dropped if z in dom])))
+        else:
+            entries.append((x, sigs[x]))
+    return ConsistencyRequest(alive, dropped, tuple(entries))
 
 
 # --- S3: key substitution -----------------------------------------------------------------
