@@ -20,7 +20,6 @@ a seed replays the same strategies.
 
 from __future__ import annotations
 
-import inspect
 import math
 import random
 import time
@@ -29,7 +28,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from secagg import graph as graphs
-from secagg.client import ClientProtocol
 from secagg.config import Mode, SessionConfig
 from secagg.crypto.signatures import SigningKey
 from secagg.errors import ConfigError
@@ -48,7 +46,15 @@ from .harness import TASK_A, Attack, Harness, Setting
 from .leakage import AdversaryView, Leakage, learnable
 from .oracle import adversary_view
 from .scenarios import relay_request
-from .strategy import CONFORMANT, GIVEN_UP, PRIMITIVES, Step, Strategy, given_up_by
+from .strategy import (
+    CONFORMANT,
+    GIVEN_UP,
+    PRIMITIVES,
+    Step,
+    Strategy,
+    given_up_by,
+    policy_options,
+)
 
 #: Vector length of an explored session: the oracle is structural, so tiny is enough.
 DIM = 2
@@ -232,17 +238,6 @@ def sample_strategy(rng: random.Random, modes: Sequence[Mode], kinds: Sequence[g
 
 
 # --- playing a strategy -------------------------------------------------------------------
-def _policy_options(mode: Mode, policy: float) -> dict[str, object]:
-    """The clients' own corruption floor where this library has one (issue 12, finding 2)."""
-    if mode is not Mode.ACTIVE or "policy" not in inspect.signature(ClientProtocol).parameters:
-        return {}
-    try:
-        from secagg.policy import ClientPolicy  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return {}
-    return {"policy": ClientPolicy(min_corruption_rate=policy)}
-
-
 def _main(out: Out, u: int) -> Message | None:
     items = out.get(u)
     if not items or isinstance(items[-1], bytes):
@@ -259,7 +254,7 @@ class ExplorerAttack(Attack):
         self.corrupt = frozenset(strategy.corrupt)
         self.produced: dict[bytes, str] = {}  # tampered bytes -> primitive
         self.withheld: set[int] = set()
-        self._options = _policy_options(config.mode, strategy.policy_corruption)
+        self._options = policy_options(config.mode, strategy.policy_corruption)
         order = list(rounds_of(config.mode))
         #: drop step -> the round at whose close its clients' messages are withheld
         self._drops = {s: order[order.index(s.round_number) - 1] for s in strategy.steps

@@ -13,9 +13,12 @@ corrupts, and a list of :class:`Step` primitives applied when rounds close
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import asdict, dataclass, field
 
+from secagg.client import ClientProtocol
+from secagg.config import Mode
 from secagg.rounds import Round
 
 #: Primitives that are ordinary server behaviour (spec §8.0: the driver closes a
@@ -55,6 +58,18 @@ def given_up_by(mode: str, effective: list[str] | tuple[str, ...]) -> list[str]:
     """The effective primitives whose leaks ``mode`` gives up, each with its spec section."""
     table = GIVEN_UP.get(mode, {})
     return [f"{p}: {table[p]}" for p in effective if p in table]
+
+
+def policy_options(mode: Mode, corruption: float) -> dict[str, object]:
+    """Active clients' options carrying their own corruption floor, where this library has
+    one (issue 12, finding 2: ``secagg.policy.ClientPolicy``); nothing otherwise."""
+    if mode is not Mode.ACTIVE or "policy" not in inspect.signature(ClientProtocol).parameters:
+        return {}
+    try:
+        from secagg.policy import ClientPolicy  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return {}
+    return {"policy": ClientPolicy(min_corruption_rate=corruption)}
 
 
 @dataclass(frozen=True)
