@@ -34,7 +34,12 @@ from secagg.config import Mode
 from secagg.graph import GraphKind
 from secagg.packing import bit_width, pack
 
-CASES = [pytest.param(s, setting, id=f"{s.id}-{s.name}-{setting.mode.value}-{setting.graph.value}")
+#: Runs that state the verdict the fixes of issue 12 findings 1-2 must reach (survivor floor;
+#: client rate policy and un-grindable permutation); expected to fail until those land.
+UNTIL_FIXED = {("S13", Mode.SEMI_HONEST), ("S14", Mode.ACTIVE), ("S15", Mode.ACTIVE)}
+CASES = [pytest.param(s, setting, id=f"{s.id}-{s.name}-{setting.mode.value}-{setting.graph.value}",
+                      marks=[pytest.mark.xfail(strict=False, reason="until findings 1-2 land")]
+                      if (s.id, setting.mode) in UNTIL_FIXED else [])
          for s in SCENARIOS for setting in settings_for(s)]
 SEMI_COMPLETE = Setting(Mode.SEMI_HONEST, GraphKind.COMPLETE)
 ACTIVE_COMPLETE = Setting(Mode.ACTIVE, GraphKind.COMPLETE)
@@ -56,8 +61,10 @@ def test_scenario(scenario, setting: Setting) -> None:  # type: ignore[no-untype
         assert outcome.verdict() == "DEFEATED"
         if scenario.kind == "server":
             assert outcome.oracle is not None and outcome.oracle.holds
-            assert outcome.refused >= 1
-            assert scenario.audit_rule in outcome.flagged
+            if scenario.needs_refusal:
+                assert outcome.refused >= 1
+            if scenario.audit_rule is not None:
+                assert scenario.audit_rule in outcome.flagged
         else:
             assert outcome.result in ("exact", "aborted")
             assert outcome.flagged == frozenset()
