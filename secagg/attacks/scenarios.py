@@ -711,11 +711,11 @@ class AsymmetricBundles(ThresholdPeers):
                     out[w] = [CiphertextBundle(tuple(c for c in m.ciphertexts if c[0] != v))]
         elif r == 2:  # W never heard of v: leave it out of their views
             for w in self.peers:
-                m = out[w][-1] if w in out else None
-                if isinstance(m, UnmaskRequest | ConsistencyRequest):
+                req = out[w][-1] if w in out else None
+                if isinstance(req, UnmaskRequest | ConsistencyRequest):
                     self.views[w] = dataclasses.replace(
-                        m, alive=tuple(x for x in m.alive if x != v),
-                        dropped=tuple(x for x in m.dropped if x != v))
+                        req, alive=tuple(x for x in req.alive if x != v),
+                        dropped=tuple(x for x in req.dropped if x != v))
                     out[w] = [self.views[w]]
         return out
 

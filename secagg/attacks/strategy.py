@@ -66,7 +66,7 @@ def policy_options(mode: Mode, corruption: float) -> dict[str, object]:
     if mode is not Mode.ACTIVE or "policy" not in inspect.signature(ClientProtocol).parameters:
         return {}
     try:
-        from secagg.policy import ClientPolicy  # type: ignore[import-not-found, unused-ignore]
+        from secagg.policy import ClientPolicy  # type: ignore[import-not-found, import-untyped, unused-ignore]
     except ImportError:
         return {}
     return {"policy": ClientPolicy(min_corruption_rate=corruption)}
