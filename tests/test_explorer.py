@@ -187,3 +187,17 @@ def test_active_rate_downgrade_and_grinding_leak_nothing() -> None:
 def test_active_mode_yields_no_leak_beyond_spec() -> None:
     report = ex.explore(20, seed=1, modes=[ACTIVE], kinds=[HARARY])
     assert report.beyond_spec == 0, [r.strategy.describe() for r in report.leaks]
+
+
+@pytest.mark.parametrize("mode", [SEMI, ACTIVE], ids=["semi-honest", "active"])
+def test_complete_graph_has_no_leak_beyond_spec(mode: Mode) -> None:
+    """On the complete graph the survivors never split and t > n/2 (active: > 2n/3) exceeds
+    the corrupt clients the policy rate allows, so nothing found there is beyond the spec;
+    the search still completes sessions and lands its deviations."""
+    report = ex.explore(50, seed=4, modes=[mode], kinds=[COMPLETE])
+    assert report.beyond_spec == 0, [r.strategy.describe() for r in report.leaks
+                                     if r.beyond_spec]
+    assert report.outcomes()["completed"] > 0
+    assert report.effective_counts()["split-view"] > 0
+    assert all(r.strategy.graph == "complete" and r.strategy.mode == mode.value
+               for r in report.records)
