@@ -132,9 +132,9 @@ def run_scenario(scenario: Scenario, setting: Setting) -> Outcome:
     oracle: OracleVerdict | None = None
     if scenario.kind == "server":
         oracle = evaluate(h)
-        if tampered == 0:
+        if scenario.needs_refusal and tampered == 0:
             reasons.append("no tampered message reached an honest client")
-        elif refused == 0:
+        elif scenario.needs_refusal and refused == 0:
             reasons.append("no honest client refused")
         if not oracle.holds:
             reasons.extend(oracle.breaches)

@@ -21,12 +21,14 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from secagg import graph as graphs
 from secagg import masking
 from secagg.config import SessionConfig
 from secagg.crypto import shamir
 from secagg.crypto.aead import open_sealed, seal_once
 from secagg.crypto.agreement import X25519PrivateKey
 from secagg.crypto.signatures import SigningKey
+from secagg.errors import ConfigError
 from secagg.graph import GraphKind
 from secagg.identity import advertise_statement, view_statement
 from secagg.messages import (
@@ -44,7 +46,8 @@ from secagg.messages import (
 )
 from secagg.packing import pack, unpack
 
-from .harness import TASK_B, Attack, Harness, Setting, session_config
+from .harness import DIM, TASK_A, TASK_B, Attack, Harness, Setting, session_config
+from .strategy import policy_options
 
 COMPLETE, HARARY = GraphKind.COMPLETE, GraphKind.HARARY
 
@@ -72,6 +75,9 @@ class Scenario:
     graphs: tuple[GraphKind, ...] = (COMPLETE,)
     #: audit rule that must flag the transcript (server scenarios, defended runs)
     audit_rule: str | None = None
+    #: whether a defence needs an honest client's refusal; False for spec-conformant
+    #: servers (S13 only closes rounds), judged by the oracle alone
+    needs_refusal: bool = True
 
     def expect(self, setting: Setting) -> Expect:
         return self.active if setting.active else self.semi_honest
@@ -178,61 +184,8 @@ class SplitViews(Attack):
         return out
 
     def _relay(self, harness: Harness, victim: int) -> Message:
-        """The signed request with the most signatures that agree with what ``victim`` signed.
-
-        Starting from the view the victim signed, take every honest neighbour whose own
-        signed view agrees with everything decided so far on its neighbourhood, then add
-        the corrupt neighbours (signing whatever completes the picture truthfully).
-        """
-        cfg = harness.config
-        signed_views = self._honest_signed_views(harness)
-        signatures = {peer: m.signature for peer, m in harness.received(3).items()
-                      if isinstance(m, ConsistencySignature)}
-        status: dict[int, _Status | None] = dict.fromkeys(_domain(cfg, victim))
-        status.update(_statuses(signed_views[victim]))
-        candidates = [peer for peer in signed_views[victim].alive
-                      if peer != victim and peer in cfg.neighbours(victim)]
-        signers: list[int] = []
-        for peer in candidates:
-            if peer in self.corrupt or peer not in signed_views or peer not in signatures:
-                continue
-            theirs = _statuses(signed_views[peer])
-            region = _domain(cfg, peer)
-            if all(status.get(member, theirs.get(member)) == theirs.get(member)
-                   for member in region):
-                status.update({member: theirs.get(member) for member in region})
-                signers.append(peer)
-        truth = self._truth(harness)
-        for peer in candidates:
-            if peer in self.corrupt:
-                for member in _domain(cfg, peer):
-                    status.setdefault(member, truth.get(member))
-                signers.append(peer)
-        return self._signed_request(harness, status, signers, signatures)
-
-    def _honest_signed_views(self, harness: Harness) -> dict[int, ConsistencyRequest]:
-        """The round-2 request each honest client accepted (the view it then signed)."""
-        views: dict[int, ConsistencyRequest] = {}
-        for client in harness.config.cohort:
-            accepted = harness.accepted.get((client, 2))
-            if isinstance(accepted, ConsistencyRequest) and client in harness.honest:
-                views[client] = accepted
-        return views
-
-    def _signed_request(self, harness: Harness, status: dict[int, _Status | None],
-                        signers: list[int], signatures: dict[int, bytes]) -> ConsistencyRequest:
-        """A request for ``status`` carrying the signers' signatures (corrupt ones sign now)."""
-        alive = _sorted([z for z, s in status.items() if s is _Status.ALIVE])
-        dropped = _sorted([z for z, s in status.items() if s is _Status.DROPPED])
-        entries = []
-        for signer in sorted(signers):
-            if signer in self.corrupt:
-                region = _domain(harness.config, signer)
-                mine = ([z for z in alive if z in region], [z for z in dropped if z in region])
-                entries.append((signer, harness.sign_view(signer, *mine)))
-            else:
-                entries.append((signer, signatures[signer]))
-        return ConsistencyRequest(alive, dropped, tuple(entries))
+        """The signed request with the most signatures that agree with what ``victim`` signed."""
+        return relay_request(harness, victim, self.corrupt)
 
     @staticmethod
     def _truth(harness: Harness) -> dict[int, _Status]:
@@ -258,6 +211,68 @@ def _domain(cfg: SessionConfig, client: int) -> frozenset[int]:
 def _statuses(view: ConsistencyRequest) -> dict[int, _Status]:
     return {**dict.fromkeys(view.alive, _Status.ALIVE),
             **dict.fromkeys(view.dropped, _Status.DROPPED)}
+
+
+def relay_request(harness: Harness, victim: int, corrupt: frozenset[int]) -> ConsistencyRequest:
+    """The signed request for ``victim`` with the most signatures that agree with its view.
+
+    Starting from the view the victim signed, take every honest neighbour whose own
+    signed view agrees with everything decided so far on its neighbourhood, then add
+    the corrupt neighbours (signing whatever completes the picture truthfully). Shared
+    by S2 and the explorer's split views.
+    """
+    cfg = harness.config
+    signed_views = _honest_signed_views(harness)
+    signatures = {peer: m.signature for peer, m in harness.received(3).items()
+                  if isinstance(m, ConsistencySignature)}
+    status: dict[int, _Status | None] = dict.fromkeys(_domain(cfg, victim))
+    status.update(_statuses(signed_views[victim]))
+    candidates = [peer for peer in signed_views[victim].alive
+                  if peer != victim and peer in cfg.neighbours(victim)]
+    signers: list[int] = []
+    for peer in candidates:
+        if peer in corrupt or peer not in signed_views or peer not in signatures:
+            continue
+        theirs = _statuses(signed_views[peer])
+        region = _domain(cfg, peer)
+        if all(status.get(member, theirs.get(member)) == theirs.get(member)
+               for member in region):
+            status.update({member: theirs.get(member) for member in region})
+            signers.append(peer)
+    truth = SplitViews._truth(harness)
+    for peer in candidates:
+        if peer in corrupt:
+            for member in _domain(cfg, peer):
+                status.setdefault(member, truth.get(member))
+            signers.append(peer)
+    return _signed_request(harness, corrupt, status, signers, signatures)
+
+
+def _honest_signed_views(harness: Harness) -> dict[int, ConsistencyRequest]:
+    """The round-2 request each honest client accepted (the view it then signed)."""
+    views: dict[int, ConsistencyRequest] = {}
+    for client in harness.config.cohort:
+        accepted = harness.accepted.get((client, 2))
+        if isinstance(accepted, ConsistencyRequest) and client in harness.honest:
+            views[client] = accepted
+    return views
+
+
+def _signed_request(harness: Harness, corrupt: frozenset[int],
+                    status: dict[int, _Status | None], signers: list[int],
+                    signatures: dict[int, bytes]) -> ConsistencyRequest:
+    """A request for ``status`` carrying the signers' signatures (corrupt ones sign now)."""
+    alive = _sorted([z for z, s in status.items() if s is _Status.ALIVE])
+    dropped = _sorted([z for z, s in status.items() if s is _Status.DROPPED])
+    entries = []
+    for signer in sorted(signers):
+        if signer in corrupt:
+            region = _domain(harness.config, signer)
+            mine = ([z for z in alive if z in region], [z for z in dropped if z in region])
+            entries.append((signer, harness.sign_view(signer, *mine)))
+        else:
+            entries.append((signer, signatures[signer]))
+    return ConsistencyRequest(alive, dropped, tuple(entries))
 
 
 # --- S3: key substitution -----------------------------------------------------------------
@@ -638,6 +653,105 @@ class ThresholdPeers(Attack):
         return {u: ws for u, ws in asked.items() if ws}
 
 
+# --- S13: partial sums by drop pattern ---------------------------------------------------
+class DropPattern(Attack):
+    """Spec-conformant closing only (spec §8.0): close round 1 for all but two runs of k/2
+    consecutive ring positions, so they never send a masked input. The survivors' graph
+    splits in two and each part's sum is learnable (issue 12, finding 1). No message is
+    tampered with: the defence is the server's survivor floor and the clients' refusal to
+    unmask on a disconnected view."""
+
+    def setup(self, h: Harness) -> None:
+        cfg = h.config
+        order = graphs.permutation(cfg.cohort, cfg.session_id)
+        half, n = max(1, cfg.degree // 2), cfg.n
+        self.dropped = frozenset(order[:half] + order[n // 2: n // 2 + half])
+
+    def server_messages(self, h: Harness, r: int, honest: Mapping[int, Message]
+                        ) -> dict[int, list[Message | bytes]]:
+        out = super().server_messages(h, r, honest)
+        if r == 1:
+            for u in self.dropped:
+                out.pop(u, None)
+        return out
+
+
+# --- S14, S15: rate downgrade and permutation grinding -----------------------------------
+#: The corruption rate the scenario's deployment assumes (the clients' own policy, issue 12
+#: finding 2): 2 corrupt clients at n = 20.
+POLICY_CORRUPTION = 0.1
+
+
+def _downgraded(setting: Setting, round_index: int) -> SessionConfig:
+    """n = 20 Harary with declared γ = δ = 0: the finder gives (k, t) = (2, 2)."""
+    return SessionConfig.create(range(1, 21), DIM, 1 << 32, graph=HARARY, dropout_rate=0.0,
+                                corruption_rate=0.0, mode=setting.mode,
+                                round_index=round_index, task_hash=TASK_A)
+
+
+class RateDowngrade(Attack):
+    """Declare γ = δ = 0 (Harary (2, 2) at n = 20) with two corrupt clients (within the
+    deployment's γ = 0.1); the victim is a client whose only neighbours they are, found by
+    trying round indices until the two corrupt clients sit two apart on the ring. They
+    decrypt t = 2 shares of both of its secrets: its input is learnable."""
+
+    grind_victim = False
+
+    def config(self, setting: Setting) -> SessionConfig:
+        corrupt = {1, 2}
+        for index in range(7, 7 + 4096):
+            cfg = _downgraded(setting, index)
+            victims = [u for u in cfg.cohort if set(cfg.neighbours(u)) <= corrupt]
+            if self.grind_victim:
+                victims = [u for u in victims if u == 20]
+            if victims:
+                self.victim = victims[0]
+                return cfg
+        raise ConfigError("no round index surrounds a victim")  # pragma: no cover
+
+    def setup(self, h: Harness) -> None:
+        self.corrupt = frozenset({1, 2})
+
+    def client_config(self, h: Harness, u: int) -> tuple[SessionConfig, dict[str, object], bool]:
+        cfg, options, _ = super().client_config(h, u)
+        return cfg, {**options, **policy_options(cfg.mode, POLICY_CORRUPTION)}, True
+
+
+class PermutationGrinding(RateDowngrade):
+    """The victim (client 20) and the corrupt clients (1, 2) are fixed first; the server
+    grinds ``round_index`` until the permutation makes them the victim's only neighbours
+    (spec §12.2 d; about n^2/2 tries at n = 20)."""
+
+    grind_victim = True
+
+
+# --- S16: asymmetric bundles --------------------------------------------------------------
+class AsymmetricBundles(ThresholdPeers):
+    """S12 with asymmetric bundles: v gets ciphertexts from exactly t peers W and each w in W
+    gets a bundle without v's, so v masks with W while W does not mask with v; the server
+    then asks v's neighbours for v's b-shares and others for W's s-shares. Harary only: on
+    the complete graph only the n - 1 - t < t peers outside W can give v's b-shares."""
+
+    def server_messages(self, h: Harness, r: int, honest: Mapping[int, Message]
+                        ) -> dict[int, list[Message | bytes]]:
+        out = super().server_messages(h, r, honest)
+        v = self.target
+        if r == 1:
+            for w in self.peers:
+                m = honest.get(w)
+                if isinstance(m, CiphertextBundle):
+                    out[w] = [CiphertextBundle(tuple(c for c in m.ciphertexts if c[0] != v))]
+        elif r == 2:  # W never heard of v: leave it out of their views
+            for w in self.peers:
+                req = out[w][-1] if w in out else None
+                if isinstance(req, UnmaskRequest | ConsistencyRequest):
+                    self.views[w] = dataclasses.replace(
+                        req, alive=tuple(x for x in req.alive if x != v),
+                        dropped=tuple(x for x in req.dropped if x != v))
+                    out[w] = [self.views[w]]
+        return out
+
+
 # --- client scenarios ---------------------------------------------------------------------
 class MaskedLength(Attack):
     """Two clients send masked vectors of the wrong length and of the wrong bit width."""
@@ -788,6 +902,24 @@ SCENARIOS: tuple[Scenario, ...] = (
              why_not="each client checks only its own bundle and request: with no corrupt "
              "client the server learns an input (spec §12.2 a)", graphs=(COMPLETE, HARARY),
              audit_rule="A4"),
+    Scenario("S13", "drop-pattern",
+             "two runs of k/2 ring positions dropped at masked-input: partial sums",
+             "server", lambda s: DropPattern(), Expect.DEFENDED, graphs=(HARARY,),
+             needs_refusal=False),
+    Scenario("S14", "rate-downgrade",
+             "declared rates 0 (Harary (2, 2)); two corrupt clients surround a victim",
+             "server", lambda s: RateDowngrade(), Expect.NOT_DEFENDED,
+             why_not="semi-honest clients accept any declared rate (spec §12.2 c; the "
+             "client policy is opt-in)", graphs=(HARARY,)),
+    Scenario("S15", "permutation-grinding",
+             "round_index ground until chosen corrupt clients surround a chosen victim",
+             "server", lambda s: PermutationGrinding(), Expect.NOT_DEFENDED,
+             why_not="the server chooses round_index (spec §12.2 d)", graphs=(HARARY,)),
+    Scenario("S16", "asymmetric-bundles",
+             "v's bundle from exactly t peers, theirs without v; their mask keys asked",
+             "server", lambda s: AsymmetricBundles(), Expect.NOT_DEFENDED,
+             why_not="each client checks only its own bundle and request (spec §12.2 a)",
+             graphs=(HARARY,), audit_rule="A4"),
     Scenario("C1", "masked-length", "masked vectors of the wrong length or width", "client",
              lambda s: MaskedLength(), Expect.DEFENDED),
     Scenario("C2", "masked-range", "masked vector with an element >= R", "client",

@@ -5,11 +5,14 @@
   prints one verdict per rule;
 * ``secagg audit --attacks`` plays every attack scenario (spec §19) and prints
   one line per scenario, mode and graph;
+* ``secagg audit --explore N`` runs N sessions of the randomized malicious-server
+  explorer (spec §19.5) and prints what it explored and every leak it found;
 * ``secagg audit --vectors DIR`` replays the published test vectors against the
   installed implementation (``secagg.vectors.check_vectors``).
 
-Exit status: 0 everything passed / every defended attack was defeated / every
-vector matched; 1 a violation, an attack not defeated, or a vector mismatch; 2
+Exit status: 0 everything passed / every defended attack was defeated / no explored
+leak beyond the spec / every vector matched; 1 a violation, an attack not defeated, a
+leak beyond the spec, or a vector mismatch; 2
 the input could not be read or the options are wrong.
 """
 
@@ -40,8 +43,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "scenario is defeated in each mode that claims to defend it")
     p.add_argument("--scenario", action="append", default=None, metavar="NAME",
                    help="with --attacks: run only this scenario (name or id; repeatable)")
-    p.add_argument("--graph", choices=["complete", "harary"], action="append", default=None,
-                   help="with --attacks: run only on this graph (repeatable)")
+    p.add_argument("--graph", choices=["complete", "harary", "both"], action="append",
+                   default=None, help="with --attacks or --explore: run only on this graph "
+                   "(repeatable; default both)")
+    p.add_argument("--explore", type=int, default=None, metavar="N",
+                   help="run N sessions of the randomized malicious-server explorer (spec "
+                   "§19.5); exit 0 only when no leak is beyond what the spec gives up")
+    p.add_argument("--seed", type=int, default=0, help="with --explore: the search's seed")
+    p.add_argument("--mode", choices=["semi-honest", "active", "both"], default="both",
+                   help="with --explore: the modes explored (default both)")
     p.add_argument("--vectors", metavar="DIR", default=None,
                    help="replay the test vectors in DIR against this installation")
     p.add_argument("--trust-store", metavar="PATH", default=None,
@@ -57,11 +67,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    modes = sum(bool(x) for x in (args.transcript, args.attacks, args.vectors))
+    explore = args.explore is not None
+    modes = sum(bool(x) for x in (args.transcript, args.attacks, args.vectors, explore))
     if modes != 1:
-        print("secagg audit: give exactly one of TRANSCRIPT, --attacks, --vectors DIR",
-              file=sys.stderr)
+        print("secagg audit: give exactly one of TRANSCRIPT, --attacks, --vectors DIR, "
+              "--explore N", file=sys.stderr)
         return 2
+    if explore:
+        from secagg.attacks.explorer import run_cli
+
+        graph = "both" if not args.graph or len(set(args.graph)) > 1 else args.graph[0]
+        return run_cli(args.explore, seed=args.seed, mode=args.mode, graph=graph,
+                       as_json=args.json)
     if args.attacks:
         return _attacks(args)
     if args.vectors:
@@ -117,7 +134,7 @@ def _attacks(args: argparse.Namespace) -> int:
         print(f"secagg audit: unknown scenario {unknown[0]!r}; known: "
               + ", ".join(s.name for s in SCENARIOS), file=sys.stderr)
         return 2
-    graphs = [GraphKind(g) for g in args.graph] if args.graph else None
+    graphs = [GraphKind(g) for g in args.graph if g != "both"] if args.graph else None
     outcomes = run_suite(args.scenario, graphs)
     if args.json:
         print(suite_json(outcomes))
