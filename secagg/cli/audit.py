@@ -23,12 +23,13 @@ import json
 import sys
 from pathlib import Path
 
+from secagg.cli.plugins import SubParsers
 from secagg.config import DEFAULT_MIN_COHORT
 from secagg.errors import SecAggError
 from secagg.identity import DirectoryTrustStore, FileTrustStore, TrustStore
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: SubParsers) -> None:
     p = sub.add_parser(
         "audit",
         help="audit a session transcript, run the attack suite, or replay test vectors",
