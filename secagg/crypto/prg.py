@@ -8,8 +8,8 @@ from :func:`expand_mask`. Design choices, and why:
   :func:`secagg.crypto.kdf.encode_context` from the session id, the purpose
   (self or pairwise mask) and the vector index, so a seed reused across
   sessions, purposes or vectors still never yields the same keystream. Because
-  every key is single-use, the IV / nonce is fixed at all zeros (as in Google's
-  fcp/secagg).
+  every key is single-use, the IV / nonce is fixed at all zeros (spec §4.6 argues
+  why a zero IV is safe under single-use keys).
 * **Speed.** The keystream is written by OpenSSL (``update_into``) straight into
   the output array's bytes, in 1 MiB chunks read from one shared, immutable
   all-zero buffer: no per-element Python and no large temporary. Measured on the
