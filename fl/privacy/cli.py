@@ -55,8 +55,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="inversion: optimiser steps per restart (default 600)")
     p.add_argument("--restarts", type=int, default=2,
                    help="inversion: random restarts, best kept (default 2)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data, model and attack (default 0)")
-    p.add_argument("--out", default="results/attack", help="output directory (default results/attack)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for data, model and attack (default 0)")
+    p.add_argument("--out", default="results/attack",
+                   help="output directory (default results/attack)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
 
@@ -104,7 +106,7 @@ def _attack(args: argparse.Namespace) -> dict[str, Any]:
         if args.iterations < 1 or args.restarts < 1:
             raise ConfigError("--iterations and --restarts must be >= 1")
         setup = ex.InversionSetup(
-            clients=args.clients, batch_size=args.batch_size or 1,
+            clients=args.clients, batch_size=_or(args.batch_size, 1),
             local_steps=args.local_steps, targets=args.targets, dp=dp, seed=args.seed)
         setup.check()
         total = args.restarts * (min(args.targets, args.clients) + 2)
@@ -115,7 +117,7 @@ def _attack(args: argparse.Namespace) -> dict[str, Any]:
                                                    restarts=args.restarts), tick=bar.update)
         settings.update(batch_size=setup.batch_size, local_steps=setup.local_steps)
     else:
-        msetup = ex.MembershipSetup(clients=args.clients, batch_size=args.batch_size or 8,
+        msetup = ex.MembershipSetup(clients=args.clients, batch_size=_or(args.batch_size, 8),
                                     local_epochs=args.local_epochs, dp=dp, seed=args.seed)
         msetup.check()
         total = args.clients + msetup.shadows + 2
@@ -125,6 +127,10 @@ def _attack(args: argparse.Namespace) -> dict[str, Any]:
         settings.update(batch_size=msetup.batch_size, local_epochs=msetup.local_epochs)
     return {**settings, "views": views,
             "png_paths": sorted({v["png_path"] for v in views})}
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def _print_table(s: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from torch.func import functional_call
 
 from fl.privacy.noise import NoiseFn, discrete_gaussian_like
 from secagg.aggregator import SecureAggregator
+from secagg.config import DEFAULT_MIN_COHORT
 from secagg.errors import ConfigError
 
 VIEWS = ("individual", "aggregate", "aggregate_dp")
@@ -116,7 +117,10 @@ def secure_sum(updates: Sequence[Sequence[torch.Tensor]], *, clip: float, bits: 
     """
     if dp is not None:
         updates = [clip_l2(u, dp.clip_norm) for u in updates]
-    agg = SecureAggregator(clip=clip, bits=bits, seed=seed)
+    # the library refuses cohorts below DEFAULT_MIN_COHORT because their sum reveals too
+    # much; here small cohorts are what is being measured, so the floor is lowered explicitly
+    agg = SecureAggregator(clip=clip, bits=bits, seed=seed,
+                           min_cohort=min(len(updates), DEFAULT_MIN_COHORT))
     arrays = {cid: [u.double().numpy() for u in upd] for cid, upd in enumerate(updates, start=1)}
     result = agg.aggregate(arrays)
     n = len(result.included)
