@@ -1,9 +1,12 @@
 """The two experiments behind ``secagg attack``: one round of FedAvg, attacked in three views.
 
 Both use the trainer's data (:func:`fl.data.federate`, bundled digits, Dirichlet
-label skew) and a small model (:func:`fl.torch_adapter.mlp_module`, 64-32-10
-ReLU MLP), start from the same seeded global model, and build the views with
-:mod:`fl.privacy.updates` (the sums by a real secure-aggregation session).
+label skew alpha = 0.5) and a small model (:func:`fl.torch_adapter.mlp_module`:
+64-32-10 ReLU MLP for inversion; 64-128-10 for membership, where a model that
+can memorise is the fair target), start from a seeded global model, and build
+the views with :mod:`fl.privacy.updates` (the sums by a real secure-aggregation
+session). Membership splits the data over ``2n`` clients: the round's ``n`` and
+``n`` earlier ones whose records only the attacker's shadow updates use.
 Each returns one JSON-ready dict per view; field names are the public
 interface of ``secagg attack --json``.
 """
@@ -148,7 +151,11 @@ def _inv_row(view: str, setup: InversionSetup, match: inv.Match, attacked: int,
 
 @dataclass(frozen=True)
 class MembershipSetup:
-    """One FedAvg round of real local training (epochs of minibatch SGD on each client's data)."""
+    """One FedAvg round of real local training (epochs of minibatch SGD on each client's data).
+
+    ``pretrain_epochs > 0`` starts the round from a model trained on the
+    earlier clients (a later round); 0 starts from the seeded initial model.
+    """
 
     clients: int = 20
     batch_size: int = 8

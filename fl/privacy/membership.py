@@ -1,17 +1,17 @@
 """Membership inference: was this record in the training data behind what the server holds?
 
-The score is the loss-difference attack, the reference-model calibration of
-LiRA (Carlini et al., S&P 2022) with the best reference there is: the global
-model ``w0`` the round started from, which the server knows. For a record
-``(x, y)`` and the model the view implies (``w0 + Δ_u`` for one update,
-``w0 + Σ/n`` for the secure sum, ``w0 + (Σ + noise)/n`` with DP),
+The base score is the loss decrease: for a record ``(x, y)`` and the model the
+view implies (``w0 + Δ_u`` for one update, ``w0 + Σ/n`` for the secure sum,
+``w0 + (Σ + noise)/n`` with DP; ``w0`` is the global model the server sent),
 
-    score(x, y) = loss(w0; x, y) - loss(w_view; x, y)
+    s(x, y) = loss(w0; x, y) - loss(w_view; x, y)
 
-is how much the view's training lowered the record's loss: large for the
-records trained on, near the population's for the others. Subtracting the loss
-under ``w0`` removes most of the per-example difficulty that makes a raw-loss
-threshold weak (easy records have low loss whether seen or not).
+how much the view's training lowered the record's loss. It is then calibrated
+per record as in offline LiRA (Carlini et al., S&P 2022): the attacker trains
+shadow updates from ``w0`` on data of its own (never the round's records), and
+reports ``(s - μ_out) / σ_out`` with the record's own mean and deviation under
+those shadows, which removes per-record difficulty (easy digits improve
+whether seen or not).
 
 Members and non-members come from the same clients, hence the same label
 distribution: for one update, client u's training part against u's held-out

@@ -113,7 +113,9 @@ def secure_sum(updates: Sequence[Sequence[torch.Tensor]], *, clip: float, bits: 
     returns ``mean * n``. With ``dp``, updates are first L2-clipped to
     ``dp.clip_norm`` and the session's integer sum mod R (what the server
     unmasks) gets integer noise from ``noise`` in quantization levels before
-    decoding, which is how distributed DP lands on a secure sum.
+    decoding, which is how distributed DP lands on a secure sum. The noise is
+    added to the integer sum without reduction mod R, as if the modulus had
+    room for it (sizing the modulus for the noise is ``secagg.dp``'s job).
     """
     if dp is not None:
         updates = [clip_l2(u, dp.clip_norm) for u in updates]
