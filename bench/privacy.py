@@ -46,7 +46,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="privacy-bench-"))
-    cfg = InversionConfig(iterations=150 if quick else 600, restarts=1 if quick else 2)
+    cfg = InversionConfig(iterations=150, restarts=1) if quick else InversionConfig()
     grid = INVERSION_QUICK if quick else INVERSION_FULL
     rows: list[dict[str, Any]] = []
     for b, steps, n, keep in tqdm(grid, desc="inversion settings", unit="setting"):

@@ -53,8 +53,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="inversion: individual updates attacked (default 4)")
     p.add_argument("--iterations", type=int, default=600,
                    help="inversion: optimiser steps per restart (default 600)")
-    p.add_argument("--restarts", type=int, default=2,
-                   help="inversion: random restarts, best kept (default 2)")
+    p.add_argument("--restarts", type=int, default=4,
+                   help="inversion: random restarts, best kept (default 4)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for data, model and attack (default 0)")
     p.add_argument("--out", default="results/attack",

@@ -8,7 +8,9 @@ inputs whose simulated client update points the same way as the observed one,
 where ``Δ(x̂, ŷ)`` re-runs the client's ``local_steps`` SGD steps from the
 global model on the candidates (the attacker knows the model, the learning
 rate and the step count: FedAvg publishes them), optimised with Adam and a box
-projection, best of ``restarts`` random starts. The cosine makes the loss blind
+projection and signed gradients (as Geiping et al.), best of ``restarts``
+random starts (four: at batch 4, two starts left 1 image in 5 in a local
+minimum on digits, four recovered all of them). The cosine makes the loss blind
 to the update's scale (learning rate, number of clients); total variation is
 the image prior. Labels come first, analytically, as in DLG/iDLG (Zhu et al.
 2019; Zhao et al. 2020): the last layer's bias gradient is ``mean(p - onehot)``,
@@ -91,7 +93,8 @@ class InversionConfig:
     iterations: int = 600
     step: float = 0.05
     tv_weight: float = 1e-3
-    restarts: int = 2
+    restarts: int = 4
+    signed: bool = True
 
 
 def invert(module: nn.Module, w0: Params, observed: Sequence[torch.Tensor], m: int, *,
@@ -120,6 +123,8 @@ def invert(module: nn.Module, w0: Params, observed: Sequence[torch.Tensor], m: i
                                create_graph=True)
             loss = _cosine_distance(sim, target) + cfg.tv_weight * total_variation(x, side)
             loss.backward()
+            if cfg.signed:
+                x.grad.sign_()  # Geiping et al.'s signed gradients: robust step sizes
             opt.step()
             sched.step()
             with torch.no_grad():
