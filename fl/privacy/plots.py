@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (imported only when a picture is drawn)."""
     import matplotlib
 
     matplotlib.use("Agg")
