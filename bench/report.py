@@ -321,7 +321,35 @@ def render(payloads: Payloads, results: Path, readme: Path) -> str:
         for name in PLOTS.get(suite, ()):
             if (results / name).exists():
                 lines += ["", f"![{name}]({rel + '/' if rel else ''}{name})"]
+    lines += standalone_sections(readme)
     return "\n".join(lines) + "\n"
+
+
+#: Sections whose first line carries this are written by their own script
+#: (``bench.privacy``, ``bench.explore``); a report keeps them as they are.
+STANDALONE_MARK = "written by that script, not by `secagg bench report`"
+
+
+def standalone_sections(readme: Path) -> list[str]:
+    """The sections of the current README that their own scripts wrote, verbatim."""
+    if not readme.exists():
+        return []
+    kept: list[str] = []
+    for section in readme.read_text().split("\n## ")[1:]:
+        body = section.rstrip("\n").split("\n")
+        first = next((line for line in body[1:] if line.strip()), "")
+        if STANDALONE_MARK in first:
+            kept += ["", "## " + body[0], *body[1:]]
+    return kept
+
+
+def write_standalone_section(readme: Path, title: str, body: str) -> None:
+    """Put ``## title`` with ``body`` into the README, replacing an earlier one."""
+    text = readme.read_text() if readme.exists() else "# Benchmarks\n"
+    head, *sections = text.split("\n## ")
+    sections = [s for s in sections if s.split("\n", 1)[0] != title]
+    sections.append(f"{title}\n\n{body.strip()}\n")
+    readme.write_text("\n## ".join([head.rstrip("\n") + "\n", *sections]))
 
 
 def _relative(path: Path, start: Path) -> str:

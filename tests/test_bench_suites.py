@@ -247,3 +247,16 @@ def test_cli_bench_refuses_a_foreign_bench_package(monkeypatch: pytest.MonkeyPat
     err = capsys.readouterr().err
     assert err.startswith("secagg bench: needs a source checkout of secagg (another package "
                           "named bench is imported from ") and err.count("\n") == 1
+
+
+def test_report_keeps_sections_their_own_scripts_wrote(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n\n## Targets\n\nold table\n")
+    mark = report.STANDALONE_MARK
+    report.write_standalone_section(readme, "Explorer", f"`cmd` ({mark}).\n\n| a |\n|---|\n")
+    report.write_standalone_section(readme, "Explorer", f"`cmd2` ({mark}).\n\n| b |\n|---|\n")
+    text = readme.read_text()
+    assert text.count("## Explorer") == 1 and "cmd2" in text and "old table" in text
+    kept = report.standalone_sections(readme)
+    assert kept[1] == "## Explorer" and "| b |" in kept
+    assert all("old table" not in line for line in kept)  # generated sections are redrawn
