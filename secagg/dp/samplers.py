@@ -1,0 +1,183 @@
+"""Vectorized exact integer noise: discrete Gaussian, Poisson, Skellam (spec §21.2).
+
+Exact inversion: a probability mass function is summed in decimal arithmetic
+(50 significant digits, far below 2^-64) into a table of 64-bit thresholds
+``T_j = floor(2^64 · CDF(j))``. One uniform 64-bit word ``u`` from the
+cryptographic source selects ``X = #{j : T_j <= u}`` whenever no threshold lies
+within 1 of ``u``; then the uniform real the word stands for is on a known side of
+every CDF value, so the draw is exactly the inverse CDF of a uniform real. The
+rare other draws (about one in 10^14, or past the table's end) are finished by
+:func:`_invert_scalar`, which extends the uniform real with further words and
+recomputes the CDF at higher precision until the side is certain. No floating
+point decides a sample.
+
+Measured on the 2-vCPU dev machine: about 2-4·10^6 coordinates per second once a
+table is built; building a table costs about 1 s per 10^6 entries (Poisson with
+mean μ needs about μ + 12√μ entries; cached per parameter).
+"""
+
+from __future__ import annotations
+
+import decimal
+import functools
+from collections.abc import Callable
+from decimal import Decimal
+from fractions import Fraction
+
+import numpy as np
+import numpy.typing as npt
+
+from secagg.dp.randomness import RandomSource, default_source, uniform_words
+
+I64 = npt.NDArray[np.int64]
+_PREC = 50  # significant decimal digits of the table's CDF
+_TAIL = Decimal(10) ** -40  # table ends once the remaining mass is below this
+_MAX_TABLE = 20_000_000
+
+PmfAt = Callable[[int, int], Decimal]  # (j, precision) -> P[X = j]
+
+
+def _context(prec: int) -> decimal.Context:
+    return decimal.Context(prec=prec, Emin=-(10**9), Emax=10**9)
+
+
+def _dec(x: Fraction, ctx: decimal.Context) -> Decimal:
+    return ctx.divide(Decimal(x.numerator), Decimal(x.denominator))
+
+
+class _Table:
+    """Thresholds of one distribution on {0, 1, 2, ...} and its exact pmf for fallback."""
+
+    def __init__(self, pmf_at: PmfAt, mode: int) -> None:
+        self.pmf_at = pmf_at
+        ctx = _context(_PREC)
+        total = Decimal(0)
+        thresholds: list[int] = []
+        scale = Decimal(2**64)
+        j = 0
+        while True:
+            total = ctx.add(total, pmf_at(j, _PREC))
+            thresholds.append(min(int(ctx.multiply(total, scale)), 2**64 - 1))
+            if j > mode and ctx.subtract(Decimal(1), total) < _TAIL:
+                break
+            j += 1
+            if j > _MAX_TABLE:
+                raise ValueError("distribution too wide for an inversion table")
+        self.thresholds = np.array(thresholds, dtype=np.uint64)
+
+    def sample(self, count: int, source: RandomSource) -> I64:
+        u = uniform_words(source, count)
+        t = self.thresholds
+        k = np.searchsorted(t, u, side="right")
+        hi = np.minimum(k, t.size - 1)
+        lo = np.maximum(k - 1, 0)
+        near_hi = (k < t.size) & ((t[hi] - u) <= np.uint64(1))
+        near_lo = (k > 0) & ((u - t[lo]) <= np.uint64(1))
+        unsure = near_hi | near_lo | (k >= t.size)
+        out = k.astype(np.int64)
+        for i in np.flatnonzero(unsure):
+            out[i] = _invert_scalar(self.pmf_at, int(u[i]), source)
+        return out
+
+
+def _invert_scalar(pmf_at: PmfAt, first_word: int, source: RandomSource) -> int:
+    """Exact inverse CDF of the uniform real whose first 64 bits are ``first_word``."""
+    value, nbits, prec = first_word, 64, _PREC + 20
+    while True:
+        ctx = _context(prec)
+        width = ctx.power(Decimal(2), -nbits)
+        u_lo = ctx.multiply(Decimal(value), width)
+        u_hi = ctx.add(u_lo, width)
+        err = Decimal(10) ** (-(prec - 10))
+        total, j = Decimal(0), 0
+        while True:
+            below = total
+            total = ctx.add(total, pmf_at(j, prec))
+            if ctx.add(below, err) > u_lo and j > 0:
+                break  # C(j-1) might exceed U: the side is not certain
+            if ctx.subtract(total, err) >= u_hi:
+                return j  # C(j-1) <= U < C(j) for every U in the interval
+            if ctx.add(total, err) > u_lo:
+                break  # U and C(j) too close at this precision
+            j += 1
+        value = (value << 64) | int(uniform_words(source, 1)[0])
+        nbits += 64
+        prec += 20
+
+
+def _poisson_pmf(mean: Fraction) -> PmfAt:
+    cache: dict[int, list[Decimal]] = {}
+
+    def pmf_at(j: int, prec: int) -> Decimal:
+        ctx = _context(prec)
+        vals = cache.setdefault(prec, [ctx.exp(-_dec(mean, ctx))])
+        mu = _dec(mean, ctx)
+        while len(vals) <= j:
+            k = len(vals)
+            vals.append(ctx.divide(ctx.multiply(vals[-1], mu), Decimal(k)))
+        return vals[j]
+
+    return pmf_at
+
+
+def _abs_gaussian_pmf(sigma2: Fraction) -> PmfAt:
+    """P[|Y| = j] for Y ~ N_Z(0, sigma2)."""
+    norms: dict[int, Decimal] = {}
+
+    def weight(j: int, ctx: decimal.Context) -> Decimal:
+        return ctx.exp(-ctx.divide(Decimal(j * j), 2 * _dec(sigma2, ctx)))
+
+    def pmf_at(j: int, prec: int) -> Decimal:
+        ctx = _context(prec)
+        if prec not in norms:
+            z, k = Decimal(1), 1
+            while True:
+                w = weight(k, ctx)
+                z = ctx.add(z, 2 * w)
+                if k * k > 2 * sigma2 and w < Decimal(10) ** -(prec + 10):
+                    break
+                k += 1
+            norms[prec] = z
+        w = weight(j, ctx) if j else Decimal(1)
+        return ctx.divide(w if j == 0 else 2 * w, norms[prec])
+
+    return pmf_at
+
+
+def _as_fraction(x: Fraction | int | float) -> Fraction:
+    f = Fraction(x)
+    if f <= 0:
+        raise ValueError("distribution parameter must be > 0")
+    return f
+
+
+@functools.lru_cache(maxsize=16)
+def _poisson_table(mean: Fraction) -> _Table:
+    return _Table(_poisson_pmf(mean), int(mean))
+
+
+@functools.lru_cache(maxsize=16)
+def _abs_gaussian_table(sigma2: Fraction) -> _Table:
+    return _Table(_abs_gaussian_pmf(sigma2), 0)
+
+
+def poisson(mean: Fraction | int | float, size: int, source: RandomSource | None = None) -> I64:
+    """``size`` exact Poisson(mean) integers (``mean`` is taken as the exact rational given)."""
+    return _poisson_table(_as_fraction(mean)).sample(size, source or default_source())
+
+
+def skellam(mean: Fraction | int | float, size: int, source: RandomSource | None = None) -> I64:
+    """``size`` exact Skellam(mean, mean) = Poisson(mean) − Poisson(mean); variance 2·mean."""
+    src = source or default_source()
+    table = _poisson_table(_as_fraction(mean))
+    return table.sample(size, src) - table.sample(size, src)
+
+
+def discrete_gaussian(
+    sigma2: Fraction | int | float, size: int, source: RandomSource | None = None
+) -> I64:
+    """``size`` exact N_Z(0, sigma2) integers: |Y| by inversion, then a uniform sign."""
+    src = source or default_source()
+    mag = _abs_gaussian_table(_as_fraction(sigma2)).sample(size, src)
+    signs = (uniform_words(src, size) & np.uint64(1)).astype(np.int64)
+    return np.where(signs == 1, -mag, mag)
