@@ -49,7 +49,9 @@ def rdp_skellam(included: int, mu: float, delta2: float, delta1: float) -> F64:
     """RDP of the sum of ``included`` Skellam(mu, mu) shares (AKL21 Thm 3.5)."""
     a = orders_array()
     big = included * mu
-    extra = np.minimum(((2 * a - 1) * delta2**2 + 6 * delta1) / (16 * big**2), 3 * delta1 / (4 * big))
+    extra = np.minimum(
+        ((2 * a - 1) * delta2**2 + 6 * delta1) / (16 * big**2), 3 * delta1 / (4 * big)
+    )
     out: F64 = a * delta2**2 / (4 * big) + extra
     return out
 

@@ -62,10 +62,12 @@ def rotate(x: F64, signs: F64) -> F64:
         raise ValueError("vector longer than the rotation")
     padded = np.zeros(n, dtype=np.float64)
     padded[: x.shape[-1]] = x
-    return fwht(padded * signs) / np.sqrt(n)
+    out: F64 = fwht(padded * signs) / np.sqrt(n)
+    return out
 
 
 def unrotate(y: F64, signs: F64, dim: int) -> F64:
     """Inverse of :func:`rotate` (``D·H / sqrt(n)``), then drop the padding."""
     n = signs.size
-    return (fwht(np.asarray(y, dtype=np.float64)) / np.sqrt(n) * signs)[:dim]
+    out: F64 = (fwht(np.asarray(y, dtype=np.float64)) / np.sqrt(n) * signs)[:dim]
+    return out
