@@ -1,4 +1,4 @@
-"""Known-answer vectors of the distributed-DP pipeline (spec §21.9): ``specs/vectors/dp.json``.
+"""Known-answer vectors of the distributed-DP pipeline (spec §21.9): ``specs/vectors/dp/dp.json``.
 
 ``python -m secagg.dp.vectors`` checks the committed file byte for byte;
 ``--write`` regenerates it. Every draw uses :class:`SeededTestVectorSource`
@@ -22,7 +22,8 @@ from secagg.dp.pipeline import encode_client
 from secagg.dp.randomness import SeededTestVectorSource
 from secagg.dp.rotation import rotate, rotation_signs
 
-PATH = Path(__file__).resolve().parents[2] / "specs" / "vectors" / "dp.json"
+# A subfolder: specs/vectors/*.json is the set secagg.vectors.FILES owns (tests check it).
+PATH = Path(__file__).resolve().parents[2] / "specs" / "vectors" / "dp" / "dp.json"
 _DRAWS = 16
 
 
