@@ -68,5 +68,7 @@ class DPAccountant:
 
     @property
     def epsilon(self) -> float:
-        """Cumulative ε at ``delta`` over every round charged so far."""
+        """Cumulative ε at ``delta`` over every round charged so far (0 before any)."""
+        if not self.history:
+            return 0.0
         return rdp.epsilon_from_rdp(self._total, self.delta)
