@@ -192,7 +192,9 @@ def _best_gamma(t: _Target, bits: int, z: float) -> tuple[DPParams, float]:
             break
         z = z_new
     params = _params(t, gamma, bits, z)
-    while wrap_probability(params) > t.max_wrap:
+    for _ in range(200):  # the fixed point can overshoot a little; infeasible widths stay over
+        if wrap_probability(params) <= t.max_wrap:
+            break
         gamma *= 0.98
         params = _params(t, gamma, bits, z)
     return params, z

@@ -12,8 +12,8 @@ recomputes the CDF at higher precision until the side is certain. No floating
 point decides a sample.
 
 Measured on the 2-vCPU dev machine: about 2-4·10^6 coordinates per second once a
-table is built; building a table costs about 1 s per 10^6 entries (Poisson with
-mean μ needs about μ + 12√μ entries; cached per parameter).
+table is built; a table covers the window where the pmf exceeds 10^-50 of its
+mode (about 30·σ entries) and is cached per parameter.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from secagg.dp.randomness import RandomSource, default_source, uniform_words
 
 I64 = npt.NDArray[np.int64]
 _PREC = 50  # significant decimal digits of the table's CDF
-_TAIL = Decimal(10) ** -40  # table ends once the remaining mass is below this
 _MAX_TABLE = 20_000_000
 
 PmfAt = Callable[[int, int], Decimal]  # (j, precision) -> P[X = j]
@@ -46,23 +45,23 @@ def _dec(x: Fraction, ctx: decimal.Context) -> Decimal:
 
 
 class _Table:
-    """Thresholds of one distribution on {0, 1, 2, ...} and its exact pmf for fallback."""
+    """Thresholds of one distribution on a window ``[offset, offset + len)`` of {0, 1, ...}.
 
-    def __init__(self, pmf_at: PmfAt, mode: int) -> None:
+    ``probs`` are the window's probabilities (the mass outside is below 10^-40 and
+    lies, like every ambiguous draw, on the exact path); ``pmf_at`` is the exact pmf
+    on the whole support for that path.
+    """
+
+    def __init__(self, pmf_at: PmfAt, probs: list[Decimal], offset: int) -> None:
         self.pmf_at = pmf_at
+        self.offset = offset
         ctx = _context(_PREC)
         total = Decimal(0)
         thresholds: list[int] = []
         scale = Decimal(2**64)
-        j = 0
-        while True:
-            total = ctx.add(total, pmf_at(j, _PREC))
+        for p in probs:
+            total = ctx.add(total, p)
             thresholds.append(min(int(ctx.multiply(total, scale)), 2**64 - 1))
-            if j > mode and ctx.subtract(Decimal(1), total) < _TAIL:
-                break
-            j += 1
-            if j > _MAX_TABLE:
-                raise ValueError("distribution too wide for an inversion table")
         self.thresholds = np.array(thresholds, dtype=np.uint64)
 
     def sample(self, count: int, source: RandomSource) -> I64:
@@ -73,8 +72,8 @@ class _Table:
         lo = np.maximum(k - 1, 0)
         near_hi = (k < t.size) & ((t[hi] - u) <= np.uint64(1))
         near_lo = (k > 0) & ((u - t[lo]) <= np.uint64(1))
-        unsure = near_hi | near_lo | (k >= t.size)
-        out = k.astype(np.int64)
+        unsure = near_hi | near_lo | (k >= t.size) | ((k == 0) & (self.offset > 0))
+        out = k.astype(np.int64) + self.offset
         for i in np.flatnonzero(unsure):
             out[i] = _invert_scalar(self.pmf_at, int(u[i]), source)
         return out
@@ -151,14 +150,52 @@ def _as_fraction(x: Fraction | int | float) -> Fraction:
     return f
 
 
+def _window(weight_ratio: Callable[[int], Decimal], mode: int, lowest: int) -> tuple[
+    list[Decimal], int
+]:
+    """Unnormalized weights around ``mode`` (w[mode] = 1) until they fall below 10^-50.
+
+    ``weight_ratio(j)`` is ``w(j+1)/w(j)``; the result is normalized to sum to 1.
+    """
+    ctx = _context(_PREC)
+    cut = Decimal(10) ** -50
+    up, w, j = [Decimal(1)], Decimal(1), mode
+    while w > cut or j <= mode:
+        w = ctx.multiply(w, weight_ratio(j))
+        j += 1
+        up.append(w)
+        if len(up) > _MAX_TABLE:
+            raise ValueError("distribution too wide for an inversion table")
+    down, w, j = [], Decimal(1), mode
+    while j > lowest and w > cut:
+        w = ctx.divide(w, weight_ratio(j - 1))
+        j -= 1
+        down.append(w)
+    weights = down[::-1] + up
+    z = sum(weights, Decimal(0))
+    return [ctx.divide(x, z) for x in weights], j
+
+
 @functools.lru_cache(maxsize=16)
 def _poisson_table(mean: Fraction) -> _Table:
-    return _Table(_poisson_pmf(mean), int(mean))
+    ctx = _context(_PREC)
+    mu = _dec(mean, ctx)
+    probs, offset = _window(lambda j: ctx.divide(mu, Decimal(j + 1)), int(mean), 0)
+    return _Table(_poisson_pmf(mean), probs, offset)
 
 
 @functools.lru_cache(maxsize=16)
 def _abs_gaussian_table(sigma2: Fraction) -> _Table:
-    return _Table(_abs_gaussian_pmf(sigma2), 0)
+    ctx = _context(_PREC)
+    two_s2 = 2 * _dec(sigma2, ctx)
+
+    def ratio(j: int) -> Decimal:
+        # w(j) = c_j·exp(−j²/2σ²) with c_0 = 1, c_j = 2 (both signs) for j >= 1
+        r = ctx.exp(-ctx.divide(Decimal(2 * j + 1), two_s2))
+        return 2 * r if j == 0 else r
+
+    probs, offset = _window(ratio, 0, 0)
+    return _Table(_abs_gaussian_pmf(sigma2), probs, offset)
 
 
 def poisson(mean: Fraction | int | float, size: int, source: RandomSource | None = None) -> I64:
