@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 from fractions import Fraction
 
 import numpy as np
@@ -62,7 +63,7 @@ def test_monotonicity() -> None:
     assert eps[0] > eps[1] > eps[2]
     acc = DPAccountant(DPParams(noise=Fraction(400), **base), 1e-5)
     totals = [acc.charge(10).epsilon_total for _ in range(5)]
-    assert all(a < b for a, b in zip(totals, totals[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(totals))
     sampled = [DPAccountant(DPParams(noise=Fraction(400), sampling_rate=q, **base), 1e-5)
                .charge(10).epsilon_round for q in (0.05, 0.2, 1.0)]
     assert sampled[0] < sampled[1] < sampled[2]
