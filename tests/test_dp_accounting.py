@@ -116,3 +116,19 @@ def test_missing_dp_accounting_has_a_clear_message(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(importlib, "import_module", fake)
     with pytest.raises(DependencyMissingError, match=r"secagg\[dp\]"):
         central.dp_accounting()
+
+
+def test_skellam_matches_the_papers_scaled_form() -> None:
+    """AKL21 Cor. 4.1 is stated for scale s, sum variance mu and real sensitivities; the
+    integer-unit form used here must agree for any s."""
+    a = rdp.orders_array()
+    for s, d2_real, m, mu_c in ((1.0, 1.0, 10, 50.0), (37.5, 0.8, 100, 3e4), (512.0, 2.0, 7, 1e6)):
+        d2 = s * d2_real
+        d1 = min(d2 * d2, 32 * d2)
+        var_paper = 2 * m * mu_c / s**2  # variance of the sum, in real units
+        l2, l1 = d2 / s, d1 / s
+        paper = a / (2 * var_paper) * l2**2 + np.minimum(
+            ((2 * a - 1) * s * l2**2 + 6 * l1) / (4 * s**3 * var_paper**2),
+            3 * l1 / (2 * s * var_paper),
+        )
+        assert np.allclose(rdp.rdp_skellam(m, mu_c, d2, d1), paper, rtol=1e-12)

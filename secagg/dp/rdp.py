@@ -5,7 +5,7 @@
   σ >= 1/2) with ``sqrt(2ρ) = min(sqrt(Δ2²/(mσ²) + τd/2), Δ1/(sqrt(m)σ) + τ·sqrt(d))``,
   ``τ = 10·Σ_{k=1}^{m−1} exp(−2π²σ²·k/(k+1))``; its RDP is ``α·ρ``.
 * Skellam: the sum of ``m`` shares ``Sk(μ, μ)^d`` is ``Sk(mμ, mμ)^d``; its RDP
-  (Agarwal, Kairouz, Liu, NeurIPS 2021, Theorem 3.5, with ``M = mμ``) is
+  (Agarwal, Kairouz, Liu, NeurIPS 2021, Corollary 4.1 written in integer units, ``M = mμ``) is
   ``αΔ2²/(4M) + min(((2α−1)Δ2² + 6Δ1)/(16M²), 3Δ1/(4M))``.
 * Poisson sampling with rate ``q``: the general upper bound of Zhu and Wang
   (ICML 2019, Theorem 6) for integer orders, in log space.
@@ -46,7 +46,7 @@ def rdp_ddg(included: int, sigma2: float, delta2: float, delta1: float, dim: int
 
 
 def rdp_skellam(included: int, mu: float, delta2: float, delta1: float) -> F64:
-    """RDP of the sum of ``included`` Skellam(mu, mu) shares (AKL21 Thm 3.5)."""
+    """RDP of the sum of ``included`` Skellam(mu, mu) shares (AKL21 Cor. 4.1, integer units)."""
     a = orders_array()
     big = included * mu
     extra = np.minimum(
