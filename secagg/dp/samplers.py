@@ -11,9 +11,11 @@ rare other draws (about one in 10^14, or past the table's end) are finished by
 recomputes the CDF at higher precision until the side is certain. No floating
 point decides a sample.
 
-Measured on the 2-vCPU dev machine: about 2-4·10^6 coordinates per second once a
-table is built; a table covers the window where the pmf exceeds 10^-50 of its
-mode (about 30·σ entries) and is cached per parameter.
+Measured on the 2-vCPU dev machine under load (load average 16): 10^6 coordinates in
+about 1.0 s (discrete Gaussian, σ² = 10^4), 1.1 s (Skellam, μ = 10^4), 0.6 s (Poisson);
+a table covers the window where the pmf exceeds 10^-50 of its mode (about 30·σ
+entries), is built once per parameter in under 1 s up to σ² = 10^6, and is cached.
+The scalar CKS reference sampler runs at about 2·10^3 draws per second.
 """
 
 from __future__ import annotations
