@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -240,28 +241,30 @@ def frame(type_code: int, body: bytes) -> bytes:
 
 
 # message-level edits (the encoder writes what it is given; only decode validates)
-def kb_of(run: Run) -> msgs.KeyBroadcast:
+_M = TypeVar("_M", bound=msgs.Message)
+
+
+def _to_me(run: Run, kind: type[_M]) -> _M:
+    """The server message the run holds for client ME, checked to be a ``kind``."""
     msg = run.to_me
-    assert isinstance(msg, msgs.KeyBroadcast)
+    assert isinstance(msg, kind)
     return msg
+
+
+def kb_of(run: Run) -> msgs.KeyBroadcast:
+    return _to_me(run, msgs.KeyBroadcast)
 
 
 def bundle_of(run: Run) -> msgs.CiphertextBundle:
-    msg = run.to_me
-    assert isinstance(msg, msgs.CiphertextBundle)
-    return msg
+    return _to_me(run, msgs.CiphertextBundle)
 
 
 def request_of(run: Run) -> msgs.UnmaskRequest:
-    msg = run.to_me
-    assert isinstance(msg, msgs.UnmaskRequest)
-    return msg
+    return _to_me(run, msgs.UnmaskRequest)
 
 
 def view_of(run: Run) -> msgs.ConsistencyRequest:
-    msg = run.to_me
-    assert isinstance(msg, msgs.ConsistencyRequest)
-    return msg
+    return _to_me(run, msgs.ConsistencyRequest)
 
 
 def held_msg(run: Run) -> msgs.Message:
