@@ -65,6 +65,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def suite_parser(suite: str, doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser of ``secagg bench SUITE``: its module docstring as the
+    description (kept as written) and the options every suite shares."""
+    parser = argparse.ArgumentParser(prog=f"secagg bench {suite}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    return parser
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options every suite shares, so `secagg bench SUITE` reads the same everywhere."""
     parser.add_argument("--quick", action="store_true",

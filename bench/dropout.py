@@ -38,7 +38,6 @@ surviving neighbour), with the floor for the same masks measured beside it.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -302,9 +301,7 @@ def print_tables(completion: Sequence[dict[str, Any]], recovery: Sequence[dict[s
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``secagg bench dropout``; 0 unless a session returned a wrong sum."""
-    parser = argparse.ArgumentParser(prog="secagg bench dropout", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser)
+    parser = common.suite_parser("dropout", __doc__)
     parser.add_argument("--clients", type=int, default=None,
                         help="measure one (n, t, graph) instead of the report's two")
     parser.add_argument("--graph", choices=["complete", "harary"], default="complete")

@@ -28,7 +28,6 @@ Flower's server is single-threaded; both ratios are reported.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -226,9 +225,7 @@ def _yn(value: bool | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``secagg bench flower``; 0 unless a completed session summed wrongly."""
-    parser = argparse.ArgumentParser(prog="secagg bench flower", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser)
+    parser = common.suite_parser("flower", __doc__)
     parser.add_argument("--flower-venv", default=str(DEFAULT_VENV),
                         help="virtual environment holding flwr (default .venv-flower)")
     parser.add_argument("--no-flower", action="store_true",

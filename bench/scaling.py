@@ -15,7 +15,6 @@ covering the full grid, which would take hours without telling more.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -103,9 +102,7 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``secagg bench scaling``; 0 when every session summed exactly."""
-    parser = argparse.ArgumentParser(prog="secagg bench scaling", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser)
+    parser = common.suite_parser("scaling", __doc__)
     parser.add_argument("--only", default=None,
                         help="run only the sweep of this name (n, m, graph, drop-round, scale)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
