@@ -50,15 +50,9 @@ RUNNER = Path(__file__).resolve().parent / "flower_runner.py"
 
 
 @dataclass(frozen=True)
-class Case:
+class Case(common.SessionCase):
     """One session configuration run on both sides."""
 
-    name: str
-    n: int
-    m: int
-    dropout: float
-    graph: str = "complete"
-    drop_at: str = "masked-input"
     kind: str = "cost"  # "cost" rows are timed and plotted; "drop-round" rows check completion
 
 
