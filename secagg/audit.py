@@ -586,17 +586,24 @@ class _Audit:
                 self._check_view_lists(u, m.alive, m.dropped, self.domain(u), "request")
 
     def _abort_reason_round2(self) -> str:
-        t, u3, u2 = self.t, self.u3, self.u2 or frozenset()
+        t, u3 = self.t, self.u3
         if self.u2 is None:
             return "round 1 left fewer than t + 1 clients"
         if len(u3) < t:
             return f"only {len(u3)} masked inputs were accepted, fewer than t = {t}"
+        return self._short_of_helpers(u3, "surviving neighbours")
+
+    def _short_of_helpers(self, helpers: frozenset[int], what: str) -> str:
+        """The first client whose mask cannot be removed for want of t neighbours in
+        ``helpers`` (those left to answer): a survivor in U3, or a client dropped after
+        U2 that shares a pairwise mask with a survivor (§8.3, §9.1); "" when there is none."""
+        t, u3, u2 = self.t, self.u3, self.u2 or frozenset()
         for u in sorted(u3):
-            if len(self.nbrs(u, u3)) < t:
-                return f"client {u} has fewer than t surviving neighbours"
+            if len(self.nbrs(u, helpers)) < t:
+                return f"client {u} has fewer than t {what}"
         for v in sorted(u2 - u3):
-            if self.nbrs(v, u2) & u3 and len(self.nbrs(v, u3)) < t:
-                return f"dropped client {v} has fewer than t surviving neighbours"
+            if self.nbrs(v, u2) & u3 and len(self.nbrs(v, helpers)) < t:
+                return f"dropped client {v} has fewer than t {what}"
         return ""
 
     def _expected_view(self, u: int, domain: frozenset[int]) -> tuple[tuple[int, ...],
@@ -666,18 +673,12 @@ class _Audit:
                 self._check_signed_request(u, m)
 
     def _abort_reason_round3(self) -> str:
-        t, q, u3, u2 = self.t, self.q, self.u3, self.u2 or frozenset()
+        t, q = self.t, self.q
         if self.abort2:
             return self.abort2
         if len(q) < t:
             return f"only {len(q)} signers have t signing neighbours, fewer than t = {t}"
-        for w in sorted(u3):
-            if len(self.nbrs(w, q)) < t:
-                return f"client {w} has fewer than t neighbours able to unmask"
-        for v in sorted(u2 - u3):
-            if self.nbrs(v, u2) & u3 and len(self.nbrs(v, q)) < t:
-                return f"dropped client {v} has fewer than t neighbours able to unmask"
-        return ""
+        return self._short_of_helpers(q, "neighbours able to unmask")
 
     def _check_signed_request(self, u: int, m: msgs.ConsistencyRequest) -> None:
         t = self.t
