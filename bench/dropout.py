@@ -213,7 +213,7 @@ def run_completion(g: CompletionGroup, seed: int, threads: int | None, bar: comm
                 draw = np.random.default_rng([seed, g.n, int(p * 1000), s]).random(g.n)
                 dropped = [u for u, x in zip(config.cohort, draw, strict=True) if x < p]
                 row, _ = common.run_ours(config, dropped, drop_at, seed=seed + s, threads=threads,
-                                  measure_memory=False, measure_floor=False)
+                                         measure_memory=False, measure_floor=False)
                 exact += row["exact"]
                 aborted += row["aborted"]
                 wrong += (not row["exact"]) and (not row["aborted"])
@@ -252,7 +252,7 @@ def run_recovery(g: RecoveryGroup, seed: int, threads: int | None, bar: common.P
         # best of `repeats` sessions: on a shared machine the minimum filters out the
         # moments another process held a core (the floor is best-of-3 already)
         tries = [common.run_ours(config, dropped, "masked-input", seed=seed, threads=threads,
-                          measure_memory=False)[0] for _ in range(repeats)]
+                                 measure_memory=False)[0] for _ in range(repeats)]
         row = min(tries, key=lambda r: r["server_seconds"])
         row["exact"] = all(r["exact"] for r in tries)
         row["repeats"] = repeats

@@ -139,13 +139,13 @@ def run_case(case: Case, *, seed: int, threads: int | None, venv: Path | None,
     """Our session (all threads, then one thread), then Flower's; the comparison row."""
     config = common.make_config(case.n, case.m, case.graph, dropout=0.1)
     dropped = common.drop_exact(case.n, case.dropout,
-                         np.random.default_rng([seed, case.n, round(case.dropout * 1000)]))
+                                np.random.default_rng([seed, case.n, round(case.dropout * 1000)]))
     row, report = common.run_ours(config, dropped, case.drop_at, seed=seed, threads=threads,
-                           measure_memory=False)
+                                  measure_memory=False)
     row = {"case": case.name, "kind": case.kind, **row, "completed": not report.aborted}
     if case.kind == "cost":
         one, _ = common.run_ours(config, dropped, case.drop_at, seed=seed, threads=1,
-                          measure_memory=False)
+                                 measure_memory=False)
         row["server_seconds_1thread"] = one["server_seconds"]
         row["floor_seconds_1thread"] = one["floor_seconds"]
     if venv is None:

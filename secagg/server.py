@@ -518,7 +518,7 @@ class ServerProtocol:
                 alive = tuple(sorted(domain & self._u3))
                 dropped = tuple(sorted(domain & (self._u2 - self._u3)))
             out[u] = msgs.ConsistencyRequest(alive, dropped,
-                                        tuple((v, self._view_sigs[v]) for v in signers))
+                                             tuple((v, self._view_sigs[v]) for v in signers))
             self._requests[u] = msgs.UnmaskRequest(view.alive, view.dropped)
         self.state = ServerState.COLLECT_UNMASK
         return out

@@ -329,33 +329,33 @@ def message_from_fields(type_name: str, f: Json) -> msgs.Message:
     """Build the message named ``type_name`` from JSON fields (see :func:`message_fields`)."""
     if type_name == "AdvertiseKeys":
         return msgs.AdvertiseKeys(int(f["sender"]), _unhex(f["enc_pk"]), _unhex(f["mask_pk"]),
-                             _unhex(f["signature"]))
+                                  _unhex(f["signature"]))
     if type_name == "KeyBroadcast":
         return msgs.KeyBroadcast(tuple(msgs.KeyEntry(int(e["client_id"]), _unhex(e["enc_pk"]),
-                                           _unhex(e["mask_pk"]), _unhex(e["signature"]))
-                                  for e in f["entries"]))
+                                                     _unhex(e["mask_pk"]), _unhex(e["signature"]))
+                                       for e in f["entries"]))
     if type_name == "ShareKeys":
         return msgs.ShareKeys(int(f["sender"]), tuple((int(c["receiver"]), _unhex(c["ciphertext"]))
-                                                 for c in f["ciphertexts"]),
-                         _unhex(f["self_mask_commitment"]))
+                                                      for c in f["ciphertexts"]),
+                              _unhex(f["self_mask_commitment"]))
     if type_name == "CiphertextBundle":
         return msgs.CiphertextBundle(tuple((int(c["sender"]), _unhex(c["ciphertext"]))
-                                      for c in f["ciphertexts"]))
+                                           for c in f["ciphertexts"]))
     if type_name == "MaskedInput":
         return msgs.MaskedInput(int(f["sender"]), int(f["bits"]), int(f["count"]),
-                           _unhex(f["packed"]))
+                                _unhex(f["packed"]))
     if type_name == "UnmaskRequest":
         return msgs.UnmaskRequest(tuple(int(x) for x in f["alive"]),
-                             tuple(int(x) for x in f["dropped"]))
+                                  tuple(int(x) for x in f["dropped"]))
     if type_name == "UnmaskResponse":
         return msgs.UnmaskResponse(int(f["sender"]), tuple(
             (int(s["owner"]), msgs.ShareKind(int(s["kind"])), _unhex(s["share"]))
             for s in f["shares"]))
     if type_name == "ConsistencyRequest":
         return msgs.ConsistencyRequest(tuple(int(x) for x in f["alive"]),
-                                  tuple(int(x) for x in f["dropped"]),
-                                  tuple((int(s["signer"]), _unhex(s["signature"]))
-                                        for s in f["signatures"]))
+                                       tuple(int(x) for x in f["dropped"]),
+                                       tuple((int(s["signer"]), _unhex(s["signature"]))
+                                             for s in f["signatures"]))
     if type_name == "ConsistencySignature":
         return msgs.ConsistencySignature(int(f["sender"]), _unhex(f["signature"]))
     if type_name == "Abort":
