@@ -24,6 +24,7 @@ import enum
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -77,6 +78,9 @@ RULES: tuple[Rule, ...] = (
     Rule("A11", "published result equals the recomputed unmasking", "§8.5 close steps 3-4"),
 )
 _RULE_IDS = tuple(r.id for r in RULES)
+
+#: a server message type the audit looks for in a round
+_M = TypeVar("_M", bound=msgs.Message)
 
 
 class Status(enum.Enum):
@@ -565,16 +569,9 @@ class _Audit:
             accepted.add(u)
         self.u3 = frozenset(accepted)
         self.abort2 = self._abort_reason_round2()
-        requests = {u: [m for m in ms if not isinstance(m, msgs.Abort)]
-                    for u, ms in self.down[2].items()}
-        requests = {u: ms for u, ms in requests.items() if ms}
-        if requests and self.abort2:
-            self.f.add("A6", f"round 2: the server asked for unmasking although {self.abort2} "
-                       "(it must abort before any share is requested)")
-        outside = set(requests) - self.u3
-        if outside:
-            self.f.add("A5", f"round 2: clients {_ids(outside)} are asked to unmask but sent no "
-                       "accepted masked input (not in U3)")
+        requests = self._asked_to_unmask(
+            2, (msgs.UnmaskRequest, msgs.ConsistencyRequest), self.abort2, self.u3,
+            "sent no accepted masked input (not in U3)")
         for u, ms in sorted(requests.items()):
             for m in ms:
                 assert isinstance(m, msgs.UnmaskRequest | msgs.ConsistencyRequest)
@@ -592,6 +589,23 @@ class _Audit:
         if len(u3) < t:
             return f"only {len(u3)} masked inputs were accepted, fewer than t = {t}"
         return self._short_of_helpers(u3, "surviving neighbours")
+
+    def _asked_to_unmask(self, round_number: int, kinds: tuple[type[_M], ...], abort: str,
+                         allowed: frozenset[int], not_allowed: str) -> dict[int, list[_M]]:
+        """The unmask requests (messages of ``kinds``) the server sent per client when
+        ``round_number`` closed, after A6 (it asked although the round must abort, for the
+        reason ``abort``) and A5 (it asked clients outside ``allowed``: they ``not_allowed``)."""
+        asked = {u: [m for m in ms if isinstance(m, kinds)]
+                 for u, ms in self.down[round_number].items()}
+        asked = {u: ms for u, ms in asked.items() if ms}
+        if asked and abort:
+            self.f.add("A6", f"round {round_number}: the server asked for unmasking although "
+                       f"{abort} (it must abort before any share is requested)")
+        outside = set(asked) - allowed
+        if outside:
+            self.f.add("A5", f"round {round_number}: clients {_ids(outside)} are asked to unmask "
+                       f"but {not_allowed}")
+        return asked
 
     def _short_of_helpers(self, helpers: frozenset[int], what: str) -> str:
         """The first client whose mask cannot be removed for want of t neighbours in
@@ -657,16 +671,9 @@ class _Audit:
         self.u4 = frozenset(self.view_sigs)
         self.q = frozenset(u for u in self.u4 if len(self.nbrs(u, self.u4)) >= t)
         abort3 = self._abort_reason_round3()
-        signed = {u: [m for m in ms if isinstance(m, msgs.ConsistencyRequest)]
-                  for u, ms in self.down[3].items()}
-        signed = {u: ms for u, ms in signed.items() if ms}
-        if signed and abort3:
-            self.f.add("A6", f"round 3: the server asked for unmasking although {abort3} "
-                       "(it must abort before any share is requested)")
-        outside = set(signed) - self.q
-        if outside:
-            self.f.add("A5", f"round 3: clients {_ids(outside)} are asked to unmask but are not "
-                       "signers with t signing neighbours (not in Q)")
+        signed = self._asked_to_unmask(
+            3, (msgs.ConsistencyRequest,), abort3, self.q,
+            "are not signers with t signing neighbours (not in Q)")
         for u, ms in sorted(signed.items()):
             for m in ms:
                 self.views[u].append(m)
