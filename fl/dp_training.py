@@ -68,7 +68,7 @@ from secagg.dp.central import central_noise_multiplier
 from secagg.dp.errors import DPConfigError
 from secagg.dp.params import DPParams, check_mechanism
 from secagg.dp.pipeline import decode_mean, encode_client
-from secagg.dp.planning import Plan, plan
+from secagg.dp.planning import Plan, format_plan, plan
 from secagg.dp.rounding import clip_l2
 from secagg.quantize import Layout, flatten, unflatten
 from secagg.rounds import SEMI_HONEST_ROUNDS, Round
@@ -313,15 +313,19 @@ def run_dp_training(
     *,
     progress: Progress | None = None,
     on_round: Callable[[DPRoundRecord], None] | None = None,
+    on_plan: Callable[[str], None] | None = None,
 ) -> DPTrainingHistory:
     """Train ``model`` (its weights are the start) by distributed-DP FedAvg and its twins.
 
     ``config`` gives the FL hyper-parameters (its ``clip`` and ``bits`` are not
     used: the DP clip is ``options.clip``, an L2 norm, and the ring width
     ``options.bits``). Raises :class:`DPConfigError` for a target the
-    planner refuses (§21.8). On return ``model`` holds the distributed-DP model.
+    planner refuses (§21.8). ``on_plan`` hears the plan (``format_plan``) before
+    the first round. On return ``model`` holds the distributed-DP model.
     """
     trainer = _DPTrainer(data, model, config, options, progress)
+    if on_plan:
+        on_plan(format_plan(trainer.plan))
     history = DPTrainingHistory(config, options, trainer.plan, trainer.z_central,
                                 model.evaluate(data.x_test, data.y_test).accuracy)
     for r in range(1, config.rounds + 1):
