@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     # fl.fedavg, fl.data and fl.models import neither scikit-learn nor matplotlib,
     # so `secagg --help` stays fast; the defaults are FedAvgConfig's, in one place
     from fl.data import DATASETS
+    from fl.dp_cli import add_dp_arguments
     from fl.fedavg import DROP_AT_CHOICES, FedAvgConfig
     from fl.models import MODELS
 
@@ -46,18 +47,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dataset", choices=DATASETS, default="digits",
                    help="bundled data set (default digits)")
-    p.add_argument("--clients", type=int, default=20,
-                   help="number of clients (default 20)")
+    p.add_argument("--clients", type=int, default=None,
+                   help="number of clients (default 20; 200 with --dp)")
     p.add_argument("--cohort", type=int, default=None,
                    help="clients sampled per round (default: all)")
     p.add_argument("--rounds", type=int, default=d.rounds, help="FL rounds (default %(default)s)")
-    p.add_argument("--local-epochs", type=int, default=d.local_epochs,
-                   help="local SGD epochs per round (default %(default)s)")
+    p.add_argument("--local-epochs", type=int, default=None,
+                   help=f"local SGD epochs per round (default {d.local_epochs}; 2 with --dp)")
     p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="SGD minibatch size (default %(default)s)")
-    p.add_argument("--alpha", type=float, default=0.5,
-                   help="Dirichlet label-skew parameter, smaller = more skewed (default 0.5)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="Dirichlet label-skew parameter, smaller = more skewed (default 0.5; "
+                   "with --dp: IID unless given)")
     p.add_argument("--iid", action="store_true", help="IID split instead of Dirichlet")
     p.add_argument("--dropout", type=float, default=d.dropout,
                    help="fraction of each cohort that drops (default %(default)s)")
@@ -82,10 +84,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "protocol's keys always come from the OS")
     p.add_argument("--out", default="results", help="output directory (default results)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_dp_arguments(p)  # --dp ddg|skellam, --epsilon, --delta, --dp-clip (fl.dp_cli)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fl.dp_cli import resolve_defaults, run_dp
+
+    resolve_defaults(args)  # --clients, --local-epochs, --alpha: FedAvg's or the DP job's
+    if args.dp is not None:
+        return run_dp(args)
     start = time.perf_counter()
     # heavy imports (scikit-learn, matplotlib) only when training
     from fl.data import federate
