@@ -21,6 +21,13 @@ The gap between the two is what secure aggregation costs in accuracy. Each
 round also checks the secure mean against the plaintext weighted mean of the
 very same (clipped) updates: the difference must stay within
 :attr:`SecureAggregator.error_bound`.
+
+The same loop runs FedProx, SCAFFOLD and FedPer (``FedAvgConfig.algorithm``):
+what a client sends and what the server does with the means is in
+:mod:`fl.algorithms`. SCAFFOLD's two means (model and control-variate deltas)
+come from ONE secure session, each part with its own clipping range
+(:mod:`fl.parts`), so both use the same included clients; each part's error is
+checked against its own bound.
 """
 
 from __future__ import annotations
@@ -210,6 +217,9 @@ class TrainingHistory:
             "secagg_seconds": self.secagg_seconds,
             "aborted_rounds": [r.round for r in self.rounds if r.aborted],
             "max_aggregation_error": self.max_aggregation_error,
+            "max_control_aggregation_error": max(
+                (r.control_aggregation_error for r in self.rounds
+                 if r.control_aggregation_error is not None), default=None),
             "within_bound": self.within_bound,
             "rounds": [asdict(r) for r in self.rounds],
             "algorithm": self.config.algorithm,
