@@ -308,3 +308,22 @@ def test_cli_algorithms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert json.loads(capsys.readouterr().out)["config"]["mu"] == 0.01
     assert main(["train", "--algorithm", "fedper", *small, "--out", str(tmp_path / "f")]) == 2
     assert "fedper" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------- bench
+
+
+def test_bench_algorithms_rows_and_table() -> None:
+    from bench import algorithms as bench_alg
+
+    rows = [bench_alg.one_run("scaffold", 0.5, 0, 2, "logreg"),
+            bench_alg.one_run("fedper", 0.5, 0, 1, "mlp")]
+    assert rows[0]["within_bound"] and rows[0]["rounds"] == 2
+    hit = rows[0]["rounds_to_target_secure"]
+    assert hit is None or 1 <= hit <= 2
+    text = bench_alg.markdown({"machine": {"cpu": "x", "cpu_count": 1, "python": "3"},
+                               "target": 0.85, "seeds": [0], "rounds": 2, "fedprox_mu": 0.01,
+                               "rows": rows})
+    assert "| scaffold | 0.5 |" in text and "| fedper | 0.5 |" in text
+    assert bench_alg._rounds_cell([None, 3, 5]) == "4 (3-5), never in 1"
+    assert bench_alg._rounds_cell([None]) == "never"
