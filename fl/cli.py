@@ -28,10 +28,14 @@ from secagg.graph import GraphKind
 if TYPE_CHECKING:
     from fl.fedavg import Progress, RoundRecord
 
+#: ``--mu`` when ``--algorithm fedprox`` is given without it
+FEDPROX_DEFAULT_MU = 0.01
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train`` to the ``secagg`` subcommands (the ``secagg.commands`` entry point)."""
     # fl.fedavg, fl.data and fl.models import neither scikit-learn nor matplotlib,
     # so `secagg --help` stays fast; the defaults are FedAvgConfig's, in one place
+    from fl.algorithms import ALGORITHMS
     from fl.data import DATASETS
     from fl.dp_cli import add_dp_arguments
     from fl.fedavg import DROP_AT_CHOICES, FedAvgConfig
@@ -73,8 +77,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default %(default)s)")
     p.add_argument("--model", choices=MODELS, default="logreg",
                    help="numpy softmax regression or one-hidden-layer MLP (default logreg)")
-    p.add_argument("--mu", type=float, default=d.mu,
-                   help="FedProx proximal term; 0 = FedAvg (default)")
+    p.add_argument("--algorithm", choices=ALGORITHMS, default=d.algorithm,
+                   help="fedavg (default), fedprox (proximal term --mu), scaffold (control "
+                   "variates, one secure session for both means) or fedper (personal heads "
+                   "kept local; needs --model mlp)")
+    p.add_argument("--mu", type=float, default=None,
+                   help=f"FedProx proximal term (default {d.mu:g}; "
+                   f"{FEDPROX_DEFAULT_MU:g} with --algorithm fedprox)")
+    p.add_argument("--control-clip", type=float, default=d.control_clip,
+                   help="SCAFFOLD: clip each control-variate delta coordinate to "
+                   "[-C, C] (default %(default)s)")
     p.add_argument("--clip", type=float, default=d.clip,
                    help="clip each update coordinate to [-clip, clip] (default %(default)s)")
     p.add_argument("--bits", type=int, default=d.bits,
@@ -104,11 +116,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.clients < 1:
             raise SecAggError("--clients must be >= 1")
+        if args.mu is None:
+            args.mu = FEDPROX_DEFAULT_MU if args.algorithm == "fedprox" else 0.0
         config = FedAvgConfig(
             rounds=args.rounds, cohort_size=args.cohort, local_epochs=args.local_epochs,
             lr=args.lr, batch_size=args.batch_size, mu=args.mu, dropout=args.dropout,
             drop_at=args.drop_at, graph=args.graph, declared_dropout=args.declared_dropout,
-            clip=args.clip, bits=args.bits, seed=args.seed,
+            clip=args.clip, bits=args.bits, seed=args.seed, algorithm=args.algorithm,
+            control_clip=args.control_clip,
         )
         data = federate(args.dataset, args.clients, iid=args.iid, alpha=args.alpha,
                         seed=args.seed)
@@ -130,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     json_path, png_path = out / "train.json", out / "train.png"
     split = "IID" if args.iid else f"Dirichlet alpha={args.alpha:g}"
     title = (f"{args.dataset}, {args.clients} clients ({split}), {args.model}, "
+             f"{args.algorithm}, "
              f"{args.dropout:.0%} dropout, graph={args.graph}")
     plot_accuracy(history, png_path, title=title)
     summary: dict[str, Any] = {
@@ -152,7 +168,7 @@ def _print_header(args: argparse.Namespace, num_train: int) -> None:
     split = "IID" if args.iid else f"non-IID, Dirichlet alpha={args.alpha:g}"
     print(f"secagg train: {args.dataset}, {args.clients} clients ({split}, {num_train} "
           f"training examples), model {args.model}, {args.rounds} rounds x "
-          f"{args.local_epochs} local epochs, lr {args.lr:g}"
+          f"{args.local_epochs} local epochs, lr {args.lr:g}, algorithm {args.algorithm}"
           + (f", FedProx mu={args.mu:g}" if args.mu else ""))
     print(f"secure aggregation: graph {args.graph}, {args.dropout:.0%} of each cohort drops at "
           f"{args.drop_at} round(s); {args.bits}-bit quantization, clip {args.clip:g}")
@@ -178,6 +194,10 @@ def _print_summary(s: dict[str, Any]) -> None:
     print()
     print(f"final test accuracy: secure {100 * s['final_accuracy_secure']:.2f}%, plaintext "
           + ("-" if plain is None else f"{100 * plain:.2f}%") + gap)
+    if s["personal_accuracy_mean"] is not None:
+        print(f"per-client accuracy on their own test data: mean "
+              f"{100 * s['personal_accuracy_mean']:.2f}%, worst 10% "
+              f"{100 * s['personal_accuracy_worst10']:.2f}%")
     err = s["max_aggregation_error"]
     if err is not None:
         bound = s["rounds"][0]["error_bound"]
