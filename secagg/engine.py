@@ -1,0 +1,120 @@
+"""Engines that run the server's unmasking jobs (pure functions) on several workers.
+
+Why an abstraction: the sans-IO :class:`~secagg.server.ServerProtocol` must not own
+processes or sockets, yet its unmasking (X25519, HKDF, keystream) is the one part
+worth spreading over cores or machines. The driver that owns the process lifetime
+(the simulator, a transport) makes an engine and hands it to the server; the server
+only calls :meth:`Engine.map` with the pure functions of :mod:`secagg.unmask`.
+
+* :class:`InlineEngine` runs jobs one after another in this process (tests,
+  and a reference for the others);
+* :class:`ProcessEngine` runs them on a local pool of worker processes.
+
+Jobs carry the reconstructed secrets a worker needs (spec §8.5): run workers
+only where the server itself runs (one host, or a cluster the operator controls).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from secagg.errors import ConfigError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Runs pure, picklable functions on ``workers`` workers; results in input order."""
+
+    @property
+    def workers(self) -> int: ...
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]: ...
+
+
+class InlineEngine:
+    """Every job in this process, in order: ``workers`` only says how to split the work."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self._workers = _check_workers(workers)
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        return [fn(item) for item in items]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __repr__(self) -> str:
+        return f"InlineEngine(workers={self._workers})"
+
+
+def _warm(_: int) -> int:
+    """Import and compile the kernels in a fresh worker, so no session pays for it."""
+    from secagg.kernels.warmup import warm_up
+
+    warm_up(1 << 32)
+    return os.getpid()
+
+
+class ProcessEngine:
+    """A local pool of ``workers`` processes, started (and warmed) when made.
+
+    ``fork`` where the platform has it (workers inherit the loaded kernels), else
+    ``spawn``. Close it (or use it as a context manager) to stop the workers.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._workers = _check_workers(workers)
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self._pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=context)
+        # start every worker now: a pool starts processes lazily, on first use
+        list(self._pool.map(_warm, range(self._workers)))
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        return list(self._pool.map(fn, items))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ProcessEngine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ProcessEngine(workers={self._workers})"
+
+
+def _check_workers(workers: object) -> int:
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError("workers must be a positive integer")
+    return workers
+
+
+def make_engine(workers: int, kind: str = "process") -> InlineEngine | ProcessEngine | None:
+    """The engine for ``--workers K --engine kind``; None for one worker (the threaded path)."""
+    _check_workers(workers)
+    if kind not in ("process", "inline"):
+        raise ConfigError(f"unknown engine {kind!r} (process or inline)")
+    if workers == 1:
+        return None
+    return ProcessEngine(workers) if kind == "process" else InlineEngine(workers)
+
+
+__all__ = ["Engine", "InlineEngine", "ProcessEngine", "make_engine"]
