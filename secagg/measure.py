@@ -19,11 +19,12 @@ import numpy as np
 from secagg.config import SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.crypto.signatures import SigningKey
-from secagg.floor import measure_floor
+from secagg.engine import Engine
+from secagg.floor import measure_floor, measure_full_floor
 from secagg.identity import TrustStore
 from secagg.messages import ServerMessage
 from secagg.rounds import Round, decode_client
-from secagg.server import ServerProtocol, ServerState
+from secagg.server import ServerProtocol, ServerState, UnmaskedSum
 from secagg.session import SessionObserver
 from secagg.sim import Progress, Schedule, SimulationReport, run_simulation
 from secagg.transcript import TranscriptRecorder
@@ -45,7 +46,8 @@ class UploadRecorder(SessionObserver):
 
 
 def replay_peak_memory(config: SessionConfig, batches: list[list[bytes]],
-                       threads: int | None, *, trust_store: TrustStore | None = None) -> int:
+                       threads: int | None, *, trust_store: TrustStore | None = None,
+                       engine: Engine | None = None) -> int:
     """Peak bytes a fresh server allocates while it processes a recorded session.
 
     The timed run does not trace memory (tracemalloc slows every allocation);
@@ -59,7 +61,7 @@ def replay_peak_memory(config: SessionConfig, batches: list[list[bytes]],
     try:
         base, _ = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        server = ServerProtocol(config, threads=threads, trust_store=trust_store)
+        server = ServerProtocol(config, threads=threads, trust_store=trust_store, engine=engine)
         for batch in batches:
             for data in batch:
                 server.receive(decode_client(data))
@@ -87,26 +89,49 @@ def simulate(
     client_min_cohort: int | None = None,
     transcript: TranscriptRecorder | None = None,
     observers: Sequence[SessionObserver] = (),
+    engine: Engine | None = None,
 ) -> SimulationReport:
     """:func:`secagg.sim.simulate`, then the measurements its report leaves at zero.
 
     ``measure_memory``: replay the session into a fresh server under tracemalloc
     (``peak_server_mb``). ``measure_floor_time``: time the hardware floor of the
-    same work (``floor_seconds``, ``server_to_floor``).
+    same work (``floor_seconds``, ``server_to_floor``) and the full floor of every
+    primitive the server ran (``full_floor_seconds``, ``server_to_full_floor``).
+    ``engine``: workers for the server's unmasking (the memory replay uses them too,
+    so its peak is the coordinator's).
     """
     uploads = UploadRecorder() if measure_memory else None
     run = run_simulation(config, inputs, schedule, threads=threads, progress=progress,
                          identities=identities, trust_store=trust_store,
                          client_min_cohort=client_min_cohort, transcript=transcript,
-                         observers=[*observers, *([uploads] if uploads else [])])
+                         observers=[*observers, *([uploads] if uploads else [])],
+                         engine=engine)
     report = run.report
-    peak = (replay_peak_memory(config, uploads.batches, threads, trust_store=run.trust_store)
+    peak = (replay_peak_memory(config, uploads.batches, threads, trust_store=run.trust_store,
+                               engine=engine)
             if uploads is not None else 0)
     floor = 0.0
     if run.result is not None and measure_floor_time:
         R = config.modulus
         floor = measure_floor(run.result.masks_expanded, len(run.result.included), config.dim,
                               mask_dtype(R), R, report.threads)
-    return dataclasses.replace(
+    report = dataclasses.replace(
         report, floor_seconds=floor, peak_server_mb=peak / 2**20,
         server_to_floor=(report.server_seconds / floor) if floor > 0 else None)
+    return _with_full_floor(report, config, run.result) if measure_floor_time else report
+
+
+def _with_full_floor(report: SimulationReport, config: SessionConfig,
+                     result: UnmaskedSum | None) -> SimulationReport:
+    """The report with the full floor of what its server did, over the cores it used:
+    its worker processes, or its threads when it unmasked in process."""
+    if result is None:
+        return report
+    full = measure_full_floor(
+        result.work, inputs_added=len(result.included), dim=config.dim,
+        modulus=config.modulus, cipher=config.prg, n=config.n,
+        parallelism=report.workers if report.workers > 1 else report.threads)
+    return dataclasses.replace(
+        report, full_floor_seconds=full.seconds, full_floor_parts=full.parts,
+        server_to_full_floor=(report.server_seconds / full.seconds) if full.seconds > 0
+        else None)

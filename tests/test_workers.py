@@ -6,19 +6,30 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import os
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
+from secagg import cli
 from secagg.config import SessionConfig
 from secagg.crypto.prg import StreamCipher, expand_mask, expand_mask_range
 from secagg.engine import InlineEngine, ProcessEngine, make_engine
 from secagg.errors import ConfigError
+from secagg.measure import simulate
+from secagg.rounds import Round
 from secagg.server import ServerProtocol, ServerState
 from secagg.unmask import RANGE_ALIGN, split_ranges
-from tests.conftest import Session, cohort, harary_config, plaintext_sum, sums_equal
+from tests.conftest import (
+    Session,
+    cohort,
+    harary_config,
+    plaintext_sum,
+    random_inputs,
+    sums_equal,
+)
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +153,52 @@ def test_work_counts_harary_graph() -> None:
     assert work.self_masks == len(survivors) and work.interpolations == len(config.cohort)
     # each owner's shares come from its own neighbours: share sets differ, no superset
     assert work.coefficient_sets + work.derived_coefficient_sets >= 2
+
+
+# --- the simulator and the CLI: --workers, full floor ----------------------------------------
+def _drop_schedule(n: int, dropped: set[int]) -> dict[Round, set[int]]:
+    assert len(dropped) < n
+    return {Round.MASKED_INPUT: dropped}
+
+
+def test_simulate_on_workers_reports_work_and_full_floor(pool: ProcessEngine) -> None:
+    n, d = 16, 5
+    config = SessionConfig.create(cohort(n), 500, 1 << 32, min_cohort=10)
+    inputs = random_inputs(config, 7)
+    report = simulate(config, inputs, _drop_schedule(n, set(range(1, d + 1))), engine=pool)
+    assert report.exact and report.workers == 2
+    assert report.server_work["agreements"] == d * (n - d)
+    assert report.server_work["interpolations"] == n
+    assert report.full_floor_seconds > 0 and report.server_to_full_floor is not None
+    assert report.full_floor_seconds == pytest.approx(sum(report.full_floor_parts.values()))
+
+
+def test_full_floor_is_above_the_keystream_floor() -> None:
+    """On one core, the full floor prices the keystream floor's work and more: with
+    d * (n - d) agreements it must lie above it."""
+    n, d = 20, 6
+    config = SessionConfig.create(cohort(n), 1000, 1 << 32, min_cohort=10)
+    inputs = random_inputs(config, 8)
+    report = simulate(config, inputs, _drop_schedule(n, set(range(1, d + 1))), threads=1,
+                      measure_memory=False)
+    assert report.exact and report.workers == 1 and report.threads == 1
+    assert report.full_floor_seconds >= report.floor_seconds > 0
+    assert report.full_floor_parts["agreements"] > 0
+
+
+def test_cli_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["simulate", "--clients", "12", "--dim", "100", "--dropout", "0.25", "--json",
+            "--seed", "3"]
+    assert cli.main([*args, "--workers", "2"]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert cli.main(args) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert two["exact"] and one["exact"] and two["workers"] == 2 and one["workers"] == 1
+    for key in ("full_floor_seconds", "server_to_full_floor", "floor_seconds",
+                "server_to_floor", "server_seconds", "peak_server_mb", "server_work"):
+        assert key in one and key in two
+    assert one["server_work"] == two["server_work"]
+    assert one["server_work"]["agreements"] == 3 * 9
+    assert cli.main([*args, "--workers", "2", "--transport", "grpc"]) == 2
+    assert "--workers needs --transport inproc" in capsys.readouterr().err
+    assert cli.main([*args, "--workers", "0"]) == 2
