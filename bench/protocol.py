@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.common import SessionCase
 from secagg.config import SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.measure import simulate
@@ -26,13 +27,7 @@ from secagg.sim import random_schedule
 
 
 @dataclass(frozen=True)
-class Case:
-    name: str
-    n: int
-    m: int
-    dropout: float
-    drop_at: str = "masked-input"
-    graph: str = "complete"
+class Case(SessionCase):
     min_cohort: int = 10
 
 

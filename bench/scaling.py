@@ -15,7 +15,6 @@ covering the full grid, which would take hours without telling more.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -25,16 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import (
-    Progress,
-    add_common_args,
-    drop_exact,
-    finish,
-    fmt,
-    make_config,
-    output_dir,
-    run_ours,
-)
+from bench import common
+from bench.common import fmt
 
 
 @dataclass(frozen=True)
@@ -71,15 +62,15 @@ def quick_points() -> list[Point]:
 
 def run_point(p: Point, seed: int, threads: int | None) -> dict[str, Any]:
     """Measure one point; the dropped clients come from the seed, as in Flower's suite."""
-    config = make_config(p.n, p.m, p.graph, dropout=max(p.dropout, 0.05))
-    dropped = drop_exact(p.n, p.dropout, np.random.default_rng([seed, p.n]))
-    row, _ = run_ours(config, dropped, p.drop_at, seed=seed, threads=threads)
+    config = common.make_config(p.n, p.m, p.graph, dropout=max(p.dropout, 0.05))
+    dropped = common.drop_exact(p.n, p.dropout, np.random.default_rng([seed, p.n]))
+    row, _ = common.run_ours(config, dropped, p.drop_at, seed=seed, threads=threads)
     return {"sweep": p.sweep, **row}
 
 
 def run(points: Sequence[Point], seed: int, threads: int | None,
         quiet: bool = False) -> list[dict[str, Any]]:
-    bar = Progress(len(points), "scaling", quiet=quiet)
+    bar = common.Progress(len(points), "scaling", quiet=quiet)
     rows = []
     for p in points:
         rows.append(run_point(p, seed, threads))
@@ -111,9 +102,7 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``secagg bench scaling``; 0 when every session summed exactly."""
-    parser = argparse.ArgumentParser(prog="secagg bench scaling", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+    parser = common.suite_parser("scaling", __doc__)
     parser.add_argument("--only", default=None,
                         help="run only the sweep of this name (n, m, graph, drop-round, scale)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -121,12 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     points = quick_points() if args.quick else full_points()
     if args.only:
         points = [p for p in points if p.sweep == args.only]
-    out = output_dir(args, "scaling")
+    out = common.output_dir(args, "scaling")
     rows = run(points, args.seed, args.threads, quiet=args.quiet)
     print_table(rows)
     if args.only:  # keep the other sweeps of an earlier run in the same folder
         rows = [r for r in previous_rows(out / "scaling.json") if r["sweep"] != args.only] + rows
-    files = finish(args, out, "scaling", {"rows": rows}, rows, argv)
+    files = common.finish(args, out, "scaling", {"rows": rows}, rows, argv)
     print(f"wrote {', '.join(str(f) for f in files)}", file=sys.stderr)
     return 0 if all(r["exact"] for r in rows) else 1
 

@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from secagg.cli.progress import StageBar
 from secagg.errors import SecAggError
 from secagg.graph import GraphKind
 
 if TYPE_CHECKING:
-    from fl.fedavg import RoundRecord
+    from fl.fedavg import Progress, RoundRecord
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train`` to the ``secagg`` subcommands (the ``secagg.commands`` entry point)."""
@@ -104,11 +105,11 @@ def run(args: argparse.Namespace) -> int:
         data = federate(args.dataset, args.clients, iid=args.iid, alpha=args.alpha,
                         seed=args.seed)
         model = make_model(args.model, data.num_features, data.num_classes, seed=args.seed)
-        bar = _ProgressBar(args.rounds) if not args.json and sys.stderr.isatty() else None
+        bar = StageBar() if not args.json and sys.stderr.isatty() else None
         if not args.json:
             _print_header(args, data.num_train)
         history = run_fedavg(
-            data, model, config, progress=bar,
+            data, model, config, progress=_round_progress(bar, args.rounds) if bar else None,
             on_round=None if args.json else functools.partial(_print_row, bar=bar))
         if bar:
             bar.close()
@@ -152,9 +153,9 @@ def _print_header(args: argparse.Namespace, num_train: int) -> None:
           f"{'plain acc':>9}  {'secagg s':>8}  note")
 
 
-def _print_row(r: RoundRecord, bar: _ProgressBar | None) -> None:
+def _print_row(r: RoundRecord, bar: StageBar | None) -> None:
     if bar:
-        bar.clear()
+        bar.close()
     plain = "-" if r.accuracy_plaintext is None else f"{100 * r.accuracy_plaintext:.2f}%"
     note = ("ABORTED, model kept: " + (r.abort_reason or "")) if r.aborted else ""
     included = f"{len(r.included)}/{len(r.cohort)}"
@@ -181,30 +182,14 @@ def _print_summary(s: dict[str, Any]) -> None:
     print(f"wrote {s['json_path']} and {s['png_path']}")
 
 
-class _ProgressBar:
-    """One line on stderr per round: which stage and how far (only when stderr is a TTY)."""
+_STAGES = {"train": "local training", "secagg": "secure aggregation",
+           "plaintext": "plaintext baseline", "done": "done"}
 
-    def __init__(self, rounds: int) -> None:
-        self._rounds = rounds
-        self._last = ""
 
-    def __call__(self, fl_round: int, stage: str, done: int, total: int) -> None:
-        if stage == "train" and done == 0:
-            self._last = ""
-        frac = (done + 1) / total if total else 1.0
-        label = {"train": "local training", "secagg": "secure aggregation",
-                 "plaintext": "plaintext baseline", "done": "done"}.get(stage, stage)
-        line = (f"\rround {fl_round}/{self._rounds} [{'#' * int(frac * 24):<24}] "
-                f"{label:<18} {done + 1}/{total}")
-        if line != self._last:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            self._last = line
+def _round_progress(bar: StageBar, rounds: int) -> Progress:
+    """fedavg's ``(fl_round, stage, done, total)`` callback, drawn on ``bar``."""
 
-    def clear(self) -> None:
-        sys.stderr.write("\r" + " " * 72 + "\r")
-        sys.stderr.flush()
-        self._last = ""
+    def show(fl_round: int, stage: str, done: int, total: int) -> None:
+        bar.update(f"round {fl_round}/{rounds} {_STAGES.get(stage, stage)}", done, total)
 
-    def close(self) -> None:
-        self.clear()
+    return show

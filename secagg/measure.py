@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import tracemalloc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from typing import Unpack
 
 import numpy as np
 
 from secagg.config import SessionConfig
 from secagg.crypto.prg import mask_dtype
-from secagg.crypto.signatures import SigningKey
 from secagg.engine import Engine
 from secagg.floor import measure_floor, measure_full_floor
 from secagg.identity import TrustStore
@@ -26,8 +26,7 @@ from secagg.messages import ServerMessage
 from secagg.rounds import Round, decode_client
 from secagg.server import ServerProtocol, ServerState, UnmaskedSum
 from secagg.session import SessionObserver
-from secagg.sim import Progress, Schedule, SimulationReport, run_simulation
-from secagg.transcript import TranscriptRecorder
+from secagg.sim import Schedule, SimOptions, SimulationReport, run_simulation
 
 
 class UploadRecorder(SessionObserver):
@@ -80,16 +79,9 @@ def simulate(
     inputs: Mapping[int, np.ndarray] | Callable[[int], np.ndarray],
     schedule: Schedule | None = None,
     *,
-    threads: int | None = None,
     measure_memory: bool = True,
     measure_floor_time: bool = True,
-    progress: Progress | None = None,
-    identities: Mapping[int, SigningKey] | None = None,
-    trust_store: TrustStore | None = None,
-    client_min_cohort: int | None = None,
-    transcript: TranscriptRecorder | None = None,
-    observers: Sequence[SessionObserver] = (),
-    engine: Engine | None = None,
+    **options: Unpack[SimOptions],
 ) -> SimulationReport:
     """:func:`secagg.sim.simulate`, then the measurements its report leaves at zero.
 
@@ -101,11 +93,10 @@ def simulate(
     so its peak is the coordinator's).
     """
     uploads = UploadRecorder() if measure_memory else None
-    run = run_simulation(config, inputs, schedule, threads=threads, progress=progress,
-                         identities=identities, trust_store=trust_store,
-                         client_min_cohort=client_min_cohort, transcript=transcript,
-                         observers=[*observers, *([uploads] if uploads else [])],
-                         engine=engine)
+    threads, engine = options.get("threads"), options.get("engine")
+    observers = [*options.get("observers", ()), *([uploads] if uploads else [])]
+    watched: SimOptions = {**options, "observers": observers}
+    run = run_simulation(config, inputs, schedule, **watched)
     report = run.report
     peak = (replay_peak_memory(config, uploads.batches, threads, trust_store=run.trust_store,
                                engine=engine)

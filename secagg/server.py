@@ -38,6 +38,7 @@ import numpy as np
 
 from secagg import graph as graphs
 from secagg import masking
+from secagg import messages as msgs
 from secagg.config import Mode, SessionConfig
 from secagg.crypto import shamir
 from secagg.crypto.agreement import X25519PrivateKey, public_key_matches, validate_public_key
@@ -54,24 +55,7 @@ from secagg.errors import (
 )
 from secagg.identity import TrustStore, advertise_statement, lookup_verify_key, view_statement
 from secagg.kernels.arith import add_into, sub_into
-from secagg.messages import (
-    CIPHERTEXT_LEN,
-    COMMITMENT_LEN,
-    SHARE_LEN,
-    Abort,
-    AdvertiseKeys,
-    CiphertextBundle,
-    ConsistencyRequest,
-    ConsistencySignature,
-    KeyBroadcast,
-    KeyEntry,
-    MaskedInput,
-    ServerMessage,
-    ShareKeys,
-    ShareKind,
-    UnmaskRequest,
-    UnmaskResponse,
-)
+from secagg.messages import CIPHERTEXT_LEN, COMMITMENT_LEN, SHARE_LEN
 from secagg.packing import bit_width, unpack
 from secagg.unmask import (
     PairJob,
@@ -156,7 +140,7 @@ class ServerProtocol:
         self._dtype = mask_dtype(config.modulus)
         self._bits = bit_width(config.modulus)
         # round 0
-        self._keys: dict[int, AdvertiseKeys] = {}
+        self._keys: dict[int, msgs.AdvertiseKeys] = {}
         self._used_keys: set[bytes] = set()
         self._u1: frozenset[int] = frozenset()
         # round 1
@@ -168,16 +152,17 @@ class ServerProtocol:
         self._masked_from: set[int] = set()
         self._u3: frozenset[int] = frozenset()
         # round 4
-        self._requests: dict[int, UnmaskRequest] = {}
-        self._shares: dict[ShareKind, dict[int, dict[int, bytes]]] = {
-            ShareKind.SELF_MASK_SEED: {},
-            ShareKind.MASK_KEY: {},
+        self._requests: dict[int, msgs.UnmaskRequest] = {}
+        self._shares: dict[msgs.ShareKind, dict[int, dict[int, bytes]]] = {
+            msgs.ShareKind.SELF_MASK_SEED: {},
+            msgs.ShareKind.MASK_KEY: {},
         }
         self._responders: set[int] = set()
         # active mode: identities, round 3 views and signatures
         self._identities: dict[int, bytes] = {}  # client -> verify key, from the trust store
         self._identity_owner: dict[bytes, int] = {}
-        self._views: dict[int, ConsistencyRequest] = {}  # the view each client was asked to sign
+        # the view each client was asked to sign
+        self._views: dict[int, msgs.ConsistencyRequest] = {}
         self._view_sigs: dict[int, bytes] = {}
 
     def __repr__(self) -> str:
@@ -206,22 +191,22 @@ class ServerProtocol:
     # -- receiving -----------------------------------------------------------------------
     def receive(
         self,
-        message: AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskResponse,
+        message: msgs.ClientMessage,
     ) -> None:
         """Validate and absorb one client message; ProtocolError leaves the state unchanged."""
-        if isinstance(message, AdvertiseKeys):
+        if isinstance(message, msgs.AdvertiseKeys):
             self._expect(ServerState.COLLECT_KEYS, message)
             self._receive_keys(message)
-        elif isinstance(message, ShareKeys):
+        elif isinstance(message, msgs.ShareKeys):
             self._expect(ServerState.COLLECT_SHARES, message)
             self._receive_shares(message)
-        elif isinstance(message, MaskedInput):
+        elif isinstance(message, msgs.MaskedInput):
             self._expect(ServerState.COLLECT_MASKED, message)
             self._receive_masked(message)
-        elif isinstance(message, UnmaskResponse):
+        elif isinstance(message, msgs.UnmaskResponse):
             self._expect(ServerState.COLLECT_UNMASK, message)
             self._receive_unmask(message)
-        elif isinstance(message, ConsistencySignature):
+        elif isinstance(message, msgs.ConsistencySignature):
             self._expect(ServerState.COLLECT_CONSISTENCY, message)
             self._receive_view_signature(message)
         else:
@@ -233,7 +218,7 @@ class ServerProtocol:
                 f"{type(message).__name__} not expected in state {self.state.value}"
             )
 
-    def _receive_keys(self, msg: AdvertiseKeys) -> None:
+    def _receive_keys(self, msg: msgs.AdvertiseKeys) -> None:
         # spec §8.1
         u = msg.sender
         if u not in self._cohort:
@@ -278,7 +263,7 @@ class ServerProtocol:
             raise ProtocolError(f"client {u} has no identity in the trust store")
         return vk
 
-    def _receive_shares(self, msg: ShareKeys) -> None:
+    def _receive_shares(self, msg: msgs.ShareKeys) -> None:
         # spec §8.2
         u = msg.sender
         if u not in self._u1:
@@ -298,7 +283,7 @@ class ServerProtocol:
             self._inbox.setdefault(rid, {})[u] = ct
         self._commitments[u] = msg.self_mask_commitment
 
-    def _receive_masked(self, msg: MaskedInput) -> None:
+    def _receive_masked(self, msg: msgs.MaskedInput) -> None:
         # spec §8.3
         u = msg.sender
         if u not in self._u2:
@@ -316,7 +301,7 @@ class ServerProtocol:
         add_into(self._accumulator, vec, R)
         self._masked_from.add(u)
 
-    def _receive_view_signature(self, msg: ConsistencySignature) -> None:
+    def _receive_view_signature(self, msg: msgs.ConsistencySignature) -> None:
         # spec §15.6
         u = msg.sender
         view = self._views.get(u)
@@ -333,7 +318,7 @@ class ServerProtocol:
             ) from None
         self._view_sigs[u] = msg.signature
 
-    def _receive_unmask(self, msg: UnmaskResponse) -> None:
+    def _receive_unmask(self, msg: msgs.UnmaskResponse) -> None:
         # spec §8.5
         u = msg.sender
         request = self._requests.get(u)
@@ -341,9 +326,9 @@ class ServerProtocol:
             raise ProtocolError(f"UnmaskResponse from client {u}, which was not asked")
         if u in self._responders:
             raise ProtocolError(f"duplicate UnmaskResponse from client {u}")
-        expected = dict.fromkeys(request.alive, ShareKind.SELF_MASK_SEED)
+        expected = dict.fromkeys(request.alive, msgs.ShareKind.SELF_MASK_SEED)
         expected.pop(u, None)
-        expected.update(dict.fromkeys(request.dropped, ShareKind.MASK_KEY))
+        expected.update(dict.fromkeys(request.dropped, msgs.ShareKind.MASK_KEY))
         got = {owner: kind for owner, kind, _ in msg.shares}
         if got != expected or len(msg.shares) != len(got):
             raise ProtocolError(f"client {u} did not answer exactly the shares it was asked for")
@@ -359,7 +344,7 @@ class ServerProtocol:
     # -- closing rounds ------------------------------------------------------------------
     def close_round(
         self,
-    ) -> Mapping[int, ServerMessage]:
+    ) -> Mapping[int, msgs.ServerMessage]:
         """End the current round with whatever arrived; return the next messages per client.
 
         When the session cannot go on safely, every remaining client gets an
@@ -383,7 +368,7 @@ class ServerProtocol:
             return self._abort(str(exc), state)
         raise ProtocolError(f"no round to close in state {state.value}")
 
-    def _abort(self, reason: str, state: ServerState) -> dict[int, Abort]:
+    def _abort(self, reason: str, state: ServerState) -> dict[int, msgs.Abort]:
         self.state = ServerState.ABORTED
         self.abort_reason = reason
         self._accumulator = None
@@ -394,7 +379,7 @@ class ServerProtocol:
             ServerState.COLLECT_CONSISTENCY: self._u3,
             ServerState.COLLECT_UNMASK: self._u3,
         }[state]
-        return {u: Abort(reason) for u in sorted(live)}
+        return {u: msgs.Abort(reason) for u in sorted(live)}
 
     def _nbrs(self, u: int, among: set[int] | frozenset[int]) -> set[int] | frozenset[int]:
         """N(u) ∩ among, by a C-level ``intersection`` over the neighbour tuple.
@@ -441,39 +426,39 @@ class ServerProtocol:
         self._require_floor(len(members), round_name)
         return frozenset(members)
 
-    def _close_keys(self) -> dict[int, KeyBroadcast | Abort]:
+    def _close_keys(self) -> dict[int, msgs.KeyBroadcast | msgs.Abort]:
         # spec §8.1
         self._u1 = self._prune(set(self._keys), "advertise-keys")
         # one (immutable) KeyEntry per client, shared by the k + 1 broadcasts that carry it
-        entries = {v: KeyEntry(v, k.enc_pk, k.mask_pk, k.signature)
+        entries = {v: msgs.KeyEntry(v, k.enc_pk, k.mask_pk, k.signature)
                    for v, k in self._keys.items() if v in self._u1}
-        out: dict[int, KeyBroadcast | Abort] = {}
+        out: dict[int, msgs.KeyBroadcast | msgs.Abort] = {}
         for u in sorted(self._keys):
             if u not in self._u1:
-                out[u] = Abort("excluded: too few neighbours advertised keys")
+                out[u] = msgs.Abort("excluded: too few neighbours advertised keys")
                 continue
             ids = sorted(self._nbrs(u, self._u1) | {u})
-            out[u] = KeyBroadcast(tuple(map(entries.__getitem__, ids)))
+            out[u] = msgs.KeyBroadcast(tuple(map(entries.__getitem__, ids)))
         self.state = ServerState.COLLECT_SHARES
         return out
 
-    def _close_shares(self) -> dict[int, CiphertextBundle | Abort]:
+    def _close_shares(self) -> dict[int, msgs.CiphertextBundle | msgs.Abort]:
         # spec §8.2, §9
         self._u2 = self._prune(set(self._commitments), "share-keys")
-        out: dict[int, CiphertextBundle | Abort] = {}
+        out: dict[int, msgs.CiphertextBundle | msgs.Abort] = {}
         for u in sorted(self._commitments):
             if u not in self._u2:
-                out[u] = Abort("excluded: too few neighbours shared keys")
+                out[u] = msgs.Abort("excluded: too few neighbours shared keys")
                 continue
             inbox = self._inbox.get(u, {})
-            out[u] = CiphertextBundle(tuple(
+            out[u] = msgs.CiphertextBundle(tuple(
                 (v, inbox[v]) for v in sorted(self._nbrs(u, self._u2))
             ))
         self._inbox.clear()
         self.state = ServerState.COLLECT_MASKED
         return out
 
-    def _close_masked(self) -> dict[int, UnmaskRequest | ConsistencyRequest]:
+    def _close_masked(self) -> dict[int, msgs.UnmaskRequest | msgs.ConsistencyRequest]:
         # spec §8.3, §9.2
         t = self.config.threshold
         u3 = frozenset(self._masked_from)
@@ -498,19 +483,19 @@ class ServerProtocol:
                     "pairwise masks could not be removed"
                 )
         self._u3 = u3
-        out: dict[int, UnmaskRequest | ConsistencyRequest] = {}
+        out: dict[int, msgs.UnmaskRequest | msgs.ConsistencyRequest] = {}
         for u in sorted(u3):
             alive = tuple(sorted(self._nbrs(u, u3) | {u}))
             dropped = tuple(sorted(self._nbrs(u, self._u2) - u3))
             if self._active:
                 # The same lists, first to be signed (spec §15.6).
-                out[u] = self._views[u] = ConsistencyRequest(alive, dropped)
+                out[u] = self._views[u] = msgs.ConsistencyRequest(alive, dropped)
             else:
-                out[u] = self._requests[u] = UnmaskRequest(alive, dropped)
+                out[u] = self._requests[u] = msgs.UnmaskRequest(alive, dropped)
         self.state = ServerState.COLLECT_CONSISTENCY if self._active else ServerState.COLLECT_UNMASK
         return out
 
-    def _close_consistency(self) -> dict[int, ConsistencyRequest | Abort]:
+    def _close_consistency(self) -> dict[int, msgs.ConsistencyRequest | msgs.Abort]:
         """End round 3: relay to each signer the signatures of its alive neighbours (spec §15.6).
 
         A signer with fewer than t signing neighbours could not unmask (it would
@@ -539,12 +524,13 @@ class ServerProtocol:
                     "the consistency check: its pairwise masks could not be removed"
                 )
         full = self.config.degree >= self.config.n - 1
-        out: dict[int, ConsistencyRequest | Abort] = {}
+        out: dict[int, msgs.ConsistencyRequest | msgs.Abort] = {}
         for u in sorted(self._u3):
             if u not in u4:
                 continue  # silent since round 2: treated as a dropout, nothing to send
             if u not in asked:
-                out[u] = Abort("excluded: fewer than t neighbours signed the consistency check")
+                out[u] = msgs.Abort(
+                    "excluded: fewer than t neighbours signed the consistency check")
                 continue
             signers = sorted(self._nbrs(u, u4))
             view = self._views[u]
@@ -558,9 +544,9 @@ class ServerProtocol:
                     domain.update(self.config.neighbours(v))
                 alive = tuple(sorted(domain & self._u3))
                 dropped = tuple(sorted(domain & (self._u2 - self._u3)))
-            out[u] = ConsistencyRequest(alive, dropped,
-                                        tuple((v, self._view_sigs[v]) for v in signers))
-            self._requests[u] = UnmaskRequest(view.alive, view.dropped)
+            out[u] = msgs.ConsistencyRequest(alive, dropped,
+                                             tuple((v, self._view_sigs[v]) for v in signers))
+            self._requests[u] = msgs.UnmaskRequest(view.alive, view.dropped)
         self.state = ServerState.COLLECT_UNMASK
         return out
 
@@ -576,7 +562,7 @@ class ServerProtocol:
             cache.prepare_superset(responders[: t + 1])
         b_seeds: dict[int, bytes] = {}
         for w in sorted(self._u3):
-            shares = self._shares[ShareKind.SELF_MASK_SEED].get(w, {})
+            shares = self._shares[msgs.ShareKind.SELF_MASK_SEED].get(w, {})
             if len(shares) < t:
                 raise AbortError(f"only {len(shares)} shares of client {w}'s self-mask seed")
             commitment = self._commitments[w]
@@ -597,7 +583,7 @@ class ServerProtocol:
         for v in sorted(self._u2 - self._u3):
             if not self._nbrs(v, self._u2) & self._u3:
                 continue
-            shares = self._shares[ShareKind.MASK_KEY].get(v, {})
+            shares = self._shares[msgs.ShareKind.MASK_KEY].get(v, {})
             if len(shares) < t:
                 raise AbortError(f"only {len(shares)} shares of dropped client {v}'s mask key")
             pk = self._keys[v].mask_pk

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TypedDict, Unpack
 
 import numpy as np
 
@@ -186,36 +187,55 @@ def _make_clients(config: SessionConfig, get_input: Callable[[int], np.ndarray],
     return clients
 
 
+class SimOptions(TypedDict, total=False):
+    """The keyword options :func:`simulate`, :func:`run_simulation` and
+    :func:`secagg.measure.simulate` share, written once so that they cannot drift
+    apart (each is described in :func:`simulate`)."""
+
+    threads: int | None
+    progress: Progress | None
+    identities: Mapping[int, SigningKey] | None
+    trust_store: TrustStore | None
+    client_min_cohort: int | None
+    transcript: TranscriptRecorder | None
+    observers: Sequence[SessionObserver]
+    engine: Engine | None
+
+
+def _check_options(options: Mapping[str, object]) -> None:
+    """Refuse an unknown keyword, as a signature that lists its parameters would."""
+    unknown = sorted(set(options) - SimOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+
+
 def run_simulation(
     config: SessionConfig,
     inputs: Mapping[int, np.ndarray] | Callable[[int], np.ndarray],
     schedule: Schedule | None = None,
-    *,
-    threads: int | None = None,
-    progress: Progress | None = None,
-    identities: Mapping[int, SigningKey] | None = None,
-    trust_store: TrustStore | None = None,
-    client_min_cohort: int | None = None,
-    transcript: TranscriptRecorder | None = None,
-    observers: Sequence[SessionObserver] = (),
-    engine: Engine | None = None,
+    **options: Unpack[SimOptions],
 ) -> SimulationRun:
     """:func:`simulate`, also returning the result and trust store (for measurements);
     ``observers`` see every message the session moves."""
+    _check_options(options)
+    progress = options.get("progress")
+    transcript = options.get("transcript")
     drop_rounds(schedule, config.mode, config.cohort)  # refuse a bad schedule before any work
     get_input = inputs if callable(inputs) else inputs.__getitem__
-    identities, server_trust = _identities(config, identities, trust_store)
-    clients = _make_clients(config, get_input, identities, server_trust, client_min_cohort,
-                            progress)
+    identities, server_trust = _identities(config, options.get("identities"),
+                                           options.get("trust_store"))
+    clients = _make_clients(config, get_input, identities, server_trust,
+                            options.get("client_min_cohort"), progress)
     # every simulated client holds its input and masked vector: refuse before allocating
     check_session(config, role=Role.SIMULATION)
     warm_up(config.modulus)
-    server = ServerProtocol(config, threads=threads, trust_store=server_trust, engine=engine)
+    server = ServerProtocol(config, threads=options.get("threads"), trust_store=server_trust,
+                            engine=options.get("engine"))
     if transcript is not None:
         transcript.begin(config, server_trust)
     driver = SessionDriver(server, clients, dropouts=schedule)
     traffic = _Traffic(driver, progress)
-    driver.observers += [traffic, *observers]
+    driver.observers += [traffic, *options.get("observers", ())]
     if transcript is not None:
         driver.observers.append(TranscriptObserver(transcript))
     driver.run()
@@ -233,15 +253,7 @@ def simulate(
     config: SessionConfig,
     inputs: Mapping[int, np.ndarray] | Callable[[int], np.ndarray],
     schedule: Schedule | None = None,
-    *,
-    threads: int | None = None,
-    progress: Progress | None = None,
-    identities: Mapping[int, SigningKey] | None = None,
-    trust_store: TrustStore | None = None,
-    client_min_cohort: int | None = None,
-    transcript: TranscriptRecorder | None = None,
-    observers: Sequence[SessionObserver] = (),
-    engine: Engine | None = None,
+    **options: Unpack[SimOptions],
 ) -> SimulationReport:
     """Run one session in-process and check its result.
 
@@ -263,10 +275,7 @@ def simulate(
     The report's floor and memory fields are zero here: :func:`secagg.measure.simulate`
     measures them.
     """
-    return run_simulation(config, inputs, schedule, threads=threads, progress=progress,
-                          identities=identities, trust_store=trust_store,
-                          client_min_cohort=client_min_cohort, transcript=transcript,
-                          observers=observers, engine=engine).report
+    return run_simulation(config, inputs, schedule, **options).report
 
 
 def _report(config: SessionConfig, driver: SessionDriver, traffic: _Traffic,
@@ -314,5 +323,12 @@ def _report(config: SessionConfig, driver: SessionDriver, traffic: _Traffic,
     )
 
 
-__all__ = ["Schedule", "SimulationReport", "SimulationRun", "random_schedule",
-           "run_simulation", "simulate"]
+__all__ = [
+    "Schedule",
+    "SimOptions",
+    "SimulationReport",
+    "SimulationRun",
+    "random_schedule",
+    "run_simulation",
+    "simulate",
+]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from secagg.cli.plugins import SubParsers
+from secagg.cli.progress import StageBar
 from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.engine import make_engine
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
         return run_grpc_simulation(args, config, schedule, seed)
     show_progress = not args.json and sys.stderr.isatty()
-    bar = _ProgressBar() if show_progress else None
+    bar = StageBar() if show_progress else None
     start = time.perf_counter()
     try:
         report = _run_inproc(args, config, make_input, schedule, bar)
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_inproc(args: argparse.Namespace, config: SessionConfig,
                 make_input: Callable[[int], np.ndarray], schedule: Schedule,
-                bar: _ProgressBar | None) -> SimulationReport:
+                bar: StageBar | None) -> SimulationReport:
     """The in-process session, on ``--workers`` worker processes (stopped after it)."""
     # the simulated clients accept the cohort floor the operator chose
     recorder = TranscriptRecorder() if args.transcript else None
@@ -190,24 +191,3 @@ def _print_table(r: SimulationReport, wall: float, args: argparse.Namespace) -> 
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
-
-
-class _ProgressBar:
-    """A one-line progress bar on stderr (only when stderr is a terminal)."""
-
-    def __init__(self) -> None:
-        self._last = ""
-
-    def update(self, stage: str, done: int, total: int) -> None:
-        if total <= 0 or (done % max(1, total // 50) and done != total - 1):
-            return
-        frac = (done + 1) / total
-        line = f"\r{stage:<13} [{'#' * int(frac * 30):<30}] {done + 1}/{total}"
-        if line != self._last:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            self._last = line
-
-    def close(self) -> None:
-        sys.stderr.write("\r" + " " * 60 + "\r")
-        sys.stderr.flush()

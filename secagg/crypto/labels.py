@@ -38,6 +38,8 @@ class Label(enum.Enum):
     SIGNED_ADVERTISE_KEYS = _PREFIX + b"signed/advertise-keys"
     #: prefix of the statement a client signs over the U3 view it was shown (active mode)
     SIGNED_CONSISTENCY_VIEW = _PREFIX + b"signed/consistency-view"
+    #: public sign seed of the distributed-DP randomized Hadamard rotation (spec §21.3)
+    DP_ROTATION_SIGNS = _PREFIX + b"dp/rotation-signs"
 
 
 def _check_registry() -> None:
