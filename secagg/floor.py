@@ -4,7 +4,7 @@ Two floors. :func:`measure_floor` (``floor_seconds``) counts only keystream and
 vector additions. :func:`measure_full_floor` (``full_floor_seconds``) counts every
 primitive the unmasking needed, from what the server actually did: X25519
 agreements and key checks, HKDFs, Shamir combinations and Lagrange coefficient sets,
-keystream and additions, each at its best single-core rate, divided by the workers.
+each at its best single-core rate divided by the workers, plus the keystream floor.
 
 Speed claims are ratios to this floor: the time to produce the same number of
 raw AES-128-CTR keystream bytes (OpenSSL, ``update_into`` a preallocated
@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from secagg.crypto.agreement import X25519PrivateKey, public_key_matches
 from secagg.crypto.kdf import encode_context, hkdf
 from secagg.crypto.labels import Label
-from secagg.crypto.prg import StreamCipher, mask_dtype
 from secagg.crypto.shamir import PRIME, LagrangeCache, lagrange_at_zero
 from secagg.kernels.arith import add_into
 from secagg.unmask import UnmaskWork
@@ -94,30 +93,6 @@ def _best(fn: Callable[[], object], repeats: int, rounds: int = 3) -> float:
     return best
 
 
-def _keystream_second_per_byte(cipher: StreamCipher, nbytes: int) -> float:
-    """Raw keystream (no KDF, no rejection) into a preallocated buffer, per byte."""
-    nbytes = max(1 << 12, min(nbytes, 1 << 24))
-    buf = bytearray(nbytes)
-    zeros = bytes(nbytes)
-
-    def once() -> None:
-        if cipher is StreamCipher.AES128_CTR:
-            enc = Cipher(algorithms.AES(os.urandom(16)), modes.CTR(bytes(16))).encryptor()
-        else:
-            enc = Cipher(algorithms.ChaCha20(os.urandom(32), bytes(16)), mode=None).encryptor()
-        enc.update_into(zeros, buf)
-
-    return _best(once, max(1, (1 << 22) // nbytes)) / nbytes
-
-
-def _addition_seconds(dim: int, dtype: np.dtype, modulus: int) -> float:
-    """One vector folded into an accumulator with the server's kernel."""
-    acc = np.zeros(dim, dtype=dtype)
-    vec = np.ones(dim, dtype=dtype)
-    add_into(acc, vec, modulus)  # compiled before timing
-    return _best(lambda: add_into(acc, vec, modulus), max(1, (1 << 22) // max(1, dim)))
-
-
 def _shamir_seconds(t: int, n: int) -> dict[str, float]:
     """One combination of t shares, one O(t^2) coefficient set, one derived from a superset."""
     t = max(2, t)
@@ -148,10 +123,9 @@ def _shamir_seconds(t: int, n: int) -> dict[str, float]:
     }
 
 
-def primitive_seconds(*, dim: int, modulus: int, cipher: StreamCipher, threshold: int,
-                      n: int) -> dict[str, float]:
-    """Best single-core seconds of one of each primitive, measured now on this machine."""
-    dtype = mask_dtype(modulus)
+def primitive_seconds(*, threshold: int, n: int) -> dict[str, float]:
+    """Best single-core seconds of one of each primitive besides keystream and additions,
+    measured now on this machine (short batches, best of 3: the machine's rate, not its load)."""
     key, peer = X25519PrivateKey.generate(), X25519PrivateKey.generate().public_key
     secret, public = key.secret_bytes(), key.public_key
     ikm = os.urandom(32)
@@ -160,37 +134,33 @@ def primitive_seconds(*, dim: int, modulus: int, cipher: StreamCipher, threshold
         "agreement": _best(lambda: key.exchange(peer), 64),
         "key_check": _best(lambda: public_key_matches(secret, public), 64),
         "key_derivation": _best(lambda: hkdf(ikm, Label.PAIRWISE_MASK_SEED, context), 64),
-        "keystream_byte": _keystream_second_per_byte(cipher, dim * dtype.itemsize),
-        "addition": _addition_seconds(dim, dtype, modulus),
         **_shamir_seconds(threshold, n),
     }
 
 
-def measure_full_floor(work: UnmaskWork, *, inputs_added: int, dim: int, modulus: int,
-                       cipher: StreamCipher, n: int, parallelism: int) -> FullFloor:
+def measure_full_floor(work: UnmaskWork, *, keystream_floor: float, n: int,
+                       parallelism: int) -> FullFloor:
     """The full floor of a session's server: each primitive it ran, at its best rate.
 
-    Counts come from what the server did (:class:`~secagg.unmask.UnmaskWork`:
-    agreements, key checks, HKDFs, Shamir combinations and coefficient sets, masks)
-    plus the ``inputs_added`` masked vectors it folded; each is priced at the best
-    time of that primitive measured now on one core, and the sum is divided by
-    ``parallelism`` (the workers, or threads, the server used). Keystream is
-    counted as ``dim`` words per mask (a lower bound when R is not a power of two).
+    Counts come from what the server did (:class:`~secagg.unmask.UnmaskWork`):
+    X25519 agreements and key checks, HKDFs, Shamir combinations and coefficient
+    sets, each priced at that primitive's best single-core time measured now and
+    divided by ``parallelism`` (the workers, or threads, the server used). The
+    keystream and vector additions are ``keystream_floor``: :func:`measure_floor`
+    for the same masks and inputs over the same parallelism, measured beside the
+    session (sustained throughput; a short burst would catch an idle core the
+    session never had). So the full floor is never below the keystream floor.
     """
-    rate = primitive_seconds(dim=dim, modulus=modulus, cipher=cipher,
-                             threshold=work.threshold, n=n)
-    itemsize = mask_dtype(modulus).itemsize
+    rate = primitive_seconds(threshold=work.threshold, n=n)
+    parallelism = max(1, parallelism)
     parts = {
-        "agreements": work.agreements * rate["agreement"],
-        "key_checks": work.key_checks * rate["key_check"],
-        "key_derivations": work.key_derivations * rate["key_derivation"],
+        "agreements": work.agreements * rate["agreement"] / parallelism,
+        "key_checks": work.key_checks * rate["key_check"] / parallelism,
+        "key_derivations": work.key_derivations * rate["key_derivation"] / parallelism,
         "shamir": (work.interpolations * rate["combine"]
                    + work.coefficient_sets * rate["coefficients"]
                    + work.derived_coefficient_sets * rate["derived"]
-                   + work.supersets * rate["superset"]),
-        "keystream": work.masks * dim * itemsize * rate["keystream_byte"],
-        "additions": (work.masks + inputs_added) * rate["addition"],
+                   + work.supersets * rate["superset"]) / parallelism,
+        "keystream_and_additions": keystream_floor,
     }
-    parallelism = max(1, parallelism)
-    return FullFloor(sum(parts.values()) / parallelism,
-                     {k: v / parallelism for k, v in parts.items()}, parallelism)
+    return FullFloor(sum(parts.values()), parts, parallelism)

@@ -101,27 +101,26 @@ def simulate(
     peak = (replay_peak_memory(config, uploads.batches, threads, trust_store=run.trust_store,
                                engine=engine)
             if uploads is not None else 0)
+    # the cores the server's unmasking used: its worker processes, or its threads
+    parallelism = report.workers if report.workers > 1 else report.threads
     floor = 0.0
     if run.result is not None and measure_floor_time:
         R = config.modulus
         floor = measure_floor(run.result.masks_expanded, len(run.result.included), config.dim,
-                              mask_dtype(R), R, report.threads)
+                              mask_dtype(R), R, parallelism)
     report = dataclasses.replace(
         report, floor_seconds=floor, peak_server_mb=peak / 2**20,
         server_to_floor=(report.server_seconds / floor) if floor > 0 else None)
-    return _with_full_floor(report, config, run.result) if measure_floor_time else report
-
-
-def _with_full_floor(report: SimulationReport, config: SessionConfig,
-                     result: UnmaskedSum | None) -> SimulationReport:
-    """The report with the full floor of what its server did, over the cores it used:
-    its worker processes, or its threads when it unmasked in process."""
-    if result is None:
+    if run.result is None or not measure_floor_time:
         return report
-    full = measure_full_floor(
-        result.work, inputs_added=len(result.included), dim=config.dim,
-        modulus=config.modulus, cipher=config.prg, n=config.n,
-        parallelism=report.workers if report.workers > 1 else report.threads)
+    return _with_full_floor(report, config, run.result, parallelism)
+
+
+def _with_full_floor(report: SimulationReport, config: SessionConfig, result: UnmaskedSum,
+                     parallelism: int) -> SimulationReport:
+    """The report with the full floor of what its server did, over the same cores."""
+    full = measure_full_floor(result.work, keystream_floor=report.floor_seconds, n=config.n,
+                              parallelism=parallelism)
     return dataclasses.replace(
         report, full_floor_seconds=full.seconds, full_floor_parts=full.parts,
         server_to_full_floor=(report.server_seconds / full.seconds) if full.seconds > 0
