@@ -8,7 +8,9 @@ only calls :meth:`Engine.map` with the pure functions of :mod:`secagg.unmask`.
 
 * :class:`InlineEngine` runs jobs one after another in this process (tests,
   and a reference for the others);
-* :class:`ProcessEngine` runs them on a local pool of worker processes.
+* :class:`ProcessEngine` runs them on a local pool of worker processes;
+* :class:`RayEngine` runs them as Ray tasks (extra ``ray``): on a local Ray it
+  starts itself, or on an existing cluster (``address``).
 
 Jobs carry the reconstructed secrets a worker needs (spec §8.5): run workers
 only where the server itself runs (one host, or a cluster the operator controls).
@@ -101,20 +103,85 @@ class ProcessEngine:
         return f"ProcessEngine(workers={self._workers})"
 
 
+def _call(fn: Callable[[T], R], item: T) -> R:
+    """One job as a Ray task (module-level, so Ray pickles it by reference)."""
+    return fn(item)
+
+
+class RayEngine:
+    """Jobs as Ray tasks, at most ``workers`` at a time on the local Ray this starts.
+
+    With ``address`` (e.g. ``"auto"`` or ``"ray://head:10001"``) it joins an existing
+    cluster instead, whose nodes must be able to import ``secagg`` (install it there or
+    pass a ``runtime_env``); the cluster's scheduler then decides where each job runs.
+    A Ray that this engine started is shut down by :meth:`close`.
+    """
+
+    def __init__(self, workers: int, *, address: str | None = None) -> None:
+        self._workers = _check_workers(workers)
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--engine ray needs Ray: install the 'ray' extra "
+                              "(pip install 'secagg[ray]')") from None
+        self._ray = ray
+        self._owned = not ray.is_initialized()
+        if self._owned:
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                       "configure_logging": False}
+            if address is None:
+                options["num_cpus"] = self._workers
+            ray.init(address=address, **options)
+        self._task = ray.remote(num_cpus=1)(_call)
+        # Ray starts its worker processes lazily: start them now, not in the first session
+        self.map(_warm, range(self._workers))
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        refs = [self._task.remote(fn, item) for item in items]
+        return list(self._ray.get(refs))
+
+    def close(self) -> None:
+        if self._owned and self._ray.is_initialized():
+            self._ray.shutdown()
+
+    def __enter__(self) -> RayEngine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RayEngine(workers={self._workers})"
+
+
 def _check_workers(workers: object) -> int:
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ConfigError("workers must be a positive integer")
     return workers
 
 
-def make_engine(workers: int, kind: str = "process") -> InlineEngine | ProcessEngine | None:
-    """The engine for ``--workers K --engine kind``; None for one worker (the threaded path)."""
+#: The engines ``--engine`` names.
+ENGINES = ("process", "ray", "inline")
+
+
+def make_engine(workers: int, kind: str = "process", *, address: str | None = None
+                ) -> InlineEngine | ProcessEngine | RayEngine | None:
+    """The engine for ``--workers K --engine kind``; None for one local process worker
+    (the threaded, in-process path). ``address``: a Ray cluster to join (ray only)."""
     _check_workers(workers)
-    if kind not in ("process", "inline"):
-        raise ConfigError(f"unknown engine {kind!r} (process or inline)")
+    if kind not in ENGINES:
+        raise ConfigError(f"unknown engine {kind!r} ({', '.join(ENGINES)})")
+    if address is not None and kind != "ray":
+        raise ConfigError("a Ray address needs the ray engine")
+    if kind == "ray":
+        return RayEngine(workers, address=address)
     if workers == 1:
         return None
     return ProcessEngine(workers) if kind == "process" else InlineEngine(workers)
 
 
-__all__ = ["Engine", "InlineEngine", "ProcessEngine", "make_engine"]
+__all__ = ["ENGINES", "Engine", "InlineEngine", "ProcessEngine", "RayEngine", "make_engine"]

@@ -200,5 +200,25 @@ def test_cli_workers(capsys: pytest.CaptureFixture[str]) -> None:
     assert one["server_work"] == two["server_work"]
     assert one["server_work"]["agreements"] == 3 * 9
     assert cli.main([*args, "--workers", "2", "--transport", "grpc"]) == 2
-    assert "--workers needs --transport inproc" in capsys.readouterr().err
+    assert "--workers and --engine need --transport inproc" in capsys.readouterr().err
     assert cli.main([*args, "--workers", "0"]) == 2
+
+
+def test_ray_engine_exact_sum() -> None:
+    """--engine ray on a local Ray started by the engine: the same sum, byte for byte."""
+    pytest.importorskip("ray")
+    from secagg.engine import RayEngine
+
+    config = SessionConfig.create(cohort(14), 300, 1 << 32, min_cohort=10)
+    with RayEngine(2) as engine:
+        s, twin = _unmask_both(config, {"masked-input": {2, 9}}, engine, seed=10)
+    s.assert_exact()
+    assert s.server.result is not None and twin.result is not None
+    assert s.server.result.sum.tobytes() == twin.result.sum.tobytes()
+
+
+def test_engine_choices_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown engine"):
+        make_engine(2, "dask")
+    with pytest.raises(ConfigError, match="Ray address"):
+        make_engine(2, "process", address="auto")

@@ -17,7 +17,7 @@ from secagg.cli.plugins import SubParsers
 from secagg.cli.progress import StageBar
 from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
-from secagg.engine import make_engine
+from secagg.engine import ENGINES, make_engine
 from secagg.errors import SecAggError
 from secagg.graph import GraphKind
 from secagg.measure import simulate
@@ -60,6 +60,11 @@ def register(sub: SubParsers) -> None:
                    help="worker processes for the server's unmasking (default 1: in process, "
                    "on --threads threads); K > 1 splits masks by coordinate range and needs "
                    "a power-of-two R")
+    p.add_argument("--engine", choices=list(ENGINES), default="process",
+                   help="what runs the --workers: process (a local process pool, default), "
+                   "ray (Ray tasks; a local Ray started here unless --ray-address), inline")
+    p.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster (e.g. auto, ray://head:10001) with --engine ray")
     p.add_argument("--seed", type=int, default=None,
                    help="seed for inputs and the dropout choice (keys always come from the OS)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -114,8 +119,9 @@ def run(args: argparse.Namespace) -> int:
     if args.transcript and args.transport != "inproc":
         print("secagg simulate: refused: --transcript needs --transport inproc", file=sys.stderr)
         return 2
-    if args.workers != 1 and args.transport != "inproc":
-        print("secagg simulate: refused: --workers needs --transport inproc", file=sys.stderr)
+    if (args.workers != 1 or args.engine != "process") and args.transport != "inproc":
+        print("secagg simulate: refused: --workers and --engine need --transport inproc",
+              file=sys.stderr)
         return 2
     if args.transport == "grpc":
         from secagg.transport.simulate import run_grpc_simulation
@@ -152,7 +158,7 @@ def _run_inproc(args: argparse.Namespace, config: SessionConfig,
     """The in-process session, on ``--workers`` worker processes (stopped after it)."""
     # the simulated clients accept the cohort floor the operator chose
     recorder = TranscriptRecorder() if args.transcript else None
-    engine = make_engine(args.workers)
+    engine = make_engine(args.workers, args.engine, address=args.ray_address)
     try:
         report = simulate(config, make_input, schedule, threads=args.threads,
                           progress=bar.update if bar else None,
