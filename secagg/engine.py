@@ -22,6 +22,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.context import BaseContext
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from secagg.errors import ConfigError
@@ -71,14 +72,20 @@ def _warm(_: int) -> int:
 class ProcessEngine:
     """A local pool of ``workers`` processes, started (and warmed) when made.
 
-    ``fork`` where the platform has it (workers inherit the loaded kernels), else
-    ``spawn``. Close it (or use it as a context manager) to stop the workers.
+    ``forkserver`` where the platform has it (a clean server process imports the
+    unmasking code once and forks the workers from it: no copy of this process's
+    threads or locks, unlike ``fork``), else ``spawn``. Close it (or use it as a
+    context manager) to stop the workers.
     """
 
     def __init__(self, workers: int) -> None:
         self._workers = _check_workers(workers)
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        context: BaseContext
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["secagg.unmask", "secagg.kernels.warmup"])
+        else:  # pragma: no cover - platforms without forkserver (Windows)
+            context = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=context)
         # start every worker now: a pool starts processes lazily, on first use
         list(self._pool.map(_warm, range(self._workers)))

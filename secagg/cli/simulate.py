@@ -185,9 +185,9 @@ def _print_table(r: SimulationReport, wall: float, args: argparse.Namespace) -> 
                     f"{args.drop_at})"),
         ("vector", f"{r.dim} elements mod 2^{r.modulus_bits}"),
         ("server compute", f"{r.server_seconds:.3f} s ({ratio}; floor {r.floor_seconds:.3f} s, "
-                           f"{r.threads} threads)"),
+                           f"{workers})"),
         ("full floor", f"{r.full_floor_seconds:.3f} s ({full}; agreements, Shamir, keystream, "
-                       f"additions over {workers})"),
+                       f"additions)"),
         ("client compute", f"{r.client_seconds_mean * 1e3:.1f} ms mean"),
         ("bytes up/client", f"{r.bytes_up_per_client / 1e3:.1f} kB"),
         ("bytes down/client", f"{r.bytes_down_per_client / 1e3:.1f} kB"),
