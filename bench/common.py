@@ -252,6 +252,8 @@ def session_row(config: SessionConfig, report: SimulationReport, dropped: Sequen
         "server_seconds": report.server_seconds,
         "floor_seconds": report.floor_seconds,
         "server_to_floor": report.server_to_floor,
+        "full_floor_seconds": report.full_floor_seconds,
+        "server_to_full_floor": report.server_to_full_floor,
         "client_seconds_mean": report.client_seconds_mean,
         "bytes_up_per_client": report.bytes_up_per_client,
         "bytes_down_per_client": report.bytes_down_per_client,

@@ -88,14 +88,17 @@ def previous_rows(path: Path) -> list[dict[str, Any]]:
 
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
     head = (f"{'sweep':<10} {'graph':<8} {'n':>6} {'m':>8} {'drop':>5} {'round':<12} "
-            f"{'ok':>3} {'server s':>9} {'floor s':>8} {'x floor':>7} {'client ms':>9} "
+            f"{'ok':>3} {'server s':>9} {'floor s':>8} {'x floor':>7} {'x full':>6} "
+            f"{'client ms':>9} "
             f"{'kB up':>8} {'B/elem':>6} {'peak MB':>8}")
     print(head)
     for r in rows:
         print(f"{r['sweep']:<10} {r['graph']:<8} {r['n']:>6} {r['m']:>8} {r['dropout']:>5.0%} "
               f"{r['drop_at']:<12} {'yes' if r['exact'] else 'NO':>3} "
               f"{r['server_seconds']:>9.3f} {r['floor_seconds']:>8.3f} "
-              f"{fmt(r['server_to_floor'], '.2f'):>7} {r['client_seconds_mean'] * 1e3:>9.1f} "
+              f"{fmt(r['server_to_floor'], '.2f'):>7} "
+              f"{fmt(r.get('server_to_full_floor'), '.2f'):>6} "
+              f"{r['client_seconds_mean'] * 1e3:>9.1f} "
               f"{r['bytes_up_per_client'] / 1e3:>8.1f} {r['masked_bytes_per_element']:>6.2f} "
               f"{r['peak_server_mb']:>8.1f}")
 

@@ -76,10 +76,12 @@ def protocol_main(argv: Sequence[str] | None = None) -> int:
 
 def _show_protocol(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     print(f"{'case':<42} {'exact':>5} {'server s':>9} {'floor s':>8} {'x floor':>7} "
-          f"{'client ms':>9} {'B/elem':>6} {'peak MB':>8}")
+          f"{'full s':>8} {'x full':>6} {'client ms':>9} {'B/elem':>6} {'peak MB':>8}")
     for r in rows:
         print(f"{r['case']:<42} {r['exact']!s:>5} {r['server_seconds']:>9.3f} "
               f"{r['floor_seconds']:>8.3f} {fmt(r['server_to_floor'], '.2f'):>7} "
+              f"{fmt(r.get('full_floor_seconds'), '.3f'):>8} "
+              f"{fmt(r.get('server_to_full_floor'), '.2f'):>6} "
               f"{r['client_seconds_mean'] * 1e3:>9.1f} {r['masked_bytes_per_element']:>6.2f} "
               f"{r['peak_server_mb']:>8.1f}")
     return {"rows": rows}, rows

@@ -32,7 +32,7 @@ import enum
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -44,6 +44,7 @@ from secagg.crypto import shamir
 from secagg.crypto.agreement import X25519PrivateKey, public_key_matches, validate_public_key
 from secagg.crypto.prg import mask_dtype
 from secagg.crypto.signatures import verify
+from secagg.engine import Engine
 from secagg.errors import (
     AbortError,
     ConfigError,
@@ -56,6 +57,15 @@ from secagg.identity import TrustStore, advertise_statement, lookup_verify_key, 
 from secagg.kernels.arith import add_into, sub_into
 from secagg.messages import CIPHERTEXT_LEN, COMMITMENT_LEN, SHARE_LEN
 from secagg.packing import bit_width, unpack
+from secagg.unmask import (
+    PairJob,
+    RangeJob,
+    UnmaskWork,
+    mask_range,
+    pairwise_seeds,
+    split_evenly,
+    split_ranges,
+)
 
 
 class ServerState(enum.Enum):
@@ -82,6 +92,8 @@ class UnmaskedSum:
     included: tuple[int, ...]
     dropped: tuple[int, ...]
     masks_expanded: int  # self masks + pairwise masks the server regenerated to unmask
+    #: every primitive the unmasking ran, counted (the full floor's input)
+    work: UnmaskWork = field(default_factory=UnmaskWork)
 
 
 class ServerProtocol:
@@ -91,10 +103,21 @@ class ServerProtocol:
     and folding release the GIL); it defaults to the number of cores.
     ``trust_store`` (client id -> Ed25519 verify key) is required in active mode
     and refused in semi-honest mode, where no signature is used.
+    ``engine`` (:mod:`secagg.engine`), if given, runs the unmasking's agreements
+    and mask regeneration on its workers, masks split by coordinate range
+    (power-of-two R only); ``threads`` is then unused.
     """
 
     def __init__(self, config: SessionConfig, *, threads: int | None = None,
-                 trust_store: TrustStore | None = None) -> None:
+                 trust_store: TrustStore | None = None, engine: Engine | None = None) -> None:
+        if engine is not None:
+            if not isinstance(engine, Engine):
+                raise ConfigError("engine must provide workers and map(fn, items)")
+            if config.modulus & (config.modulus - 1):
+                raise ConfigError("unmasking on workers needs a power-of-two modulus R: "
+                                  "for other R, rejection sampling makes mask positions "
+                                  "data-dependent")
+        self.engine = engine
         self._active = config.mode is Mode.ACTIVE
         if self._active and trust_store is None:
             raise ConfigError("active mode needs a trust store to verify client signatures")
@@ -532,6 +555,7 @@ class ServerProtocol:
         cfg, t = self.config, self.config.threshold
         sid = cfg.session_id
         cache = shamir.LagrangeCache()
+        attempts = [0]  # interpolations tried: each is checked once
         responders = sorted(self._responders)
         if len(responders) > t:
             # complete graph: each owner's first t holders are these t + 1 minus one
@@ -544,6 +568,7 @@ class ServerProtocol:
             commitment = self._commitments[w]
 
             def check(seed: bytes, w: int = w, commitment: bytes = commitment) -> bool:
+                attempts[0] += 1
                 return masking.self_mask_commitment(sid, w, seed) == commitment
 
             try:
@@ -554,6 +579,7 @@ class ServerProtocol:
                     "matching its commitment"
                 ) from None
         mask_keys: dict[int, X25519PrivateKey] = {}
+        key_checks = [0]
         for v in sorted(self._u2 - self._u3):
             if not self._nbrs(v, self._u2) & self._u3:
                 continue
@@ -563,6 +589,8 @@ class ServerProtocol:
             pk = self._keys[v].mask_pk
 
             def check_key(secret: bytes, pk: bytes = pk) -> bool:
+                attempts[0] += 1
+                key_checks[0] += 1
                 return public_key_matches(secret, pk)
 
             try:
@@ -574,12 +602,22 @@ class ServerProtocol:
             mask_keys[v] = X25519PrivateKey.from_bytes(secret)
         assert self._accumulator is not None
         total = self._accumulator
-        masks = self._remove_masks(total, b_seeds, mask_keys)
+        if self.engine is None:
+            pairs = self._remove_masks(total, b_seeds, mask_keys)
+        else:
+            pairs = self._remove_masks_on(self.engine, total, b_seeds, mask_keys)
+        work = UnmaskWork(
+            self_masks=len(b_seeds), pairwise_masks=pairs, agreements=pairs,
+            key_checks=key_checks[0], key_derivations=2 * pairs + len(b_seeds),
+            interpolations=attempts[0],
+            coefficient_sets=cache.misses - cache.derived,
+            derived_coefficient_sets=cache.derived, supersets=cache.supersets, threshold=t)
         self.result = UnmaskedSum(
             sum=total,
             included=tuple(sorted(self._u3)),
             dropped=tuple(sorted(self._cohort - self._u3)),
-            masks_expanded=masks,
+            masks_expanded=work.masks,
+            work=work,
         )
         self._accumulator = None
         self.state = ServerState.DONE
@@ -591,7 +629,8 @@ class ServerProtocol:
         b_seeds: Mapping[int, bytes],
         mask_keys: Mapping[int, X25519PrivateKey],
     ) -> int:
-        """Subtract every survivor's self mask and every dropped client's pairwise masks.
+        """Subtract every survivor's self mask and every dropped client's pairwise masks;
+        return how many pairwise masks (one agreement each) that took.
 
         Work is split across ``threads`` workers; each expands masks into its own
         scratch buffer and folds them into its own partial sums ("plus" for masks
@@ -632,4 +671,41 @@ class ServerProtocol:
         for plus, minus in results:
             sub_into(total, plus, R)
             add_into(total, minus, R)
-        return len(tasks)
+        return len(tasks) - len(b_seeds)
+
+    def _remove_masks_on(
+        self,
+        engine: Engine,
+        total: np.ndarray,
+        b_seeds: Mapping[int, bytes],
+        mask_keys: Mapping[int, X25519PrivateKey],
+    ) -> int:
+        """:meth:`_remove_masks` on an engine's workers; returns the pairwise masks removed.
+
+        First the agreements, dealt out by dropped client (each job returns its
+        pairwise seeds); then the masks by coordinate range: each job regenerates
+        its range of every mask and returns one partial vector, which is
+        subtracted from the same range here. Same sum mod R, byte for byte.
+        """
+        cfg, keys = self.config, self._keys
+        sid, R = cfg.session_id, cfg.modulus
+        pair_jobs = [
+            PairJob(v, mask_keys[v].secret_bytes(), keys[v].mask_pk,
+                    tuple((w, keys[w].mask_pk) for w in sorted(self._nbrs(v, self._u3))))
+            for v in sorted(mask_keys)
+        ]
+        seeds: list[tuple[int, int, bytes]] = []
+        groups = split_evenly(pair_jobs, engine.workers)
+        for found in engine.map(_seeds_job, [(sid, group) for group in groups]):
+            seeds.extend(found)
+        self_seeds = tuple(sorted(b_seeds.items()))
+        ranges = split_ranges(cfg.dim, engine.workers)
+        jobs = [RangeJob(sid, R, cfg.prg, a, b, self_seeds, tuple(seeds)) for a, b in ranges]
+        for (a, b), partial in zip(ranges, engine.map(mask_range, jobs), strict=True):
+            sub_into(total[a:b], partial, R)
+        return len(seeds)
+
+
+def _seeds_job(job: tuple[bytes, list[PairJob]]) -> list[tuple[int, int, bytes]]:
+    """One worker's agreements (a module-level function, so it pickles)."""
+    return pairwise_seeds(*job)

@@ -33,6 +33,7 @@ from secagg.client import ClientProtocol
 from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.crypto.signatures import SigningKey
+from secagg.engine import Engine
 from secagg.errors import ConfigError
 from secagg.identity import MemoryTrustStore, TrustStore, generate_identities
 from secagg.kernels.arith import add_into
@@ -76,6 +77,15 @@ class SimulationReport:
     threads: int
     client_refusals: dict[int, str] = field(default_factory=dict)
     mode: str = Mode.SEMI_HONEST.value
+    #: worker processes of the server's unmasking (1: its threads, in process)
+    workers: int = 1
+    #: every primitive the server's unmasking ran, counted (secagg.unmask.UnmaskWork)
+    server_work: dict[str, int] = field(default_factory=dict)
+    #: the full floor (secagg.floor.measure_full_floor) and its parts; measured by
+    #: secagg.measure.simulate, zero / None here
+    full_floor_seconds: float = 0.0
+    server_to_full_floor: float | None = None
+    full_floor_parts: dict[str, float] = field(default_factory=dict)
     #: the aggregate itself (sum mod R over ``included_ids``); not part of the JSON
     sum: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -189,6 +199,7 @@ class SimOptions(TypedDict, total=False):
     client_min_cohort: int | None
     transcript: TranscriptRecorder | None
     observers: Sequence[SessionObserver]
+    engine: Engine | None
 
 
 def _check_options(options: Mapping[str, object]) -> None:
@@ -218,7 +229,8 @@ def run_simulation(
     # every simulated client holds its input and masked vector: refuse before allocating
     check_session(config, role=Role.SIMULATION)
     warm_up(config.modulus)
-    server = ServerProtocol(config, threads=options.get("threads"), trust_store=server_trust)
+    server = ServerProtocol(config, threads=options.get("threads"), trust_store=server_trust,
+                            engine=options.get("engine"))
     if transcript is not None:
         transcript.begin(config, server_trust)
     driver = SessionDriver(server, clients, dropouts=schedule)
@@ -253,6 +265,8 @@ def simulate(
     keys, ``trust_store`` to the store of their verify keys; every client is told
     that it trained on ``config.task_hash``. ``client_min_cohort`` is the
     clients' own minimum cohort (their default applies when None).
+
+    ``engine`` (:mod:`secagg.engine`): workers for the server's unmasking.
 
     ``transcript``: if given, it records the session's public transcript (every
     message as sent, the config, the identity keys and the published result;
@@ -303,6 +317,8 @@ def _report(config: SessionConfig, driver: SessionDriver, traffic: _Traffic,
         threads=server.threads,
         client_refusals=dict(driver.refusals),
         mode=config.mode.value,
+        workers=server.engine.workers if server.engine is not None else 1,
+        server_work={} if result is None else result.work.as_dict(),
         sum=None if result is None else result.sum,
     )
 
