@@ -40,7 +40,7 @@ from secagg.messages import ServerMessage
 from secagg.rounds import Round
 from secagg.server import ServerProtocol, ServerState, UnmaskedSum
 from secagg.session import DropoutSchedule, SessionDriver, SessionObserver, drop_rounds
-from secagg.transcript import TranscriptObserver, TranscriptRecorder
+from secagg.transcript import TranscriptObserver, TranscriptSink
 
 #: A dropout schedule: round (or its public label) -> the clients that stop sending there.
 Schedule = DropoutSchedule
@@ -186,7 +186,7 @@ def run_simulation(
     identities: Mapping[int, SigningKey] | None = None,
     trust_store: TrustStore | None = None,
     client_min_cohort: int | None = None,
-    transcript: TranscriptRecorder | None = None,
+    transcript: TranscriptSink | None = None,
     observers: Sequence[SessionObserver] = (),
 ) -> SimulationRun:
     """:func:`simulate`, also returning the result and trust store (for measurements);
@@ -228,7 +228,7 @@ def simulate(
     identities: Mapping[int, SigningKey] | None = None,
     trust_store: TrustStore | None = None,
     client_min_cohort: int | None = None,
-    transcript: TranscriptRecorder | None = None,
+    transcript: TranscriptSink | None = None,
     observers: Sequence[SessionObserver] = (),
 ) -> SimulationReport:
     """Run one session in-process and check its result.
