@@ -71,6 +71,12 @@ def _register_server(sub: SubParsers) -> None:
                    help="directory from 'secagg certs init' (ca.pem, server.pem, server.key)")
     p.add_argument("--insecure", action="store_true", help="plaintext, no authentication")
     p.add_argument("--out", type=Path, default=None, help="write the sums to FILE.npz")
+    p.add_argument("--transcript", metavar="DIR", default=None,
+                   help="write each session's public transcript to DIR, one file per session, "
+                   "for 'secagg audit' (spec §18.x)")
+    p.add_argument("--transcript-vectors", choices=["full", "hash"], default="full",
+                   help="record masked vectors whole (full) or by their SHA-256 (hash: small "
+                   "at large m; the audit then skips only the unmasking recomputation)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
     p.set_defaults(func=run_server)
 
@@ -99,6 +105,7 @@ def run_server(args: argparse.Namespace) -> int:
             round_timeout=args.round_timeout,
             join_timeout=args.join_timeout, sessions=args.sessions, threads=args.threads,
             task_hash=task, first_round=args.first_round,
+            transcript_dir=args.transcript, transcript_vectors=args.transcript_vectors,
         )
         server = TransportServer(settings, credentials=credentials,
                                  address=f"{args.host}:{args.port}", on_event=emit)
