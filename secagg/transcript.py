@@ -377,6 +377,42 @@ class TranscriptWriter:
         self.fh.close()
 
 
+def transcript_path(directory: str | os.PathLike[str], sequence: int, sid: bytes) -> str:
+    """Where a server writes session ``sequence`` (id ``sid``): one file per session."""
+    return os.path.join(directory, f"session-{sequence:06d}-{sid.hex()[:16]}.jsonl")
+
+
+def open_session_transcript(directory: str | os.PathLike[str], sequence: int,
+                            config: SessionConfig, vectors: Vectors | str = Vectors.FULL,
+                            trust_store: TrustStore | Mapping[int, bytes] | None = None
+                            ) -> TranscriptWriter:
+    """A writer for one session of a server (gRPC or Flower), its header written (§18.x).
+
+    In active mode ``trust_store`` gives the identity keys the header records, so the
+    audit can check signatures.
+    """
+    try:
+        os.makedirs(directory, exist_ok=True)
+        writer = TranscriptWriter.open(transcript_path(directory, sequence, config.session_id),
+                                       Vectors(vectors))
+    except OSError as exc:
+        raise ConfigError(f"cannot write the transcript: {exc.strerror}") from None
+    writer.begin(config, trust_store)
+    return writer
+
+
+def finish_transcript(writer: TranscriptWriter, result: object, abort_reason: str | None,
+                      modulus: int) -> None:
+    """Write what the server published (a result with ``sum`` and ``included``, or the
+    abort) and close the file."""
+    total, included = getattr(result, "sum", None), getattr(result, "included", None)
+    if total is not None and included is not None:
+        writer.publish_result(total, included, modulus)
+    else:
+        writer.publish_abort(abort_reason or "no result")
+    writer.close()
+
+
 #: What a driver records a session into: in memory, or streamed to a file.
 TranscriptSink = TranscriptRecorder | TranscriptWriter
 

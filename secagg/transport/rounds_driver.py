@@ -27,12 +27,12 @@ from secagg.errors import ProtocolError, SecAggError
 from secagg.messages import ClientMessage
 from secagg.rounds import Round
 from secagg.server import ServerProtocol, ServerState
-from secagg.transcript import TranscriptWriter
+from secagg.transcript import TranscriptWriter, finish_transcript
 from secagg.transport import framing
 from secagg.transport import secagg_pb2 as pb
 from secagg.transport.gate import POLL_SECONDS, RefusedError
 from secagg.transport.settings import ServerSettings, SessionOutcome
-from secagg.transport.transcripts import open_session_transcript
+from secagg.transport.transcripts import session_transcript
 
 _REASON_LEN = 256
 
@@ -174,9 +174,7 @@ class RoundDriver:
     def _open(self, sequence: int, config: SessionConfig, protocol: ServerProtocol
               ) -> _Session:
         """Make the session current and send every member its SessionOpen."""
-        transcript = open_session_transcript(
-            self.settings.transcript_dir, self.settings.transcript_vectors, sequence, config,
-            self._protocol_kwargs)
+        transcript = session_transcript(self.settings, sequence, config, self._protocol_kwargs)
         with self._cond:
             peers = {u: self._peers[u] for u in config.cohort if u in self._peers}
             session = _Session(sequence, config, protocol, peers)
@@ -217,15 +215,10 @@ class RoundDriver:
     @staticmethod
     def _record_end(session: _Session) -> None:
         """Write the published result (or the abort) and close the transcript."""
-        writer = session.transcript
-        if writer is None:
-            return
-        result = session.protocol.result
-        if result is not None:
-            writer.publish_result(result.sum, result.included, session.config.modulus)
-        else:
-            writer.publish_abort(session.protocol.abort_reason or "no result")
-        writer.close()
+        if session.transcript is not None:
+            protocol = session.protocol
+            finish_transcript(session.transcript, protocol.result, protocol.abort_reason,
+                              session.config.modulus)
 
     def _default_config(self, sequence: int, cohort: tuple[int, ...]) -> SessionConfig:
         s = self.settings

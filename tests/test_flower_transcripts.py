@@ -1,0 +1,41 @@
+"""The Flower workflow writes one public transcript per session (FL round) that
+``secagg audit`` passes (spec §18.x), in full and hash mode, with dropouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fl.data import FederatedData, federate
+from secagg.audit import audit_transcript
+from secagg.errors import ConfigError
+from secagg.flower import secaggplus_mod
+from secagg.transcript import Transcript
+from tests.test_flower_adapter import LATE_DROPS, ROUNDS, N, ours, run_federation
+
+
+@pytest.fixture(scope="module")
+def data() -> FederatedData:
+    return federate("digits", N, iid=True, seed=0)
+
+
+@pytest.mark.parametrize("vectors", ["full", "hash"])
+def test_flower_workflow_transcripts_pass_the_audit(data: FederatedData, tmp_path: Path,
+                                                    vectors: str) -> None:
+    workflow = ours(transcript_dir=str(tmp_path), transcript_vectors=vectors)
+    run_federation(data, workflow, secaggplus_mod, LATE_DROPS)
+    paths = sorted(tmp_path.glob("session-*.jsonl"))
+    assert len(paths) == len(workflow.outcomes) == ROUNDS
+    for path, outcome in zip(paths, workflow.outcomes, strict=True):
+        transcript = Transcript.read(path)
+        assert transcript.config == outcome.config.encode()
+        assert transcript.hashed is (vectors == "hash")
+        assert transcript.result is not None
+        report = audit_transcript(transcript, min_cohort=N)
+        assert report.ok, report.lines()
+
+
+def test_bad_transcript_vectors_refused() -> None:
+    with pytest.raises(ConfigError):
+        ours(transcript_dir="x", transcript_vectors="some")
