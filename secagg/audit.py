@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -64,6 +65,9 @@ from secagg.packing import bit_width, unpack
 from secagg.rounds import Round
 from secagg.transcript import MASKED_HEAD, Direction, Record, Transcript
 from secagg.wire import MAX_U32, Reader
+
+if TYPE_CHECKING:
+    from secagg.receipt import Receipt
 
 __all__ = ["RULES", "AuditReport", "Rule", "RuleResult", "Status", "audit_transcript"]
 
@@ -136,7 +140,7 @@ class AuditReport:
     def lines(self, *, details: bool = True) -> list[str]:
         """Human-readable verdicts, one line per rule (plus indented findings)."""
         out = []
-        width = max(len(r.title) for r in RULES) + 2
+        width = max(len(r.rule.title) for r in self.results) + 2
         for res in self.results:
             note = f"; {res.note}" if res.note else ""
             leader = f"{res.rule.title} ".ljust(width, ".")
@@ -161,15 +165,23 @@ def audit_transcript(
     trust_store: TrustStore | Mapping[int, bytes] | None = None,
     min_cohort: int = DEFAULT_MIN_COHORT,
     task_hash: bytes | None = None,
+    receipts: Sequence[Receipt] | None = None,
 ) -> AuditReport:
-    """Check ``transcript`` against rules A1..A11.
+    """Check ``transcript`` against rules A1..A11 (and A12 when ``receipts`` are given).
 
     ``trust_store`` overrides the identity keys recorded in the transcript
     (active mode); ``min_cohort`` is the smallest cohort the auditor accepts
     (the clients' default floor, spec §15.8); ``task_hash``, when given, is the
-    model hash the session must carry.
+    model hash the session must carry; ``receipts`` are clients' receipts
+    (spec §18.6), checked against the transcript by rule A12.
     """
-    return _Audit(transcript, trust_store, min_cohort, task_hash).run()
+    report = _Audit(transcript, trust_store, min_cohort, task_hash).run()
+    if receipts is None:
+        return report
+    from secagg.receipt_audit import check_receipts
+
+    extra = check_receipts(transcript, receipts, trust_store=trust_store)
+    return AuditReport((*report.results, extra), report.unchecked)
 
 
 # --- the audit ----------------------------------------------------------------------------

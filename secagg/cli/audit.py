@@ -22,11 +22,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from secagg.cli.plugins import SubParsers
 from secagg.config import DEFAULT_MIN_COHORT
 from secagg.errors import SecAggError
 from secagg.identity import DirectoryTrustStore, FileTrustStore, TrustStore
+
+if TYPE_CHECKING:
+    from secagg.receipt import Receipt
 
 
 def register(sub: SubParsers) -> None:
@@ -60,6 +64,9 @@ def register(sub: SubParsers) -> None:
                    help="identity keys for an active-mode transcript: a JSON file "
                    "{\"id\": \"hex\"} or a directory of <id>.pub files (default: the keys "
                    "recorded in the transcript)")
+    p.add_argument("--receipts", metavar="DIR", default=None,
+                   help="with TRANSCRIPT: check the clients' receipts in DIR (receipt-*.json) "
+                   "against it (rule A12, spec §18.6)")
     p.add_argument("--min-cohort", type=int, default=DEFAULT_MIN_COHORT, metavar="N",
                    help=f"smallest acceptable cohort (default {DEFAULT_MIN_COHORT})")
     p.add_argument("--task-hash", metavar="HEX", default=None,
@@ -96,11 +103,12 @@ def _transcript(args: argparse.Namespace) -> int:
         transcript = Transcript.read(args.transcript)
         store = _trust_store(args.trust_store) if args.trust_store else None
         task_hash = _task_hash(args.task_hash) if args.task_hash else None
+        receipts = _receipts(args.receipts) if args.receipts else None
     except SecAggError as exc:
         print(f"secagg audit: {exc}", file=sys.stderr)
         return 2
     report = audit_transcript(transcript, trust_store=store, min_cohort=args.min_cohort,
-                              task_hash=task_hash)
+                              task_hash=task_hash, receipts=receipts)
     if args.json:
         print(json.dumps(report.to_dict(), sort_keys=True))
     else:
@@ -114,6 +122,14 @@ def _transcript(args: argparse.Namespace) -> int:
         print("verdict: " + (f"PASS ({held})" if report.ok else
                              "FAIL (" + ", ".join(failed or ["rules skipped"]) + ")"))
     return 0 if report.ok else 1
+
+
+def _receipts(path: str) -> list[Receipt]:
+    from secagg.receipt import read_receipts
+
+    if not Path(path).is_dir():
+        raise SecAggError("--receipts must be a directory of receipt-*.json files")
+    return read_receipts(path)
 
 
 def _trust_store(path: str) -> TrustStore:
