@@ -14,6 +14,7 @@ from secagg import cli
 from secagg.audit import audit_transcript
 from secagg.config import Mode, SessionSettings
 from secagg.identity import generate_identities
+from secagg.receipt import read_receipts
 from secagg.transcript import Transcript
 from secagg.transport.client import ClientSettings, TransportClient, demo_input
 from secagg.transport.server import ServerSettings, TransportServer
@@ -70,7 +71,9 @@ def run_cluster(tmp: Path, *, vectors: str, mode: Mode = Mode.SEMI_HONEST,
                                                ("hash", Mode.ACTIVE)])
 def test_grpc_server_transcripts_pass_the_audit(tmp_path: Path, vectors: str,
                                                 mode: Mode) -> None:
-    (outcome,) = run_cluster(tmp_path, vectors=vectors, mode=mode)
+    receipts = tmp_path / "receipts"
+    (outcome,) = run_cluster(tmp_path, vectors=vectors, mode=mode, client_kwargs={
+        u: {"receipt_dir": str(receipts)} for u in range(1, N + 1)})
     assert not outcome.aborted, outcome.abort_reason
     (path,) = sorted(tmp_path.glob("session-*.jsonl"))
     assert outcome.session_id.hex()[:16] in path.name
@@ -80,6 +83,13 @@ def test_grpc_server_transcripts_pass_the_audit(tmp_path: Path, vectors: str,
     assert report.ok, report.lines()
     assert report.unchecked == (frozenset({"A11"}) if vectors == "hash" else frozenset())
     assert cli.main(["audit", str(path), "--min-cohort", "3"]) == 0
+    # every client kept a receipt (signed in active mode) that matches the transcript
+    kept = read_receipts(receipts)
+    assert sorted(r.client for r in kept) == list(range(1, N + 1))
+    assert all((r.signature is not None) is (mode is Mode.ACTIVE) for r in kept)
+    report = audit_transcript(transcript, min_cohort=3, receipts=kept)
+    assert report.ok and report.results[-1].rule.id == "A12", report.lines()
+    assert cli.main(["audit", str(path), "--min-cohort", "3", "--receipts", str(receipts)]) == 0
 
 
 def test_secagg_server_transcript_dir_with_a_killed_client(tmp_path: Path) -> None:
@@ -96,9 +106,17 @@ def test_secagg_server_transcript_dir_with_a_killed_client(tmp_path: Path) -> No
             "--transcript-vectors", "hash")
         for u in range(1, n + 1):
             cluster.start_client(u, "--seed", SEED, "--sessions", 1, "--connect-timeout", 20,
+                                 "--receipts", tmp_path / "receipts",
                                  die_at=Round.MASKED_INPUT if u == 2 else None)
         assert server.wait(120) == 0, server._stderr_tail()
+        for proc in cluster.clients.values():
+            proc.wait(30)
     (path,) = sorted(out.glob("session-*.jsonl"))
     report = audit_transcript(Transcript.read(path), min_cohort=3)
     assert report.ok, report.lines()
     assert cli.main(["audit", str(path), "--min-cohort", "3"]) == 0
+    # the four survivors kept receipts (the killed client wrote none); they match
+    kept = read_receipts(tmp_path / "receipts")
+    assert sorted(r.client for r in kept) == [1, 3, 4, 5]
+    assert cli.main(["audit", str(path), "--min-cohort", "3", "--receipts",
+                     str(tmp_path / "receipts")]) == 0

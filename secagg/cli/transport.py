@@ -173,6 +173,9 @@ def _register_client(sub: SubParsers) -> None:
                    help="give up after this many seconds without reaching the server (30)")
     p.add_argument("--server-name", default=None,
                    help="name the server certificate must carry (default: the host in --server)")
+    p.add_argument("--receipts", metavar="DIR", default=None,
+                   help="keep a receipt of each session in DIR, for 'secagg audit "
+                   "TRANSCRIPT --receipts DIR' (spec §18.6)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
     p.set_defaults(func=run_client)
 
@@ -187,7 +190,7 @@ def run_client(args: argparse.Namespace) -> int:
                        if _use_tls(args, "client") else None)
         settings = ClientSettings(
             server=args.server, client_id=args.id, connect_timeout=args.connect_timeout,
-            sessions=args.sessions, server_name=args.server_name,
+            sessions=args.sessions, server_name=args.server_name, receipt_dir=args.receipts,
         )
     except SecAggError as exc:
         print(f"secagg client: refused: {exc}", file=sys.stderr)
