@@ -10,7 +10,8 @@ import pytest
 from fl.data import FederatedData, federate
 from secagg.audit import audit_transcript
 from secagg.errors import ConfigError
-from secagg.flower import secaggplus_mod
+from secagg.flower import SecAggPlusMod
+from secagg.receipt import read_receipts
 from secagg.transcript import Transcript
 from tests.test_flower_adapter import LATE_DROPS, ROUNDS, N, ours, run_federation
 
@@ -24,7 +25,11 @@ def data() -> FederatedData:
 def test_flower_workflow_transcripts_pass_the_audit(data: FederatedData, tmp_path: Path,
                                                     vectors: str) -> None:
     workflow = ours(transcript_dir=str(tmp_path), transcript_vectors=vectors)
-    run_federation(data, workflow, secaggplus_mod, LATE_DROPS)
+    receipt_dir = tmp_path / "receipts"
+    # replayed from the persisted state in hash mode: the receipt survives that too
+    mod = SecAggPlusMod(receipt_dir=str(receipt_dir), cache=vectors == "full")
+    run_federation(data, workflow, mod, LATE_DROPS)
+    kept = read_receipts(receipt_dir)
     paths = sorted(tmp_path.glob("session-*.jsonl"))
     assert len(paths) == len(workflow.outcomes) == ROUNDS
     for path, outcome in zip(paths, workflow.outcomes, strict=True):
@@ -33,6 +38,12 @@ def test_flower_workflow_transcripts_pass_the_audit(data: FederatedData, tmp_pat
         assert transcript.hashed is (vectors == "hash")
         assert transcript.result is not None
         report = audit_transcript(transcript, min_cohort=N)
+        assert report.ok, report.lines()
+        # the clients' receipts of this session (the one dropped at masked input kept
+        # none: it never finished) match the transcript
+        mine = [r for r in kept if r.session_id == outcome.config.session_id]
+        assert len(mine) >= N - len(LATE_DROPS)
+        report = audit_transcript(transcript, min_cohort=N, receipts=kept)
         assert report.ok, report.lines()
 
 
