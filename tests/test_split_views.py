@@ -71,7 +71,7 @@ def test_split_view_caught_by_receipts(scenario_id: str) -> None:
                 if "the transcript does not contain" in f], honest.lines()
     # the lying transcript: A12 names the client and the round shown another message
     report = audit_transcript(lying.build(), receipts=kept)
-    assert "A12" in report.failed, report.lines()
+    assert report.failed == {"A12"}, report.lines()  # A1..A11 alone would pass it
     a12 = report.results[-1].findings
     pattern = re.compile(r"^client (\d+), round (\d): the server showed the client a message")
     shown = [pattern.match(f) for f in a12]
