@@ -322,11 +322,15 @@ class TranscriptWriter:
         self._hash = hashlib.sha256()
         self.ended = False
         self.records = 0
+        #: the file written (None for a stream given by the caller)
+        self.path: str | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str],
              vectors: Vectors | str = Vectors.FULL) -> TranscriptWriter:
-        return cls(open(path, "w", encoding="utf-8"), vectors)
+        writer = cls(open(path, "w", encoding="utf-8"), vectors)  # noqa: SIM115 (close())
+        writer.path = os.fspath(path)
+        return writer
 
     @property
     def sha256(self) -> bytes:

@@ -15,6 +15,7 @@ from secagg.audit import audit_transcript
 from secagg.config import Mode, SessionSettings
 from secagg.identity import generate_identities
 from secagg.receipt import read_receipts
+from secagg.session_log import verify_log
 from secagg.transcript import Transcript
 from secagg.transport.client import ClientSettings, TransportClient, demo_input
 from secagg.transport.server import ServerSettings, TransportServer
@@ -72,8 +73,15 @@ def run_cluster(tmp: Path, *, vectors: str, mode: Mode = Mode.SEMI_HONEST,
 def test_grpc_server_transcripts_pass_the_audit(tmp_path: Path, vectors: str,
                                                 mode: Mode) -> None:
     receipts = tmp_path / "receipts"
+    log = {"session_log": str(tmp_path / "sessions.log"),
+           "session_log_key": str(tmp_path / "log.key")}
     (outcome,) = run_cluster(tmp_path, vectors=vectors, mode=mode, client_kwargs={
-        u: {"receipt_dir": str(receipts)} for u in range(1, N + 1)})
+        u: {"receipt_dir": str(receipts)} for u in range(1, N + 1)}, server_kwargs=log)
+    # the signed session log chains this session's transcript (spec §18.7)
+    server_key = (tmp_path / "log.key.pub").read_text().strip()
+    assert verify_log(tmp_path / "sessions.log", server_key=bytes.fromhex(server_key)) == []
+    assert cli.main(["audit", "--log", str(tmp_path / "sessions.log"),
+                     "--server-key", server_key]) == 0
     assert not outcome.aborted, outcome.abort_reason
     (path,) = sorted(tmp_path.glob("session-*.jsonl"))
     assert outcome.session_id.hex()[:16] in path.name

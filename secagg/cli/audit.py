@@ -67,6 +67,15 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--receipts", metavar="DIR", default=None,
                    help="with TRANSCRIPT: check the clients' receipts in DIR (receipt-*.json) "
                    "against it (rule A12, spec §18.6)")
+    p.add_argument("--log", metavar="FILE", default=None,
+                   help="check a server's signed session log (chain, signatures, and the "
+                   "hash of every logged transcript found; spec §18.7)")
+    p.add_argument("--server-key", metavar="HEX", default=None,
+                   help="with --log: the server's log verify key (default: the one the log "
+                   "names, which proves only that the log is self-consistent)")
+    p.add_argument("--transcripts", metavar="DIR", default=None,
+                   help="with --log: where the logged transcripts are (default: the log's "
+                   "directory)")
     p.add_argument("--min-cohort", type=int, default=DEFAULT_MIN_COHORT, metavar="N",
                    help=f"smallest acceptable cohort (default {DEFAULT_MIN_COHORT})")
     p.add_argument("--task-hash", metavar="HEX", default=None,
@@ -77,11 +86,14 @@ def register(sub: SubParsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     explore = args.explore is not None
-    modes = sum(bool(x) for x in (args.transcript, args.attacks, args.vectors, explore))
+    modes = sum(bool(x) for x in (args.transcript, args.attacks, args.vectors, explore,
+                                  args.log))
     if modes != 1:
         print("secagg audit: give exactly one of TRANSCRIPT, --attacks, --vectors DIR, "
-              "--explore N", file=sys.stderr)
+              "--explore N, --log FILE", file=sys.stderr)
         return 2
+    if args.log:
+        return _log(args)
     if explore:
         from secagg.attacks.explorer import run_cli
 
@@ -122,6 +134,40 @@ def _transcript(args: argparse.Namespace) -> int:
         print("verdict: " + (f"PASS ({held})" if report.ok else
                              "FAIL (" + ", ".join(failed or ["rules skipped"]) + ")"))
     return 0 if report.ok else 1
+
+
+def _log(args: argparse.Namespace) -> int:
+    from secagg.session_log import read_log, verify_log
+
+    try:
+        key = None if args.server_key is None else _hex_key(args.server_key)
+        log = read_log(args.log)
+        findings = verify_log(args.log, server_key=key, transcripts=args.transcripts)
+    except SecAggError as exc:
+        print(f"secagg audit: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"ok": not findings, "entries": len(log.entries),
+                          "head": log.head.hex(), "findings": findings}, sort_keys=True))
+    else:
+        for f in findings:
+            print(f"  - {f}")
+        keyed = "given key" if key is not None else "key named in the log (give --server-key)"
+        print(f"session log: {len(log.entries)} entries, head {log.head.hex()[:16]}, "
+              f"signatures under the {keyed}")
+        print("verdict: " + ("PASS (chain, signatures and logged transcripts hold)"
+                             if not findings else f"FAIL ({len(findings)} findings)"))
+    return 0 if not findings else 1
+
+
+def _hex_key(text: str) -> bytes:
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise SecAggError("--server-key must be hex") from None
+    if len(value) != 32:
+        raise SecAggError("--server-key must be 32 bytes (64 hex digits)")
+    return value
 
 
 def _receipts(path: str) -> list[Receipt]:

@@ -77,6 +77,12 @@ def _register_server(sub: SubParsers) -> None:
     p.add_argument("--transcript-vectors", choices=["full", "hash"], default="full",
                    help="record masked vectors whole (full) or by their SHA-256 (hash: small "
                    "at large m; the audit then skips only the unmasking recomputation)")
+    p.add_argument("--session-log", metavar="FILE", default=None,
+                   help="with --transcript: append each session's transcript hash to this "
+                   "signed, chained log ('secagg audit --log FILE'; spec §18.7)")
+    p.add_argument("--log-key", metavar="FILE", default=None,
+                   help="the session log's Ed25519 key (hex seed; created if absent, its "
+                   "verify key written to FILE.pub for the auditors)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
     p.set_defaults(func=run_server)
 
@@ -106,6 +112,7 @@ def run_server(args: argparse.Namespace) -> int:
             join_timeout=args.join_timeout, sessions=args.sessions, threads=args.threads,
             task_hash=task, first_round=args.first_round,
             transcript_dir=args.transcript, transcript_vectors=args.transcript_vectors,
+            session_log=args.session_log, session_log_key=args.log_key,
         )
         server = TransportServer(settings, credentials=credentials,
                                  address=f"{args.host}:{args.port}", on_event=emit)

@@ -42,6 +42,10 @@ class Label(enum.Enum):
     RECEIPT_CHAIN = _PREFIX + b"receipt-chain"
     #: prefix of the statement a client signs over its receipt's chain head (spec §18.6)
     SIGNED_RECEIPT = _PREFIX + b"signed/receipt"
+    #: prefix of every entry hash of the server's session log (spec §18.7; not HKDF)
+    SESSION_LOG_CHAIN = _PREFIX + b"session-log-chain"
+    #: prefix of the statement the server signs over each session-log entry (spec §18.7)
+    SIGNED_SESSION_LOG = _PREFIX + b"signed/session-log"
 
 
 def _check_registry() -> None:

@@ -32,7 +32,7 @@ from secagg.transport import framing
 from secagg.transport import secagg_pb2 as pb
 from secagg.transport.gate import POLL_SECONDS, RefusedError
 from secagg.transport.settings import ServerSettings, SessionOutcome
-from secagg.transport.transcripts import session_transcript
+from secagg.transport.transcripts import session_log, session_transcript
 
 _REASON_LEN = 256
 
@@ -114,6 +114,7 @@ class RoundDriver:
         self._session: _Session | None = None
         self._stop = threading.Event()
         self._finished = False
+        self._log = session_log(settings)
 
     # -- lifecycle ------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -212,13 +213,15 @@ class RoundDriver:
             if p.connected:
                 p.queue.put(end)
 
-    @staticmethod
-    def _record_end(session: _Session) -> None:
-        """Write the published result (or the abort) and close the transcript."""
-        if session.transcript is not None:
+    def _record_end(self, session: _Session) -> None:
+        """Write the published result (or the abort), close the transcript, log its hash."""
+        writer = session.transcript
+        if writer is not None:
             protocol = session.protocol
-            finish_transcript(session.transcript, protocol.result, protocol.abort_reason,
+            finish_transcript(writer, protocol.result, protocol.abort_reason,
                               session.config.modulus)
+            if self._log is not None and writer.path is not None:
+                self._log.append(session.sid, writer.path, writer.sha256)
 
     def _default_config(self, sequence: int, cohort: tuple[int, ...]) -> SessionConfig:
         s = self.settings

@@ -12,8 +12,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from secagg.config import SessionConfig
+from secagg.session_log import SessionLog, load_or_create_key
 from secagg.transcript import TranscriptWriter, open_session_transcript
 from secagg.transport.settings import ServerSettings
+
+
+def session_log(settings: ServerSettings) -> SessionLog | None:
+    """The server's signed session log (spec §18.7), None when not configured."""
+    if settings.session_log is None or settings.session_log_key is None:
+        return None
+    return SessionLog(settings.session_log, load_or_create_key(settings.session_log_key))
 
 
 def session_transcript(settings: ServerSettings, sequence: int, config: SessionConfig,
