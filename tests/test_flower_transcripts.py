@@ -12,6 +12,7 @@ from secagg.audit import audit_transcript
 from secagg.errors import ConfigError
 from secagg.flower import SecAggPlusMod
 from secagg.receipt import read_receipts
+from secagg.session_log import SessionLog, load_or_create_key, read_log, verify_log
 from secagg.transcript import Transcript
 from tests.test_flower_adapter import LATE_DROPS, ROUNDS, N, ours, run_federation
 
@@ -24,7 +25,9 @@ def data() -> FederatedData:
 @pytest.mark.parametrize("vectors", ["full", "hash"])
 def test_flower_workflow_transcripts_pass_the_audit(data: FederatedData, tmp_path: Path,
                                                     vectors: str) -> None:
-    workflow = ours(transcript_dir=str(tmp_path), transcript_vectors=vectors)
+    key = load_or_create_key(tmp_path / "log.key")
+    log = SessionLog(tmp_path / "sessions.log", key)
+    workflow = ours(transcript_dir=str(tmp_path), transcript_vectors=vectors, session_log=log)
     receipt_dir = tmp_path / "receipts"
     # replayed from the persisted state in hash mode: the receipt survives that too
     mod = SecAggPlusMod(receipt_dir=str(receipt_dir), cache=vectors == "full")
@@ -45,6 +48,8 @@ def test_flower_workflow_transcripts_pass_the_audit(data: FederatedData, tmp_pat
         assert len(mine) >= N - len(LATE_DROPS)
         report = audit_transcript(transcript, min_cohort=N, receipts=kept)
         assert report.ok, report.lines()
+    assert len(read_log(tmp_path / "sessions.log").entries) == ROUNDS
+    assert verify_log(tmp_path / "sessions.log", server_key=key.verify_key) == []
 
 
 def test_bad_transcript_vectors_refused() -> None:

@@ -75,6 +75,7 @@ from secagg.quantize import Layout, safe_modulus_bits
 from secagg.rounds import Round
 from secagg.server import ServerProtocol, ServerState
 from secagg.session import ClientChannel, Relay, SessionDriver, SessionObserver
+from secagg.session_log import SessionLog
 from secagg.transcript import (
     TranscriptObserver,
     Vectors,
@@ -138,7 +139,9 @@ class SecAggPlusWorkflow:
     ``weighted_by_key`` (the example count's key in message-API replies) and
     ``threads`` (server unmasking), ``transcript_dir`` (write each session's public
     transcript there, one file per session, for ``secagg audit``; spec §18.x) and
-    ``transcript_vectors`` (``"full"`` or ``"hash"``: masked vectors by their SHA-256).
+    ``transcript_vectors`` (``"full"`` or ``"hash"``: masked vectors by their SHA-256)
+    and ``session_log`` (a :class:`~secagg.session_log.SessionLog` each session's
+    transcript hash is appended to, signed and chained; spec §18.7).
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class SecAggPlusWorkflow:
         threads: int | None = None,
         transcript_dir: str | None = None,
         transcript_vectors: str = "full",
+        session_log: SessionLog | None = None,
     ) -> None:
         self.num_shares = _check_count(num_shares, "num_shares")
         self.reconstruction_threshold = _check_count(reconstruction_threshold,
@@ -209,6 +213,10 @@ class SecAggPlusWorkflow:
         if transcript_vectors not in (Vectors.FULL.value, Vectors.HASH.value):
             raise ConfigError("transcript_vectors must be 'full' or 'hash'")
         self.transcript_vectors = transcript_vectors
+        if session_log is not None and transcript_dir is None:
+            raise ConfigError("a session log needs transcript_dir")
+        #: each session's transcript hash is appended to this signed log (spec §18.7)
+        self.session_log = session_log
         #: every session's outcome, in order (for logs, tests and benchmarks)
         self.outcomes: list[FlowerRoundOutcome] = []
         self.params(max(self.min_cohort, 3))  # refuse bad clip, levels, metric keys now
@@ -365,6 +373,9 @@ class SecAggPlusWorkflow:
             if transcript is not None:
                 finish_transcript(transcript, server.result, server.abort_reason,
                                   config.modulus)
+                if self.session_log is not None and transcript.path is not None:
+                    self.session_log.append(config.session_id, transcript.path,
+                                            transcript.sha256)
         outcome = self._outcome(server, nodes, failures, config, params, layout)
         self.outcomes.append(outcome)
         for failure in outcome.failures:
