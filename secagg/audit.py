@@ -121,7 +121,7 @@ class RuleResult:
 class AuditReport:
     """Verdict per rule. ``ok`` only when every rule passed (a skipped rule is not a pass),
     except the rules in ``unchecked``: those the transcript's form rules out by design
-    (A11 when the masked vectors are recorded as hashes, spec §18.x), skipped and said so."""
+    (A11 when the masked vectors are recorded as hashes, spec §18.5), skipped and said so."""
 
     results: tuple[RuleResult, ...]
     unchecked: frozenset[str] = frozenset()
@@ -911,7 +911,7 @@ class _Audit:
 
 
 def hashed_masked_input(rec: Record) -> MaskedInput | None:
-    """The MaskedInput a hash-mode record stands for, its vector left empty (spec §18.x):
+    """The MaskedInput a hash-mode record stands for, its vector left empty (spec §18.5):
     sender, bits and count from the recorded head, checked against the recorded size;
     None when the head does not describe a well-formed MaskedInput (the server refuses it).
     """

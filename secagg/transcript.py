@@ -25,7 +25,7 @@ File format (spec §18.1), version 1: UTF-8 JSON lines.
   "sum": "<base64 of the sum bit-packed as in spec §10.5>"}`` or ``{"end":
   "abort", "reason": "..."}``.
 
-Version 2 (spec §18.x) is version 1 with the masked vectors replaced by their
+Version 2 (spec §18.5) is version 1 with the masked vectors replaced by their
 hashes, so a transcript of n = 50 clients at m = 10^6 stays a few megabytes: the
 header adds ``"vectors": "hash"``; each round-2 up record carries, instead of
 ``data``, ``"sha256"`` (hex SHA-256 of the message bytes), ``"size"`` (their
@@ -304,7 +304,7 @@ class TranscriptRecorder:
 
 
 class TranscriptWriter:
-    """Streams a transcript to a file as the session runs (spec §18.x).
+    """Streams a transcript to a file as the session runs (spec §18.5).
 
     Why: a server holds O(m) of vectors at a time, never n of them; a recorder
     that kept every message would undo that. Each record is written (and
@@ -390,7 +390,7 @@ def open_session_transcript(directory: str | os.PathLike[str], sequence: int,
                             config: SessionConfig, vectors: Vectors | str = Vectors.FULL,
                             trust_store: TrustStore | Mapping[int, bytes] | None = None
                             ) -> TranscriptWriter:
-    """A writer for one session of a server (gRPC or Flower), its header written (§18.x).
+    """A writer for one session of a server (gRPC or Flower), its header written (§18.5).
 
     In active mode ``trust_store`` gives the identity keys the header records, so the
     audit can check signatures.

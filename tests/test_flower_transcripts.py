@@ -1,5 +1,5 @@
 """The Flower workflow writes one public transcript per session (FL round) that
-``secagg audit`` passes (spec §18.x), in full and hash mode, with dropouts."""
+``secagg audit`` passes (spec §18.5), in full and hash mode, with dropouts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Streamed server transcripts, hash mode and their audit (spec §18.x).
+"""Streamed server transcripts, hash mode and their audit (spec §18.5).
 
 A transcript streamed by :class:`~secagg.transcript.TranscriptWriter` in full mode
 is byte-identical to the in-memory recorder's; in hash mode it audits with A11

@@ -1,5 +1,5 @@
 """The gRPC server writes one public transcript per session that ``secagg audit`` passes
-(spec §18.x): full and hash mode, semi-honest and active (signatures checked against
+(spec §18.5): full and hash mode, semi-honest and active (signatures checked against
 the recorded identity keys). Library API, in-process threads, plaintext, small."""
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def _register_server(sub: SubParsers) -> None:
     p.add_argument("--out", type=Path, default=None, help="write the sums to FILE.npz")
     p.add_argument("--transcript", metavar="DIR", default=None,
                    help="write each session's public transcript to DIR, one file per session, "
-                   "for 'secagg audit' (spec §18.x)")
+                   "for 'secagg audit' (spec §18.5)")
     p.add_argument("--transcript-vectors", choices=["full", "hash"], default="full",
                    help="record masked vectors whole (full) or by their SHA-256 (hash: small "
                    "at large m; the audit then skips only the unmasking recomputation)")

@@ -138,7 +138,7 @@ class SecAggPlusWorkflow:
     metrics never leave the client), ``metrics_range`` (their clip),
     ``weighted_by_key`` (the example count's key in message-API replies) and
     ``threads`` (server unmasking), ``transcript_dir`` (write each session's public
-    transcript there, one file per session, for ``secagg audit``; spec §18.x) and
+    transcript there, one file per session, for ``secagg audit``; spec §18.5) and
     ``transcript_vectors`` (``"full"`` or ``"hash"``: masked vectors by their SHA-256)
     and ``session_log`` (a :class:`~secagg.session_log.SessionLog` each session's
     transcript hash is appended to, signed and chained; spec §18.7).
@@ -208,7 +208,7 @@ class SecAggPlusWorkflow:
         self.metrics_range = float(metrics_range)
         self.weighted_by_key = weighted_by_key
         self.threads = threads
-        #: each session's public transcript goes to this directory (spec §18.x)
+        #: each session's public transcript goes to this directory (spec §18.5)
         self.transcript_dir = transcript_dir
         if transcript_vectors not in (Vectors.FULL.value, Vectors.HASH.value):
             raise ConfigError("transcript_vectors must be 'full' or 'hash'")

@@ -73,7 +73,7 @@ class _Session:
         self.closing = False  # between the end of a round and the start of the next
         self.answered: set[int] = set()
         self.outcome = SessionOutcome(sequence, self.sid, config)
-        #: the public transcript being streamed (spec §18.x), None when off
+        #: the public transcript being streamed (spec §18.5), None when off
         self.transcript: TranscriptWriter | None = None
 
     def gone(self) -> frozenset[int]:

@@ -57,9 +57,9 @@ class ServerSettings:
     upload_min_rate: float = 32 * 1024
     #: concurrent Send calls per client certificate (an honest client makes one at a time)
     sends_per_client: int = 2
-    #: write each session's public transcript to this directory (spec §18.x); None: off
+    #: write each session's public transcript to this directory (spec §18.5); None: off
     transcript_dir: str | None = None
-    #: "full": masked vectors as sent; "hash": their SHA-256 (small at large m, spec §18.x)
+    #: "full": masked vectors as sent; "hash": their SHA-256 (small at large m, spec §18.5)
     transcript_vectors: str = "full"
     #: append each session's transcript hash to this signed, chained log (spec §18.7)
     session_log: str | None = None

@@ -1,4 +1,4 @@
-"""The gRPC server's transcripts: one file per session, streamed (spec §18.x).
+"""The gRPC server's transcripts: one file per session, streamed (spec §18.5).
 
 Why a module of its own: the round driver only says when a message passes; where
 and in which form (full vectors or their hashes) a session is written is decided
