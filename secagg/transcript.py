@@ -324,6 +324,8 @@ class TranscriptWriter:
         self.records = 0
         #: the file written (None for a stream given by the caller)
         self.path: str | None = None
+        #: why writing stopped (None while it works)
+        self.error: str | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str],
@@ -338,10 +340,18 @@ class TranscriptWriter:
         return self._hash.digest()
 
     def _line(self, text: str) -> None:
+        """Write one line. A write error (disk full) stops the transcript, never the
+        session: the file stays truncated (the audit's A1 says so) and ``error`` tells why."""
+        if self.error is not None:
+            return
         data = text + "\n"
+        try:
+            self.fh.write(data)
+            self.fh.flush()
+        except OSError as exc:
+            self.error = exc.strerror or "write failed"
+            return
         self._hash.update(data.encode("utf-8"))
-        self.fh.write(data)
-        self.fh.flush()
 
     def begin(self, config: SessionConfig, trust_store: TrustStore | Mapping[int, bytes] | None
               = None) -> None:
@@ -378,7 +388,10 @@ class TranscriptWriter:
         self.ended = True
 
     def close(self) -> None:
-        self.fh.close()
+        try:
+            self.fh.close()
+        except OSError as exc:
+            self.error = self.error or exc.strerror or "close failed"
 
 
 def transcript_path(directory: str | os.PathLike[str], sequence: int, sid: bytes) -> str:

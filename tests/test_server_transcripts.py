@@ -134,3 +134,19 @@ def test_cli_says_what_is_not_checked(semi: SessionConfig, tmp_path, capsys) -> 
     assert cli.main(["audit", str(path)]) == 0
     out = capsys.readouterr().out
     assert "not checked: A11" in out and "PASS" in out.splitlines()[-1]
+
+
+def test_write_error_stops_the_transcript_not_the_session(semi: SessionConfig) -> None:
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            if self.tell() > 2000:
+                raise OSError(28, "No space left on device")
+            return super().write(text)
+
+    fh = Full()
+    writer = TranscriptWriter(fh, Vectors.FULL)
+    report = simulate(semi, random_inputs(semi, 5), {}, threads=1, transcript=writer)
+    assert not report.aborted and writer.error == "No space left on device"
+    transcript = Transcript.from_lines(fh.getvalue().splitlines())
+    assert not transcript.ended
+    assert "A1" in audit_transcript(transcript).failed

@@ -220,7 +220,10 @@ class RoundDriver:
             protocol = session.protocol
             finish_transcript(writer, protocol.result, protocol.abort_reason,
                               session.config.modulus)
-            if self._log is not None and writer.path is not None:
+            if writer.error is not None:
+                self.emit({"event": "transcript-failed", "sequence": session.sequence,
+                           "reason": writer.error})
+            elif self._log is not None and writer.path is not None:
                 self._log.append(session.sid, writer.path, writer.sha256)
 
     def _default_config(self, sequence: int, cohort: tuple[int, ...]) -> SessionConfig:
