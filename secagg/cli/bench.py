@@ -34,6 +34,8 @@ SUITES: dict[str, tuple[str, str, str]] = {
                    "PRG vs raw AES-CTR, Shamir, X25519, accumulate kernels"),
     "protocol": ("bench.wrap", "protocol_main",
                  "the protocol issue's configurations with the floor beside each"),
+    "dp": ("bench.dp", "main",
+           "distributed DP: error of the mean vs bits, wrap-around vs its bound"),
     "report": ("bench.report", "main",
                "redraw bench/README.md and the plots from bench/results (--run: run all first)"),
 }
