@@ -44,7 +44,7 @@ SUITES: dict[str, tuple[str, str, str]] = {
 def register(sub: SubParsers) -> None:
     p = sub.add_parser(
         "bench",
-        help="run a benchmark suite (scaling, dropout, flower, primitives, protocol, report)",
+        help="run a benchmark suite (scaling, dropout, flower, primitives, protocol, dp, report)",
         description="Run a benchmark suite; results go to bench/results (full runs) or a "
         "temporary folder (--quick). Suites: "
         + "; ".join(f"{name}: {info[2]}" for name, info in SUITES.items()),
