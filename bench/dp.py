@@ -46,7 +46,8 @@ SID = bytes(32)  # a fixed public session id: the rotation signs are public anyw
 
 def _unit_vectors(n: int, dim: int, clip: float, rng: np.random.Generator) -> np.ndarray:
     x = rng.normal(size=(n, dim))
-    return clip * x / np.linalg.norm(x, axis=1, keepdims=True)
+    out: np.ndarray = clip * x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
 
 
 def mse_row(params: DPParams, vectors: np.ndarray, trials: int) -> float:
@@ -65,7 +66,7 @@ def mse_row(params: DPParams, vectors: np.ndarray, trials: int) -> float:
 def mse_vs_bits(n: int, dim: int, clip: float, eps: float, delta: float, rounds: int,
                 bits: Sequence[int], trials: int, rng: np.random.Generator) -> list[dict[str, Any]]:
     vectors = _unit_vectors(n, dim, clip, rng)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for mech in MECHANISMS:
         for b in bits:
             try:
@@ -99,7 +100,7 @@ def wrap_vs_bound(n: int, dim: int, clip: float, eps: float, delta: float, round
                   bits: int, scales: Sequence[float], sessions: int,
                   rng: np.random.Generator) -> list[dict[str, Any]]:
     vector = _unit_vectors(1, dim, clip, rng)[0]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for mech in MECHANISMS:
         base = plan(n, dim, clip, eps, delta, rounds, bits, mech, max_error_ratio=1e12).params
         for s in scales:
