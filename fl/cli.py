@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="clients sampled per round (default: all)")
     p.add_argument("--rounds", type=int, default=d.rounds, help="FL rounds (default %(default)s)")
     p.add_argument("--local-epochs", type=int, default=None,
-                   help=f"local SGD epochs per round (default {d.local_epochs}; 2 with --dp)")
+                   help=f"local SGD epochs per round (default {d.local_epochs}; 3 with --dp)")
     p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="SGD minibatch size (default %(default)s)")

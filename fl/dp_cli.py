@@ -8,7 +8,7 @@ per round, three curves).
 The DP default job (spec §21; README, "secagg train"): 200 clients on ``digits``
 split IID (the most an 8-example-per-client split of 1,797 digits allows, and a
 Dirichlet split of that many small clients often has none), softmax regression,
-10 rounds x 2 local epochs, L2 clip 1, the rest as FedAvg's defaults. Options
+10 rounds x 3 local epochs, L2 clip 1, the rest as FedAvg's defaults. Options
 left unset take the DP job's values with ``--dp`` and FedAvg's without.
 """
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 #: options whose default depends on --dp: (without --dp, with --dp); alpha None = IID
 JOB_DEFAULTS: dict[str, tuple[Any, Any]] = {
     "clients": (20, 200),
-    "local_epochs": (5, 2),
+    "local_epochs": (5, 3),
     "alpha": (0.5, None),
 }
 

@@ -262,13 +262,13 @@ class _DPTrainer:
             return
         m, clip = len(included), self.params.clip
         ups = self._flat_updates(included, self.central, r, "central")
-        mean = sum(clip_l2(ups[u], clip) for u in included) / m
+        mean = np.mean([clip_l2(ups[u], clip) for u in included], axis=0)
         sd = self.z_central * clip / m
         mean = mean + self.noise_rng.normal(0.0, sd, mean.shape)
         self.central = _add(self.central, unflatten(mean, self.layout))
         ups = self._flat_updates(included, self.plain, r, "plaintext")
-        self.plain = _add(self.plain, unflatten(sum(ups[u] for u in included) / m,
-                                                self.layout))
+        plain_mean = np.mean([ups[u] for u in included], axis=0)
+        self.plain = _add(self.plain, unflatten(plain_mean, self.layout))
 
     def round(self, r: int) -> DPRoundRecord:
         config = self.config

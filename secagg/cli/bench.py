@@ -34,6 +34,8 @@ SUITES: dict[str, tuple[str, str, str]] = {
                    "PRG vs raw AES-CTR, Shamir, X25519, accumulate kernels"),
     "protocol": ("bench.wrap", "protocol_main",
                  "the protocol issue's configurations with the floor beside each"),
+    "dp": ("bench.dp", "main",
+           "distributed DP: error of the mean vs bits, wrap-around vs its bound"),
     "report": ("bench.report", "main",
                "redraw bench/README.md and the plots from bench/results (--run: run all first)"),
 }
@@ -42,7 +44,7 @@ SUITES: dict[str, tuple[str, str, str]] = {
 def register(sub: SubParsers) -> None:
     p = sub.add_parser(
         "bench",
-        help="run a benchmark suite (scaling, dropout, flower, primitives, protocol, report)",
+        help="run a benchmark suite (scaling, dropout, flower, primitives, protocol, dp, report)",
         description="Run a benchmark suite; results go to bench/results (full runs) or a "
         "temporary folder (--quick). Suites: "
         + "; ".join(f"{name}: {info[2]}" for name, info in SUITES.items()),

@@ -1,0 +1,73 @@
+"""``secagg train --dp`` (spec §21): small runs, and the accounting under dropouts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fl.data import federate
+from fl.dp_training import DPOptions, run_dp_training
+from fl.fedavg import FedAvgConfig
+from fl.models import make_model
+from secagg.cli import main
+from secagg.dp import rdp
+from secagg.dp.accountant import round_rdp
+from secagg.dp.params import DPParams
+
+
+@pytest.mark.parametrize("mechanism", ["ddg", "skellam"])
+def test_train_dp_json(mechanism: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--dp", mechanism, "--epsilon", "8", "--delta", "1e-5", "--bits", "16",
+                 "--clients", "40", "--rounds", "2", "--json", "--out", str(tmp_path)])
+    assert code == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["mechanism"] == mechanism and s["bits"] == 16 and s["delta"] == 1e-5
+    assert 0 < s["epsilon"] <= 8
+    assert s["bytes_up_per_element"] <= 2.05  # B/8 per masked coordinate plus the header
+    assert s["iid"] and s["config"]["local_epochs"] == 3  # the DP job's defaults
+    for key in ("final_accuracy_secure", "final_accuracy_central_dp", "final_accuracy_plaintext"):
+        assert 0.0 <= s[key] <= 1.0
+    assert s["final_accuracy_plaintext"] > s["initial_accuracy"]
+    assert [r["epsilon"] for r in s["rounds"]] == sorted(r["epsilon"] for r in s["rounds"])
+    assert (tmp_path / "train.json").exists() and (tmp_path / "train.png").exists()
+
+
+def test_train_dp_refuses_in_one_line(tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # 8 bits cannot hold 40 clients' noisy sum: the planner refuses the width
+    assert main(["train", "--dp", "ddg", "--bits", "8", "--clients", "40", "--rounds", "1",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("secagg train: refused: ") and err.count("\n") == 1
+    assert main(["train", "--dp", "ddg", "--delta", "0", "--clients", "40",
+                 "--out", str(tmp_path)]) == 2
+
+
+def _recomputed_epsilon(params: DPParams, included: list[int], delta: float) -> float:
+    """ε of the rounds as released: each charged with the shares actually summed."""
+    total = np.zeros(len(rdp.ORDERS))
+    for m in included:
+        total = total + round_rdp(params, m)
+    return rdp.epsilon_from_rdp(total, delta)
+
+
+def test_epsilon_never_below_the_included_clients() -> None:
+    """ε reported under 0%, 10% and 30% dropout >= ε recomputed from who was included."""
+    data = federate("digits", 30, iid=True, seed=1)
+    reported = {}
+    for rate in (0.0, 0.1, 0.3):
+        model = make_model("logreg", data.num_features, data.num_classes, seed=1)
+        config = FedAvgConfig(rounds=2, local_epochs=1, dropout=rate, drop_at="masked-input",
+                              graph="complete", seed=1)
+        history = run_dp_training(data, model, config, DPOptions(mechanism="skellam"))
+        included = [len(r.included) for r in history.rounds if not r.aborted]
+        assert included == [30 - round(rate * 30)] * 2  # those that sent their masked input
+        recomputed = _recomputed_epsilon(history.plan.params, included, 1e-5)
+        assert history.epsilon >= recomputed * (1 - 1e-12)
+        assert history.epsilon <= 8.0
+        reported[rate] = history.epsilon
+    # fewer survivors sum less noise: the charge grows with the dropout rate
+    assert reported[0.0] < reported[0.1] < reported[0.3]
