@@ -104,7 +104,13 @@ def run(args: argparse.Namespace) -> int:
     from fl.dp_cli import resolve_defaults, run_dp
 
     resolve_defaults(args)  # --clients, --local-epochs, --alpha: FedAvg's or the DP job's
+    if args.mu is None:
+        args.mu = FEDPROX_DEFAULT_MU if args.algorithm == "fedprox" else 0.0
     if args.dp is not None:
+        if args.algorithm != "fedavg":
+            print(f"secagg train: refused: --dp runs FedAvg only, not --algorithm "
+                  f"{args.algorithm}", file=sys.stderr)
+            return 2
         return run_dp(args)
     start = time.perf_counter()
     # heavy imports (scikit-learn, matplotlib) only when training
@@ -116,8 +122,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.clients < 1:
             raise SecAggError("--clients must be >= 1")
-        if args.mu is None:
-            args.mu = FEDPROX_DEFAULT_MU if args.algorithm == "fedprox" else 0.0
         config = FedAvgConfig(
             rounds=args.rounds, cohort_size=args.cohort, local_epochs=args.local_epochs,
             lr=args.lr, batch_size=args.batch_size, mu=args.mu, dropout=args.dropout,

@@ -51,12 +51,12 @@ from typing import Any
 
 import numpy as np
 
+from fl.algorithms import RunState
 from fl.data import FederatedData
 from fl.fedavg import (
     RANDOM_DROP_POINT,
     FedAvgConfig,
     Progress,
-    _add,
     _local_updates,
 )
 from fl.models import Metrics, Model
@@ -219,9 +219,10 @@ class _DPTrainer:
 
     def _flat_updates(self, ids: Sequence[int], start: list[np.ndarray], r: int,
                       stage: str) -> dict[int, F64]:
-        ups = _local_updates(self.model, self.data, ids, start, self.config, r,
+        state = RunState.start(start, "fedavg")  # DP training averages plain deltas
+        ups = _local_updates(self.model, self.data, ids, state, self.config, r,
                              self.progress, stage)
-        return {u: flatten(a)[0] for u, a in ups.items()}
+        return {u: flatten(up.parts[0])[0] for u, up in ups.items()}
 
     def _secure_step(self, updates: dict[int, F64], schedule: dict[Round, set[int]],
                      r: int) -> _DPStep:
@@ -335,3 +336,9 @@ def run_dp_training(
             on_round(record)
     model.set_weights(trainer.secure)
     return history
+
+
+def _add(base: Sequence[np.ndarray], delta: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``base + delta`` in the base's dtypes (a float64 mean applied to float32 weights)."""
+    return [np.asarray(b + d).astype(b.dtype, copy=False)
+            for b, d in zip(base, delta, strict=True)]

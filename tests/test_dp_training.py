@@ -18,6 +18,15 @@ from secagg.dp.accountant import round_rdp
 from secagg.dp.params import DPParams
 
 
+def test_train_dp_refuses_other_algorithms(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--dp", "ddg", "--epsilon", "8", "--delta", "1e-5",
+                 "--algorithm", "scaffold", "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--dp runs FedAvg only" in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize("mechanism", ["ddg", "skellam"])
 def test_train_dp_json(mechanism: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", "--dp", mechanism, "--epsilon", "8", "--delta", "1e-5", "--bits", "16",
