@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -46,7 +46,11 @@ from secagg.identity import TrustStore, advertise_statement, lookup_verify_key, 
 from secagg.kernels.arith import add_into, sub_into
 from secagg.packing import bit_width, unpack
 from secagg.rounds import Round
-from secagg.transcript import Direction, Record, Transcript
+from secagg.transcript import MASKED_HEAD, Direction, Record, Transcript
+from secagg.wire import MAX_U32, Reader
+
+if TYPE_CHECKING:
+    from secagg.receipt import Receipt
 
 __all__ = ["RULES", "AuditReport", "Rule", "RuleResult", "Status", "audit_transcript"]
 
@@ -101,13 +105,18 @@ class RuleResult:
 
 @dataclass(frozen=True)
 class AuditReport:
-    """Verdict per rule. ``ok`` only when every rule passed (a skipped rule is not a pass)."""
+    """Verdict per rule. ``ok`` only when every rule passed (a skipped rule is not a pass),
+    except the rules in ``unchecked``: those the transcript's form rules out by design
+    (A11 when the masked vectors are recorded as hashes, spec §18.5), skipped and said so."""
 
     results: tuple[RuleResult, ...]
+    unchecked: frozenset[str] = frozenset()
 
     @property
     def ok(self) -> bool:
-        return all(r.status is Status.PASS for r in self.results)
+        return all(r.status is Status.PASS
+                   or (r.status is Status.SKIP and r.rule.id in self.unchecked)
+                   for r in self.results)
 
     @property
     def failed(self) -> frozenset[str]:
@@ -117,7 +126,7 @@ class AuditReport:
     def lines(self, *, details: bool = True) -> list[str]:
         """Human-readable verdicts, one line per rule (plus indented findings)."""
         out = []
-        width = max(len(r.title) for r in RULES) + 2
+        width = max(len(r.rule.title) for r in self.results) + 2
         for res in self.results:
             note = f"; {res.note}" if res.note else ""
             leader = f"{res.rule.title} ".ljust(width, ".")
@@ -129,6 +138,7 @@ class AuditReport:
     def to_dict(self) -> dict[str, object]:
         return {
             "ok": self.ok,
+            "unchecked": sorted(self.unchecked),
             "rules": [{"id": r.rule.id, "title": r.rule.title, "cites": r.rule.cites,
                        "status": r.status.value, "note": r.note,
                        "findings": list(r.findings)} for r in self.results],
@@ -141,15 +151,23 @@ def audit_transcript(
     trust_store: TrustStore | Mapping[int, bytes] | None = None,
     min_cohort: int = DEFAULT_MIN_COHORT,
     task_hash: bytes | None = None,
+    receipts: Sequence[Receipt] | None = None,
 ) -> AuditReport:
-    """Check ``transcript`` against rules A1..A11.
+    """Check ``transcript`` against rules A1..A11 (and A12 when ``receipts`` are given).
 
     ``trust_store`` overrides the identity keys recorded in the transcript
     (active mode); ``min_cohort`` is the smallest cohort the auditor accepts
     (the clients' default floor, spec §15.8); ``task_hash``, when given, is the
-    model hash the session must carry.
+    model hash the session must carry; ``receipts`` are clients' receipts
+    (spec §18.6), checked against the transcript by rule A12.
     """
-    return _Audit(transcript, trust_store, min_cohort, task_hash).run()
+    report = _Audit(transcript, trust_store, min_cohort, task_hash).run()
+    if receipts is None:
+        return report
+    from secagg.receipt_audit import check_receipts
+
+    extra = check_receipts(transcript, receipts, trust_store=trust_store)
+    return AuditReport((*report.results, extra), report.unchecked)
 
 
 # --- the audit ----------------------------------------------------------------------------
@@ -194,6 +212,9 @@ class _Audit:
         self.tr = transcript
         self.f = _Findings()
         self.notes: dict[str, str] = {}
+        #: rules the transcript's form rules out (hashed vectors: A11)
+        self.unchecked: set[str] = set()
+        self.hashed = transcript.hashed
         self.min_cohort = min_cohort
         self.task_hash = task_hash
         self._trust_arg = trust_store
@@ -248,14 +269,15 @@ class _Audit:
             findings = self.f.of(rule.id)
             if findings:
                 status = Status.FAIL
-            elif skip_reason:
+            elif skip_reason or rule.id in self.unchecked:
                 status = Status.SKIP
             else:
                 status = Status.PASS
-            results.append(RuleResult(rule, status, findings,
-                                      skip_reason if status is Status.SKIP else
-                                      self.notes.get(rule.id, "")))
-        return AuditReport(tuple(results))
+            note = skip_reason if skip_reason and status is Status.SKIP else self.notes.get(
+                rule.id, "")
+            results.append(RuleResult(rule, status, findings, note))
+        return AuditReport(tuple(results), frozenset(self.unchecked) if not skip_reason
+                           else frozenset())
 
     def nbrs(self, u: int, among: Iterable[int]) -> frozenset[int]:
         return self.nb[u] & frozenset(among)
@@ -333,6 +355,8 @@ class _Audit:
                        "ceil(log2 R) bits")
 
     def _decode(self, rec: Record, index: int) -> msgs.Message | None:
+        if rec.hashed:
+            return hashed_masked_input(rec) if rec.direction is Direction.UP else None
         try:
             return msgs.decode(rec.data)
         except MessageDecodeError as exc:
@@ -557,15 +581,16 @@ class _Audit:
             u = msg.sender
             if u not in u2 or u in accepted or msg.bits != bits or msg.count != cfg.dim:
                 continue
-            try:
-                vec = unpack(msg.packed, msg.bits, msg.count, dtype)
-            except SecAggError:
-                continue
-            if 1 << bits != R and vec.size and int(vec.max()) >= R:
-                continue
-            if self.accumulator is None:
-                self.accumulator = np.zeros(cfg.dim, dtype=dtype)
-            add_into(self.accumulator, vec, R)
+            if not self.hashed:
+                try:
+                    vec = unpack(msg.packed, msg.bits, msg.count, dtype)
+                except SecAggError:
+                    continue
+                if 1 << bits != R and vec.size and int(vec.max()) >= R:
+                    continue
+                if self.accumulator is None:
+                    self.accumulator = np.zeros(cfg.dim, dtype=dtype)
+                add_into(self.accumulator, vec, R)
             accepted.add(u)
         self.u3 = frozenset(accepted)
         self.abort2 = self._abort_reason_round2()
@@ -844,6 +869,11 @@ class _Audit:
             return
         if result.bits != bit_width(cfg.modulus) or result.count != cfg.dim:
             return  # already an A1 finding
+        if self.hashed:
+            self.unchecked.add("A11")
+            self.notes["A11"] = ("not checked: the masked vectors are recorded as hashes; "
+                                 "the included set is")
+            return
         R, dim, dtype = cfg.modulus, cfg.dim, mask_dtype(cfg.modulus)
         total = (np.zeros(dim, dtype=dtype) if self.accumulator is None
                  else self.accumulator.copy())
@@ -870,6 +900,25 @@ class _Audit:
             wrong = int(np.count_nonzero(published != total))
             self.f.add("A11", f"the published sum differs from the recomputed unmasking in "
                        f"{wrong} of {dim} coordinates")
+
+
+def hashed_masked_input(rec: Record) -> msgs.MaskedInput | None:
+    """The MaskedInput a hash-mode record stands for, its vector left empty (spec §18.5):
+    sender, bits and count from the recorded head, checked against the recorded size;
+    None when the head does not describe a well-formed MaskedInput (the server refuses it).
+    """
+    r = Reader(rec.data)
+    try:
+        if (r.fixed(2, "magic") != msgs.MAGIC or r.u8("version") != msgs.VERSION
+                or r.u8("type") != int(msgs.MaskedInput.TYPE)):
+            return None
+        sender, bits, count, length = r.u32("sender"), r.u8("bits"), r.u32("count"), r.u64("n")
+    except MessageDecodeError:
+        return None
+    if (not 1 <= sender <= MAX_U32 or not 1 <= bits <= 64
+            or length != (count * bits + 7) // 8 or rec.size != MASKED_HEAD + length):
+        return None
+    return msgs.MaskedInput(sender, bits, count, b"")
 
 
 def _expected_shares(u: int, alive: Iterable[int],

@@ -42,7 +42,7 @@ from secagg.messages import ServerMessage
 from secagg.rounds import Round
 from secagg.server import ServerProtocol, ServerState, UnmaskedSum
 from secagg.session import DropoutSchedule, SessionDriver, SessionObserver, drop_rounds
-from secagg.transcript import TranscriptObserver, TranscriptRecorder
+from secagg.transcript import TranscriptObserver, TranscriptSink
 
 #: A dropout schedule: round (or its public label) -> the clients that stop sending there.
 Schedule = DropoutSchedule
@@ -197,7 +197,7 @@ class SimOptions(TypedDict, total=False):
     identities: Mapping[int, SigningKey] | None
     trust_store: TrustStore | None
     client_min_cohort: int | None
-    transcript: TranscriptRecorder | None
+    transcript: TranscriptSink | None
     observers: Sequence[SessionObserver]
     engine: Engine | None
 
