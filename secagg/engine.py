@@ -72,20 +72,24 @@ def _warm(_: int) -> int:
 class ProcessEngine:
     """A local pool of ``workers`` processes, started (and warmed) when made.
 
-    ``forkserver`` where the platform has it (a clean server process imports the
-    unmasking code once and forks the workers from it: no copy of this process's
-    threads or locks, unlike ``fork``), else ``spawn``. Close it (or use it as a
-    context manager) to stop the workers.
+    ``start_method``: by default ``forkserver`` where the platform has it (a clean
+    server process imports the unmasking code once and forks the workers from it:
+    no copy of this process's threads or locks, unlike ``fork``), else ``spawn``.
+    Both import the caller's main module in every worker, so a script that makes
+    an engine needs the usual ``if __name__ == "__main__":`` guard. Close the
+    engine (or use it as a context manager) to stop the workers.
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, start_method: str | None = None) -> None:
         self._workers = _check_workers(workers)
-        context: BaseContext
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            context = multiprocessing.get_context("forkserver")
+        methods = multiprocessing.get_all_start_methods()
+        if start_method is None:
+            start_method = "forkserver" if "forkserver" in methods else "spawn"
+        if start_method not in methods:
+            raise ConfigError(f"start method {start_method!r} is not available here")
+        context: BaseContext = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
             context.set_forkserver_preload(["secagg.unmask", "secagg.kernels.warmup"])
-        else:  # pragma: no cover - platforms without forkserver (Windows)
-            context = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=context)
         # start every worker now: a pool starts processes lazily, on first use
         list(self._pool.map(_warm, range(self._workers)))

@@ -76,7 +76,8 @@ class PairJob:
 
 @dataclass(frozen=True)
 class RangeJob:
-    """Regenerate ``[start, stop)`` of every mask; ``seeds`` are (kind, a, b, seed, sign)."""
+    """Regenerate ``[start, stop)`` of every mask: the survivors' self masks and the
+    pairwise masks of each (dropped v, surviving w) pair."""
 
     session_id: bytes
     modulus: int

@@ -222,3 +222,5 @@ def test_engine_choices_refused() -> None:
         make_engine(2, "dask")
     with pytest.raises(ConfigError, match="Ray address"):
         make_engine(2, "process", address="auto")
+    with pytest.raises(ConfigError, match="start method"):
+        ProcessEngine(2, start_method="teleport")
