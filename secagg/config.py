@@ -296,9 +296,13 @@ class SessionConfig:
         for name in ("dropout_ppm", "corruption_ppm"):
             if not 0 <= getattr(self, name) < _PPM:
                 raise ConfigError(f"{name} must be in [0, {_PPM})")
-        graphs.GraphKind(self.graph)
-        Mode(self.mode)
-        StreamCipher(self.prg)
+        # a name is accepted for each enum field and stored as the member (the encoding
+        # reads .value); an unknown name is a ConfigError, not a ValueError
+        for name, kind in (("graph", graphs.GraphKind), ("mode", Mode), ("prg", StreamCipher)):
+            try:
+                object.__setattr__(self, name, kind(getattr(self, name)))
+            except ValueError:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}") from None
 
     @property
     def corrupt_count(self) -> int:

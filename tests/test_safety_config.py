@@ -146,3 +146,16 @@ def test_cli_simulate_of_100000_clients_is_refused(capsys: pytest.CaptureFixture
     assert main(["simulate", "--clients", "100000", "--dim", "1"]) == 2
     err = capsys.readouterr().err
     assert "refused" in err and "use --graph harary" in err
+
+
+def test_enum_fields_accept_names_and_refuse_unknown_ones() -> None:
+    """``prg="chacha20"`` used to pass validation and fail later in ``encode()``."""
+    from secagg.config import SessionConfig
+    from secagg.crypto.prg import StreamCipher
+    from secagg.errors import ConfigError
+
+    cfg = SessionConfig.create(range(1, 11), 4, 1 << 32, prg="chacha20")  # type: ignore[arg-type]
+    assert cfg.prg is StreamCipher.CHACHA20
+    assert SessionConfig.decode(cfg.encode()) == cfg
+    with pytest.raises(ConfigError, match="unknown prg"):
+        SessionConfig.create(range(1, 11), 4, 1 << 32, prg="rc4")  # type: ignore[arg-type]
