@@ -10,6 +10,7 @@
   what the server does with the means); :mod:`fl.parts`: several parts with their
   own clipping ranges in one secure session;
 - :mod:`fl.torch_adapter`: any PyTorch ``nn.Module`` as a Model (extra ``torch``);
+- :mod:`fl.lora`: LoRA fine-tuning with ``peft``, only adapter tensors aggregated (extra ``torch``);
 - :mod:`fl.plot`: the accuracy plot of ``secagg train``.
 
 Nothing here imports scikit-learn, matplotlib or torch until it is used.
