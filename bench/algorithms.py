@@ -81,8 +81,9 @@ def run(quick: bool) -> dict[str, Any]:
             "fedprox_mu": FEDPROX_MU, "rows": rows}
 
 
-def _group(rows: list[dict[str, Any]], model: str) -> dict[tuple[str, float], list[dict]]:
-    out: dict[tuple[str, float], list[dict]] = {}
+def _group(rows: list[dict[str, Any]],
+           model: str) -> dict[tuple[str, float], list[dict[str, Any]]]:
+    out: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for r in rows:
         if r["model"] == model:
             out.setdefault((r["algorithm"], r["alpha"]), []).append(r)

@@ -33,7 +33,7 @@ import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol, cast
 
 import numpy as np
 
@@ -78,6 +78,14 @@ class RunState:
         return [*self.weights[:-HEAD_ARRAYS], *head]
 
 
+class CorrectableModel(Model, Protocol):
+    """A model whose local SGD adds a fixed correction to every gradient (SCAFFOLD)."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
+            mu: float, rng: np.random.Generator,
+            correction: Sequence[np.ndarray] | None = None) -> None: ...
+
+
 @dataclass
 class ClientUpdate:
     """One client's round: the parts it sends, and the state it adopts if included."""
@@ -113,27 +121,30 @@ def local_update(model: Model, client: ClientData, state: RunState, u: int, algo
     """Client ``u``'s local training from ``state`` and what it sends."""
     start = state.client_weights(u, algorithm)
     model.set_weights(start)
-    kw = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "mu": mu, "rng": rng}
+    control = state.control
     if algorithm == "scaffold":
-        assert state.control is not None
-        c_u = state.client_controls.get(u) or [np.zeros_like(c) for c in state.control]
-        model.fit(client.x_train, client.y_train,
-                  correction=[c - ci for c, ci in zip(state.control, c_u, strict=True)], **kw)
+        assert control is not None
+        c_u = state.client_controls.get(u) or [np.zeros_like(c) for c in control]
+        # check_model made sure this fit takes a correction
+        cast(CorrectableModel, model).fit(
+            client.x_train, client.y_train, epochs=epochs, lr=lr, batch_size=batch_size, mu=mu,
+            rng=rng, correction=[c - ci for c, ci in zip(control, c_u, strict=True)])
     else:
-        model.fit(client.x_train, client.y_train, **kw)
+        model.fit(client.x_train, client.y_train, epochs=epochs, lr=lr, batch_size=batch_size,
+                  mu=mu, rng=rng)
     new = model.get_weights()
     delta = [np.asarray(w) - np.asarray(s) for w, s in zip(new, start, strict=True)]
     if algorithm == "fedper":
         return ClientUpdate([delta[:-HEAD_ARRAYS]], head=[np.array(h)
                                                           for h in new[-HEAD_ARRAYS:]])
-    if algorithm != "scaffold":
+    if control is None:  # fedavg, fedprox
         return ClientUpdate([delta])
     steps = epochs * math.ceil(client.y_train.shape[0] / batch_size)
     if steps == 0:  # no local step: nothing learnt about the client's gradient
         dc = [np.zeros_like(ci) for ci in c_u]
     else:  # c_u+ - c_u = -c + (w - y_u) / (K lr) = -c - delta / (K lr)
         dc = [-c - np.asarray(d, dtype=np.float64) / (steps * lr)
-              for c, d in zip(state.control, delta, strict=True)]
+              for c, d in zip(control, delta, strict=True)]
     new_c = [ci + d for ci, d in zip(c_u, dc, strict=True)]
     return ClientUpdate([delta, dc], control=new_c)
 
