@@ -194,6 +194,11 @@ def _print_summary(s: dict[str, Any]) -> None:
         bound = s["rounds"][0]["error_bound"]
         print(f"secure mean vs plaintext mean of the same updates: max |error| {err:.2e} "
               f"(bound {bound:.2e}) " + ("OK" if s["within_bound"] else "EXCEEDED"))
+    ctrl = s["max_control_aggregation_error"]
+    if ctrl is not None:
+        bound = s["rounds"][0]["control_error_bound"]
+        print(f"control-variate deltas (same session, own range): max |error| {ctrl:.2e} "
+              f"(bound {bound:.2e})")
     if s["aborted_rounds"]:
         print(f"aborted rounds (old model kept): {s['aborted_rounds']}")
     print(f"time: {s['secagg_seconds']:.2f} s in secure aggregation, "
