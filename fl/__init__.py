@@ -6,7 +6,7 @@
   SGD, evaluation) and numpy softmax-regression and MLP models;
 - :mod:`fl.fedavg`: the training loop over
   :class:`secagg.aggregator.SecureAggregator`, with a plaintext twin run;
-- :mod:`fl.algorithms`: FedAvg, FedProx, SCAFFOLD and FedPer (what clients send,
+- :mod:`fl.algorithms`: FedAvg, FedProx, SCAFFOLD, FedPer and Ditto (what clients send,
   what the server does with the means); :mod:`fl.parts`: several parts with their
   own clipping ranges in one secure session;
 - :mod:`fl.torch_adapter`: any PyTorch ``nn.Module`` as a Model (extra ``torch``);
