@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from secagg.cli.progress import StageBar
 from secagg.errors import SecAggError
 from secagg.graph import GraphKind
 
 if TYPE_CHECKING:
-    from fl.fedavg import RoundRecord
+    from fl.fedavg import Progress, RoundRecord
 
 #: ``--mu`` when ``--algorithm fedprox`` is given without it
 FEDPROX_DEFAULT_MU = 0.01
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     # so `secagg --help` stays fast; the defaults are FedAvgConfig's, in one place
     from fl.algorithms import ALGORITHMS
     from fl.data import DATASETS
+    from fl.dp_cli import add_dp_arguments
     from fl.fedavg import DROP_AT_CHOICES, FedAvgConfig
     from fl.models import MODELS
 
@@ -49,18 +51,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dataset", choices=DATASETS, default="digits",
                    help="bundled data set (default digits)")
-    p.add_argument("--clients", type=int, default=20,
-                   help="number of clients (default 20)")
+    p.add_argument("--clients", type=int, default=None,
+                   help="number of clients (default 20; 200 with --dp)")
     p.add_argument("--cohort", type=int, default=None,
                    help="clients sampled per round (default: all)")
     p.add_argument("--rounds", type=int, default=d.rounds, help="FL rounds (default %(default)s)")
-    p.add_argument("--local-epochs", type=int, default=d.local_epochs,
-                   help="local SGD epochs per round (default %(default)s)")
+    p.add_argument("--local-epochs", type=int, default=None,
+                   help=f"local SGD epochs per round (default {d.local_epochs}; 2 with --dp)")
     p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="SGD minibatch size (default %(default)s)")
-    p.add_argument("--alpha", type=float, default=0.5,
-                   help="Dirichlet label-skew parameter, smaller = more skewed (default 0.5)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="Dirichlet label-skew parameter, smaller = more skewed (default 0.5; "
+                   "with --dp: IID unless given)")
     p.add_argument("--iid", action="store_true", help="IID split instead of Dirichlet")
     p.add_argument("--dropout", type=float, default=d.dropout,
                    help="fraction of each cohort that drops (default %(default)s)")
@@ -96,10 +99,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "protocol's keys always come from the OS")
     p.add_argument("--out", default="results", help="output directory (default results)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_dp_arguments(p)  # --dp ddg|skellam, --epsilon, --delta, --dp-clip (fl.dp_cli)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fl.dp_cli import resolve_defaults, run_dp
+
+    resolve_defaults(args)  # --clients, --local-epochs, --alpha: FedAvg's or the DP job's
+    if args.dp is not None:
+        return run_dp(args)
     start = time.perf_counter()
     # heavy imports (scikit-learn, matplotlib) only when training
     from fl.data import federate
@@ -122,11 +131,11 @@ def run(args: argparse.Namespace) -> int:
         data = federate(args.dataset, args.clients, iid=args.iid, alpha=args.alpha,
                         seed=args.seed)
         model = make_model(args.model, data.num_features, data.num_classes, seed=args.seed)
-        bar = _ProgressBar(args.rounds) if not args.json and sys.stderr.isatty() else None
+        bar = StageBar() if not args.json and sys.stderr.isatty() else None
         if not args.json:
             _print_header(args, data.num_train)
         history = run_fedavg(
-            data, model, config, progress=bar,
+            data, model, config, progress=_round_progress(bar, args.rounds) if bar else None,
             on_round=None if args.json else functools.partial(_print_row, bar=bar))
         if bar:
             bar.close()
@@ -171,9 +180,9 @@ def _print_header(args: argparse.Namespace, num_train: int) -> None:
           f"{'plain acc':>9}  {'secagg s':>8}  note")
 
 
-def _print_row(r: RoundRecord, bar: _ProgressBar | None) -> None:
+def _print_row(r: RoundRecord, bar: StageBar | None) -> None:
     if bar:
-        bar.clear()
+        bar.close()
     plain = "-" if r.accuracy_plaintext is None else f"{100 * r.accuracy_plaintext:.2f}%"
     note = ("ABORTED, model kept: " + (r.abort_reason or "")) if r.aborted else ""
     included = f"{len(r.included)}/{len(r.cohort)}"
@@ -209,30 +218,14 @@ def _print_summary(s: dict[str, Any]) -> None:
     print(f"wrote {s['json_path']} and {s['png_path']}")
 
 
-class _ProgressBar:
-    """One line on stderr per round: which stage and how far (only when stderr is a TTY)."""
+_STAGES = {"train": "local training", "secagg": "secure aggregation",
+           "plaintext": "plaintext baseline", "done": "done"}
 
-    def __init__(self, rounds: int) -> None:
-        self._rounds = rounds
-        self._last = ""
 
-    def __call__(self, fl_round: int, stage: str, done: int, total: int) -> None:
-        if stage == "train" and done == 0:
-            self._last = ""
-        frac = (done + 1) / total if total else 1.0
-        label = {"train": "local training", "secagg": "secure aggregation",
-                 "plaintext": "plaintext baseline", "done": "done"}.get(stage, stage)
-        line = (f"\rround {fl_round}/{self._rounds} [{'#' * int(frac * 24):<24}] "
-                f"{label:<18} {done + 1}/{total}")
-        if line != self._last:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            self._last = line
+def _round_progress(bar: StageBar, rounds: int) -> Progress:
+    """fedavg's ``(fl_round, stage, done, total)`` callback, drawn on ``bar``."""
 
-    def clear(self) -> None:
-        sys.stderr.write("\r" + " " * 72 + "\r")
-        sys.stderr.flush()
-        self._last = ""
+    def show(fl_round: int, stage: str, done: int, total: int) -> None:
+        bar.update(f"round {fl_round}/{rounds} {_STAGES.get(stage, stage)}", done, total)
 
-    def close(self) -> None:
-        self.clear()
+    return show

@@ -24,6 +24,17 @@ File format (spec §18.1), version 1: UTF-8 JSON lines.
 * the last line: ``{"end": "result", "included": [...], "bits": b, "count": m,
   "sum": "<base64 of the sum bit-packed as in spec §10.5>"}`` or ``{"end":
   "abort", "reason": "..."}``.
+
+Version 2 (spec §18.5) is version 1 with the masked vectors replaced by their
+hashes, so a transcript of n = 50 clients at m = 10^6 stays a few megabytes: the
+header adds ``"vectors": "hash"``; each round-2 up record carries, instead of
+``data``, ``"sha256"`` (hex SHA-256 of the message bytes), ``"size"`` (their
+length) and ``"head"`` (base64 of the first :data:`MASKED_HEAD` bytes: magic,
+version, type, sender, bits, count, packed length); the result record carries
+``"sum_sha256"`` (hex SHA-256 of the packed sum) instead of ``"sum"``. Full
+transcripts are still written as version 1, so files written before stay
+byte-identical and readable. :class:`TranscriptWriter` streams either form to
+disk as the session runs (the gRPC server and the Flower workflow use it).
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -50,6 +62,10 @@ from secagg.wire import MAX_U32
 
 FORMAT = "secagg-transcript"
 VERSION = 1
+#: The version of transcripts whose masked vectors are recorded as hashes.
+HASHED_VERSION = 2
+#: Bytes of a MaskedInput encoding before its packed vector (kept in hash mode).
+MASKED_HEAD = 2 + 1 + 1 + 4 + 1 + 4 + 8
 #: Largest transcript file read (a mistaken path must not exhaust memory).
 MAX_TRANSCRIPT_BYTES = 8 << 30
 #: Largest round number (a record's round is a :class:`~secagg.rounds.Round` value).
@@ -58,6 +74,18 @@ MAX_ROUND = max(Round)
 
 class TranscriptError(SecAggError):
     """A transcript file is malformed, truncated, of another version or too large."""
+
+
+class Vectors(enum.Enum):
+    """How a transcript records the masked vectors: whole, or by their SHA-256."""
+
+    FULL = "full"
+    HASH = "hash"
+
+
+def digest(data: bytes) -> bytes:
+    """The SHA-256 a hashed transcript and a client receipt record for a message."""
+    return hashlib.sha256(data).digest()
 
 
 class Direction(enum.Enum):
@@ -75,10 +103,24 @@ class Record:
     round: int
     client: int
     data: bytes
+    #: hash mode: SHA-256 of the message bytes, whose first bytes only are in ``data``
+    sha256: bytes | None = None
+    #: hash mode: the length of the message bytes
+    size: int | None = None
+
+    @property
+    def hashed(self) -> bool:
+        return self.sha256 is not None
+
+    @property
+    def message_digest(self) -> bytes:
+        """SHA-256 of the message as sent (what a client receipt records)."""
+        return self.sha256 if self.sha256 is not None else digest(self.data)
 
     def __repr__(self) -> str:
+        size = len(self.data) if self.size is None else self.size
         return (f"Record({self.direction.value}, round={self.round}, client={self.client}, "
-                f"{len(self.data)} bytes)")
+                f"{size} bytes)")
 
 
 @dataclass(frozen=True)
@@ -89,6 +131,8 @@ class PublishedResult:
     bits: int
     count: int
     packed: bytes
+    #: hash mode: SHA-256 of the packed sum (``packed`` is then empty)
+    sha256: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -108,34 +152,22 @@ class Transcript:
     ended: bool = True
 
     # -- serialisation ---------------------------------------------------------------------
+    @property
+    def hashed(self) -> bool:
+        """Masked vectors (and the sum) are recorded as hashes (version 2)."""
+        return any(r.hashed for r in self.records) or (
+            self.result is not None and self.result.sha256 is not None)
+
     def to_lines(self) -> Iterator[str]:
         """The JSON lines of the file format, without newlines."""
-        header = {
-            "format": FORMAT,
-            "version": VERSION,
-            "config": self.config.hex(),
-            "trust_store": None if self.trust_store is None else {
-                str(cid): key.hex() for cid, key in sorted(self.trust_store.items())
-            },
-        }
-        yield json.dumps(header, sort_keys=True)
+        yield header_line(self.config, self.trust_store,
+                          Vectors.HASH if self.hashed else Vectors.FULL)
         for rec in self.records:
-            yield json.dumps({
-                "dir": rec.direction.value,
-                "round": rec.round,
-                "client": rec.client,
-                "data": base64.b64encode(rec.data).decode("ascii"),
-            }, sort_keys=True)
+            yield record_line(rec)
         if self.result is not None:
-            yield json.dumps({
-                "end": "result",
-                "included": list(self.result.included),
-                "bits": self.result.bits,
-                "count": self.result.count,
-                "sum": base64.b64encode(self.result.packed).decode("ascii"),
-            }, sort_keys=True)
+            yield result_line(self.result)
         elif self.ended:
-            yield json.dumps({"end": "abort", "reason": self.abort_reason or ""}, sort_keys=True)
+            yield abort_line(self.abort_reason or "")
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write the file format to ``path`` (overwritten)."""
@@ -158,9 +190,12 @@ class Transcript:
         header = _json_object(first, 1)
         if header.get("format") != FORMAT:
             raise TranscriptError(f"line 1: not a {FORMAT} file")
-        if header.get("version") != VERSION:
+        if header.get("version") not in (VERSION, HASHED_VERSION):
             raise TranscriptError(
                 f"line 1: unsupported transcript version {header.get('version')!r}")
+        hashed = header.get("version") == HASHED_VERSION
+        if hashed != (header.get("vectors") == Vectors.HASH.value):
+            raise TranscriptError("line 1: version 2 (and only it) records vectors as hashes")
         config = _hex(header.get("config"), "config", 1)
         trust = _trust_store(header.get("trust_store"))
         records: list[Record] = []
@@ -173,6 +208,8 @@ class Transcript:
             if ended:
                 raise TranscriptError(f"line {number}: data after the end record")
             obj = _json_object(line, number)
+            if not hashed and ("sha256" in obj or "sum_sha256" in obj):
+                raise TranscriptError(f"line {number}: a hash record in a version 1 transcript")
             if "end" in obj:
                 ended = True
                 result, abort = _end_record(obj, number)
@@ -199,7 +236,7 @@ class TranscriptObserver(SessionObserver):
     """Feeds a :class:`TranscriptRecorder` from the session driver: every message the
     server is handed and every message it sends, in order, as bytes (spec §18.1)."""
 
-    def __init__(self, recorder: TranscriptRecorder) -> None:
+    def __init__(self, recorder: TranscriptRecorder | TranscriptWriter) -> None:
         self.recorder = recorder
 
     def on_up(self, round: Round, client_id: int, data: bytes) -> None:
@@ -264,6 +301,185 @@ class TranscriptRecorder:
 
     def write(self, path: str | os.PathLike[str]) -> None:
         self.build().write(path)
+
+
+class TranscriptWriter:
+    """Streams a transcript to a file as the session runs (spec §18.5).
+
+    Why: a server holds O(m) of vectors at a time, never n of them; a recorder
+    that kept every message would undo that. Each record is written (and
+    flushed) when it passes, so a crashed server leaves a truncated transcript
+    the auditor reports as such. With ``vectors=Vectors.HASH`` the masked inputs
+    and the sum are written as their SHA-256 (version 2), so the file stays
+    O(n·k) bytes whatever m is. The same calls as :class:`TranscriptRecorder`
+    (:class:`TranscriptObserver` feeds either). ``sha256`` is the hash of
+    everything written, the session's entry in the server's session log.
+    """
+
+    def __init__(self, fh: IO[str], vectors: Vectors | str = Vectors.FULL) -> None:
+        self.fh = fh
+        self.vectors = Vectors(vectors)
+        self._hash = hashlib.sha256()
+        self.ended = False
+        self.records = 0
+        #: the file written (None for a stream given by the caller)
+        self.path: str | None = None
+        #: why writing stopped (None while it works)
+        self.error: str | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str],
+             vectors: Vectors | str = Vectors.FULL) -> TranscriptWriter:
+        writer = cls(open(path, "w", encoding="utf-8"), vectors)  # noqa: SIM115 (close())
+        writer.path = os.fspath(path)
+        return writer
+
+    @property
+    def sha256(self) -> bytes:
+        """SHA-256 of the file's bytes written so far."""
+        return self._hash.digest()
+
+    def _line(self, text: str) -> None:
+        """Write one line. A write error (disk full) stops the transcript, never the
+        session: the file stays truncated (the audit's A1 says so) and ``error`` tells why."""
+        if self.error is not None:
+            return
+        data = text + "\n"
+        try:
+            self.fh.write(data)
+            self.fh.flush()
+        except OSError as exc:
+            self.error = exc.strerror or "write failed"
+            return
+        self._hash.update(data.encode("utf-8"))
+
+    def begin(self, config: SessionConfig, trust_store: TrustStore | Mapping[int, bytes] | None
+              = None) -> None:
+        trust = None if trust_store is None else trust_store_keys(trust_store, config.cohort)
+        self._line(header_line(config.encode(), trust, self.vectors))
+
+    def up(self, round_number: int, client: int, data: bytes) -> None:
+        hashed = self.vectors is Vectors.HASH and round_number == int(Round.MASKED_INPUT)
+        self._add(hashed_record(Direction.UP, round_number, client, data) if hashed
+                  else Record(Direction.UP, round_number, client, bytes(data)))
+
+    def down(self, round_number: int, client: int, data: bytes) -> None:
+        self._add(Record(Direction.DOWN, round_number, client, bytes(data)))
+
+    def _add(self, rec: Record) -> None:
+        if not 0 <= rec.round <= MAX_ROUND:
+            raise ConfigError(f"round must be in [0, {MAX_ROUND}]")
+        self.records += 1
+        self._line(record_line(rec))
+
+    def publish_result(self, total: np.ndarray, included: Sequence[int], modulus: int) -> None:
+        bits = bit_width(modulus)
+        vec = np.ascontiguousarray(total)
+        packed = pack(vec, bits)
+        ids = tuple(int(u) for u in included)
+        result = (PublishedResult(ids, bits, int(vec.size), b"", digest(packed))
+                  if self.vectors is Vectors.HASH
+                  else PublishedResult(ids, bits, int(vec.size), packed))
+        self._line(result_line(result))
+        self.ended = True
+
+    def publish_abort(self, reason: str) -> None:
+        self._line(abort_line(reason))
+        self.ended = True
+
+    def close(self) -> None:
+        try:
+            self.fh.close()
+        except OSError as exc:
+            self.error = self.error or exc.strerror or "close failed"
+
+
+def transcript_path(directory: str | os.PathLike[str], sequence: int, sid: bytes) -> str:
+    """Where a server writes session ``sequence`` (id ``sid``): one file per session."""
+    return os.path.join(directory, f"session-{sequence:06d}-{sid.hex()[:16]}.jsonl")
+
+
+def open_session_transcript(directory: str | os.PathLike[str], sequence: int,
+                            config: SessionConfig, vectors: Vectors | str = Vectors.FULL,
+                            trust_store: TrustStore | Mapping[int, bytes] | None = None
+                            ) -> TranscriptWriter:
+    """A writer for one session of a server (gRPC or Flower), its header written (§18.5).
+
+    In active mode ``trust_store`` gives the identity keys the header records, so the
+    audit can check signatures.
+    """
+    try:
+        os.makedirs(directory, exist_ok=True)
+        writer = TranscriptWriter.open(transcript_path(directory, sequence, config.session_id),
+                                       Vectors(vectors))
+    except OSError as exc:
+        raise ConfigError(f"cannot write the transcript: {exc.strerror}") from None
+    writer.begin(config, trust_store)
+    return writer
+
+
+def finish_transcript(writer: TranscriptWriter, result: object, abort_reason: str | None,
+                      modulus: int) -> None:
+    """Write what the server published (a result with ``sum`` and ``included``, or the
+    abort) and close the file."""
+    total, included = getattr(result, "sum", None), getattr(result, "included", None)
+    if total is not None and included is not None:
+        writer.publish_result(total, included, modulus)
+    else:
+        writer.publish_abort(abort_reason or "no result")
+    writer.close()
+
+
+#: What a driver records a session into: in memory, or streamed to a file.
+TranscriptSink = TranscriptRecorder | TranscriptWriter
+
+
+def hashed_record(direction: Direction, round_number: int, client: int,
+                  data: bytes) -> Record:
+    """``data`` recorded by its SHA-256, keeping the :data:`MASKED_HEAD` first bytes."""
+    return Record(direction, round_number, client, bytes(data[:MASKED_HEAD]), digest(data),
+                  len(data))
+
+
+# --- the file format's lines ----------------------------------------------------------------
+def header_line(config: bytes, trust_store: Mapping[int, bytes] | None,
+                vectors: Vectors = Vectors.FULL) -> str:
+    header: dict[str, object] = {
+        "format": FORMAT,
+        "version": VERSION if vectors is Vectors.FULL else HASHED_VERSION,
+        "config": config.hex(),
+        "trust_store": None if trust_store is None else {
+            str(cid): key.hex() for cid, key in sorted(trust_store.items())
+        },
+    }
+    if vectors is Vectors.HASH:
+        header["vectors"] = vectors.value
+    return json.dumps(header, sort_keys=True)
+
+
+def record_line(rec: Record) -> str:
+    obj: dict[str, object] = {"dir": rec.direction.value, "round": rec.round,
+                              "client": rec.client}
+    if rec.sha256 is None:
+        obj["data"] = base64.b64encode(rec.data).decode("ascii")
+    else:
+        obj.update(sha256=rec.sha256.hex(), size=rec.size,
+                   head=base64.b64encode(rec.data).decode("ascii"))
+    return json.dumps(obj, sort_keys=True)
+
+
+def result_line(result: PublishedResult) -> str:
+    obj: dict[str, object] = {"end": "result", "included": list(result.included),
+                              "bits": result.bits, "count": result.count}
+    if result.sha256 is None:
+        obj["sum"] = base64.b64encode(result.packed).decode("ascii")
+    else:
+        obj["sum_sha256"] = result.sha256.hex()
+    return json.dumps(obj, sort_keys=True)
+
+
+def abort_line(reason: str) -> str:
+    return json.dumps({"end": "abort", "reason": reason}, sort_keys=True)
 
 
 def trust_store_keys(store: TrustStore | Mapping[int, bytes],
@@ -331,12 +547,15 @@ def _record(obj: Mapping[str, object], number: int) -> Record:
         direction = Direction(obj.get("dir"))
     except ValueError:
         raise TranscriptError(f"line {number}: dir must be 'up' or 'down'") from None
-    return Record(
-        direction,
-        _int(obj.get("round"), "round", number, 0, MAX_ROUND),
-        _int(obj.get("client"), "client", number, 1, MAX_U32),
-        _b64(obj.get("data"), "data", number),
-    )
+    round_number = _int(obj.get("round"), "round", number, 0, MAX_ROUND)
+    client = _int(obj.get("client"), "client", number, 1, MAX_U32)
+    if "sha256" not in obj:
+        return Record(direction, round_number, client, _b64(obj.get("data"), "data", number))
+    sha = _hex(obj.get("sha256"), "sha256", number)
+    if len(sha) != 32:
+        raise TranscriptError(f"line {number}: sha256 must be 32 bytes")
+    return Record(direction, round_number, client, _b64(obj.get("head"), "head", number), sha,
+                  _int(obj.get("size"), "size", number, 0, 1 << 62))
 
 
 def _end_record(obj: Mapping[str, object],
@@ -355,5 +574,10 @@ def _end_record(obj: Mapping[str, object],
     ids = tuple(_int(u, "included id", number, 1, MAX_U32) for u in included)
     bits = _int(obj.get("bits"), "bits", number, 1, 64)
     count = _int(obj.get("count"), "count", number, 0, 1 << 31)
+    if "sum_sha256" in obj:
+        sha = _hex(obj.get("sum_sha256"), "sum_sha256", number)
+        if len(sha) != 32:
+            raise TranscriptError(f"line {number}: sum_sha256 must be 32 bytes")
+        return PublishedResult(ids, bits, count, b"", sha), None
     packed = _b64(obj.get("sum"), "sum", number)
     return PublishedResult(ids, bits, count, packed), None

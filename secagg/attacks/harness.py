@@ -260,14 +260,15 @@ class Harness:
         return out
 
     # -- the run -----------------------------------------------------------------------------
-    def run(self) -> Harness:
-        """Run the session on the session driver, the attack plugged in as its relay."""
+    def run(self, observers: Sequence[SessionObserver] = ()) -> Harness:
+        """Run the session on the session driver, the attack plugged in as its relay;
+        ``observers`` see the session too (e.g. the honest clients' receipts, §18.6)."""
         cfg = self.config
         self.recorder.begin(cfg, self.trust)
         for u in cfg.cohort:
             self._make_client(u)
         relay = _AttackRelay(self)
-        observers = [_Observer(self, relay), TranscriptObserver(self.recorder)]
+        observers = [_Observer(self, relay), TranscriptObserver(self.recorder), *observers]
         driver = SessionDriver(self.server, self.clients, relay=relay, observers=observers)
         driver.run()
         if self.server.state is ServerState.DONE:

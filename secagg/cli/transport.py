@@ -71,6 +71,18 @@ def _register_server(sub: SubParsers) -> None:
                    help="directory from 'secagg certs init' (ca.pem, server.pem, server.key)")
     p.add_argument("--insecure", action="store_true", help="plaintext, no authentication")
     p.add_argument("--out", type=Path, default=None, help="write the sums to FILE.npz")
+    p.add_argument("--transcript", metavar="DIR", default=None,
+                   help="write each session's public transcript to DIR, one file per session, "
+                   "for 'secagg audit' (spec §18.5)")
+    p.add_argument("--transcript-vectors", choices=["full", "hash"], default="full",
+                   help="record masked vectors whole (full) or by their SHA-256 (hash: small "
+                   "at large m; the audit then skips only the unmasking recomputation)")
+    p.add_argument("--session-log", metavar="FILE", default=None,
+                   help="with --transcript: append each session's transcript hash to this "
+                   "signed, chained log ('secagg audit --log FILE'; spec §18.7)")
+    p.add_argument("--log-key", metavar="FILE", default=None,
+                   help="the session log's Ed25519 key (hex seed; created if absent, its "
+                   "verify key written to FILE.pub for the auditors)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
     p.set_defaults(func=run_server)
 
@@ -99,6 +111,8 @@ def run_server(args: argparse.Namespace) -> int:
             round_timeout=args.round_timeout,
             join_timeout=args.join_timeout, sessions=args.sessions, threads=args.threads,
             task_hash=task, first_round=args.first_round,
+            transcript_dir=args.transcript, transcript_vectors=args.transcript_vectors,
+            session_log=args.session_log, session_log_key=args.log_key,
         )
         server = TransportServer(settings, credentials=credentials,
                                  address=f"{args.host}:{args.port}", on_event=emit)
@@ -166,6 +180,9 @@ def _register_client(sub: SubParsers) -> None:
                    help="give up after this many seconds without reaching the server (30)")
     p.add_argument("--server-name", default=None,
                    help="name the server certificate must carry (default: the host in --server)")
+    p.add_argument("--receipts", metavar="DIR", default=None,
+                   help="keep a receipt of each session in DIR, for 'secagg audit "
+                   "TRANSCRIPT --receipts DIR' (spec §18.6)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
     p.set_defaults(func=run_client)
 
@@ -180,7 +197,7 @@ def run_client(args: argparse.Namespace) -> int:
                        if _use_tls(args, "client") else None)
         settings = ClientSettings(
             server=args.server, client_id=args.id, connect_timeout=args.connect_timeout,
-            sessions=args.sessions, server_name=args.server_name,
+            sessions=args.sessions, server_name=args.server_name, receipt_dir=args.receipts,
         )
     except SecAggError as exc:
         print(f"secagg client: refused: {exc}", file=sys.stderr)

@@ -46,6 +46,7 @@ from secagg.client import ClientProtocol, ClientState
 from secagg.config import SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.errors import ConfigError, ProtocolError
+from secagg.flower import receipts
 from secagg.flower.common import (
     LABEL_PREFIX,
     LEGACY_INS_PARAMETERS,
@@ -146,23 +147,29 @@ class SecAggPlusMod:
     a session with fewer clients is refused whatever the server's config says.
     ``cache=False`` forces a replay from the persisted state for every message,
     which is what happens when Flower runs each message in a new process.
+    ``receipt_dir``: keep a receipt of each session (spec §18.6) and write it there
+    when the session ends, for ``secagg audit TRANSCRIPT --receipts DIR``.
     """
 
-    def __init__(self, *, min_cohort: int | None = None, cache: bool = True) -> None:
+    def __init__(self, *, min_cohort: int | None = None, cache: bool = True,
+                 receipt_dir: str | None = None) -> None:
         if min_cohort is not None and (isinstance(min_cohort, bool) or min_cohort < 3):
             raise ConfigError("min_cohort must be an int >= 3")
         self.min_cohort = min_cohort
         self.cache = cache
+        self.receipt_dir = receipt_dir
         self._lock = threading.Lock()
         self._live: dict[tuple[int, int], tuple[bytes, int, ClientProtocol]] = {}
 
     def __repr__(self) -> str:
-        return f"SecAggPlusMod(min_cohort={self.min_cohort}, cache={self.cache})"
+        return (f"SecAggPlusMod(min_cohort={self.min_cohort}, cache={self.cache}, "
+                f"receipt_dir={self.receipt_dir!r})")
 
     def __getstate__(self) -> dict[str, object]:
         """Pickle the policy only: Flower's Ray engine ships the ClientApp (and so
         this mod) to its workers; the lock and the cache stay in this process."""
-        return {"min_cohort": self.min_cohort, "cache": self.cache}
+        return {"min_cohort": self.min_cohort, "cache": self.cache,
+                "receipt_dir": self.receipt_dir}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         # re-run __init__ on the unpickled instance, so the policy's checks apply again
@@ -208,10 +215,11 @@ class SecAggPlusMod:
                            Stage.SHARE_KEYS)
         protocol = ClientProtocol(config, client_id, _placeholder(config),
                                   entropy=_SessionEntropy(state.seed), min_cohort=self.min_cohort)
-        advertise = protocol.start()
+        advertise = protocol.start().encode()
         self._forget(ctxt)
         self._save(ctxt, state)
-        return advertise.encode()
+        receipts.start(ctxt, config, client_id, advertise)
+        return advertise
 
     def _step(self, stage: Stage, msg: Message, record: ConfigRecord, ctxt: Context,
               call_next: ClientAppCallable) -> bytes:
@@ -234,8 +242,10 @@ class SecAggPlusMod:
         reply = protocol.handle(incoming)  # refuses (ProtocolError) before any change
         assert reply is not None
         state.history.append(incoming.encode())
+        receipts.step(ctxt, state.history[-1], reply)
         state.next_stage = _NEXT[stage]
         if state.next_stage is None:  # done: the seed has no use left, forget it
+            receipts.finish(ctxt, self.receipt_dir)
             self._forget(ctxt)
             ctxt.state.config_records[STATE_KEY] = ConfigRecord({"next-stage": ""})
         else:
@@ -250,6 +260,7 @@ class SecAggPlusMod:
         raw = record.get(RecordField.MESSAGE)
         if isinstance(raw, bytes) and not isinstance(decode(raw), Abort):
             raise ProtocolError("an abort stage must carry an Abort message")
+        receipts.finish(ctxt, self.receipt_dir, raw if isinstance(raw, bytes) else None)
         self._forget(ctxt)
         ctxt.state.config_records[STATE_KEY] = ConfigRecord({"next-stage": ""})
 

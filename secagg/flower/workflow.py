@@ -51,7 +51,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from secagg.checks import is_plain_int, is_plain_number
-from secagg.config import Mode, SessionConfig, SessionSettings
+from secagg.config import Mode, SessionConfig, SessionSettings, SettingsViews
 from secagg.errors import ConfigError, ProtocolError
 from secagg.flower.common import (
     RECORD_KEY,
@@ -75,6 +75,13 @@ from secagg.quantize import Layout, safe_modulus_bits
 from secagg.rounds import Round
 from secagg.server import ServerProtocol, ServerState
 from secagg.session import ClientChannel, Relay, SessionDriver, SessionObserver
+from secagg.session_log import SessionLog
+from secagg.transcript import (
+    TranscriptObserver,
+    Vectors,
+    finish_transcript,
+    open_session_transcript,
+)
 
 logger = logging.getLogger("secagg.flower")
 
@@ -99,7 +106,7 @@ class FlowerRoundOutcome:
     config: SessionConfig
 
 
-class SecAggPlusWorkflow:
+class SecAggPlusWorkflow(SettingsViews):
     """Drop-in for ``flwr.server.workflow.SecAggPlusWorkflow`` running secagg's protocol.
 
     Parameters named like Flower's mean the same thing:
@@ -130,7 +137,11 @@ class SecAggPlusWorkflow:
     ``secure_metrics`` (training metric keys summed inside the aggregate; other
     metrics never leave the client), ``metrics_range`` (their clip),
     ``weighted_by_key`` (the example count's key in message-API replies) and
-    ``threads`` (server unmasking).
+    ``threads`` (server unmasking), ``transcript_dir`` (write each session's public
+    transcript there, one file per session, for ``secagg audit``; spec §18.5) and
+    ``transcript_vectors`` (``"full"`` or ``"hash"``: masked vectors by their SHA-256)
+    and ``session_log`` (a :class:`~secagg.session_log.SessionLog` each session's
+    transcript hash is appended to, signed and chained; spec §18.7).
     """
 
     def __init__(
@@ -153,6 +164,9 @@ class SecAggPlusWorkflow:
         metrics_range: float = 100.0,
         weighted_by_key: str = "num-examples",
         threads: int | None = None,
+        transcript_dir: str | None = None,
+        transcript_vectors: str = "full",
+        session_log: SessionLog | None = None,
     ) -> None:
         self.num_shares = _check_count(num_shares, "num_shares")
         self.reconstruction_threshold = _check_count(reconstruction_threshold,
@@ -194,6 +208,15 @@ class SecAggPlusWorkflow:
         self.metrics_range = float(metrics_range)
         self.weighted_by_key = weighted_by_key
         self.threads = threads
+        #: each session's public transcript goes to this directory (spec §18.5)
+        self.transcript_dir = transcript_dir
+        if transcript_vectors not in (Vectors.FULL.value, Vectors.HASH.value):
+            raise ConfigError("transcript_vectors must be 'full' or 'hash'")
+        self.transcript_vectors = transcript_vectors
+        if session_log is not None and transcript_dir is None:
+            raise ConfigError("a session log needs transcript_dir")
+        #: each session's transcript hash is appended to this signed log (spec §18.7)
+        self.session_log = session_log
         #: every session's outcome, in order (for logs, tests and benchmarks)
         self.outcomes: list[FlowerRoundOutcome] = []
         self.params(max(self.min_cohort, 3))  # refuse bad clip, levels, metric keys now
@@ -202,18 +225,6 @@ class SecAggPlusWorkflow:
     @property
     def mode(self) -> Mode:
         return self.settings.mode
-
-    @property
-    def min_cohort(self) -> int:
-        return self.settings.min_cohort
-
-    @property
-    def dropout_rate(self) -> float:
-        return float(self.settings.dropout_rate)
-
-    @property
-    def corruption_rate(self) -> float:
-        return float(self.settings.corruption_rate)
 
     def __repr__(self) -> str:
         return (f"SecAggPlusWorkflow(num_shares={self.num_shares}, "
@@ -338,8 +349,21 @@ class SecAggPlusWorkflow:
         channel = _FlowerChannel(grid, ids, contents, first, failures,
                                  message_type=message_type, group_id=group_id,
                                  timeout=self.timeout)
-        SessionDriver(server, {}, relay=_OutgoingHook(self), observers=[failures],
-                      channel=channel).run()
+        observers: list[SessionObserver] = [failures]
+        transcript = None if self.transcript_dir is None else open_session_transcript(
+            self.transcript_dir, server_round, config, self.transcript_vectors)
+        if transcript is not None:
+            observers.append(TranscriptObserver(transcript))
+        try:
+            SessionDriver(server, {}, relay=_OutgoingHook(self), observers=observers,
+                          channel=channel).run()
+        finally:
+            if transcript is not None:
+                finish_transcript(transcript, server.result, server.abort_reason,
+                                  config.modulus)
+                if self.session_log is not None and transcript.path is not None:
+                    self.session_log.append(config.session_id, transcript.path,
+                                            transcript.sha256)
         outcome = self._outcome(server, nodes, failures, config, params, layout)
         self.outcomes.append(outcome)
         for failure in outcome.failures:

@@ -34,6 +34,7 @@ from secagg.crypto.prg import mask_dtype
 from secagg.errors import ConfigError, ProtocolError, SecAggError
 from secagg.kernels.warmup import warm_up
 from secagg.messages import ClientMessage
+from secagg.receipt import ReceiptKeeper
 from secagg.rounds import Round, decode_server
 from secagg.transport import framing, sockstat
 from secagg.transport import secagg_pb2 as pb
@@ -84,6 +85,9 @@ class ClientSettings:
     #: hostname the server certificate must name (default: the host of ``server``)
     server_name: str | None = None
     client_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: keep a receipt of each session here (spec §18.6), signed with
+    #: ``client_kwargs["identity"]`` when given (active mode); None: no receipts
+    receipt_dir: str | None = None
 
 
 class RunStatus(enum.Enum):
@@ -132,6 +136,8 @@ class _Run:
     compute_seconds: float = 0.0
     wire_start: tuple[int, int] | None = None
     last_heard: float = field(default_factory=time.monotonic)
+    #: what this client sent and received, by hash (spec §18.6); None when not kept
+    receipt: ReceiptKeeper | None = None
 
 
 class TransportClient:
@@ -305,7 +311,9 @@ class TransportClient:
             return None
         timeout = max(0.1, msg.round_timeout_ms / 1000) if msg.round_timeout_ms else 30.0
         run = _Run(sequence, config, sid, protocol, timeout,
-                   wire_start=sockstat.tcp_bytes(peer_port=self._port))
+                   wire_start=sockstat.tcp_bytes(peer_port=self._port),
+                   receipt=None if self.settings.receipt_dir is None
+                   else ReceiptKeeper(sid, me))
         t0 = time.perf_counter()
         first = protocol.start()
         run.compute_seconds += time.perf_counter() - t0
@@ -337,6 +345,8 @@ class TransportClient:
             run.parts = None
             run.bytes_received += len(data)
             msg = decode_server(data)
+            if run.receipt is not None:
+                run.receipt.received(run.receipt.last_round, data)
             t0 = time.perf_counter()
             reply = run.protocol.handle(msg)
             run.compute_seconds += time.perf_counter() - t0
@@ -363,6 +373,8 @@ class TransportClient:
                              f"server refused our message: {code.name}: {exc.details()}")
             return
         run.bytes_sent += len(data)
+        if run.receipt is not None:  # acknowledged: the server has it
+            run.receipt.sent(int(Round.of_client_message(msg)), data)
         self._emit({"event": "sent", "session_id": run.sid.hex(), "round": run.round,
                     "bytes": len(data)})
 
@@ -394,6 +406,21 @@ class TransportClient:
             "wire": wire, "compute_seconds": run.compute_seconds,
         })
         run.protocol = None  # its secrets must not outlive the session
+        self._write_receipt(run)
+
+    def _write_receipt(self, run: _Run) -> None:
+        """Keep the session's receipt (signed in active mode) in ``receipt_dir``."""
+        directory = self.settings.receipt_dir
+        if run.receipt is None or directory is None:
+            return
+        identity = self.settings.client_kwargs.get("identity")
+        try:
+            path = run.receipt.receipt(identity).write(directory)
+        except OSError as exc:
+            self._emit({"event": "receipt-failed", "reason": exc.strerror})
+            return
+        run.receipt = None
+        self._emit({"event": "receipt", "session_id": run.sid.hex(), "path": str(path)})
 
     def _emit(self, event: Event) -> None:
         self._on_event({"client": self.settings.client_id, **event})

@@ -27,10 +27,12 @@ from secagg.errors import ProtocolError, SecAggError
 from secagg.messages import ClientMessage
 from secagg.rounds import Round
 from secagg.server import ServerProtocol, ServerState
+from secagg.transcript import TranscriptWriter, finish_transcript
 from secagg.transport import framing
 from secagg.transport import secagg_pb2 as pb
 from secagg.transport.gate import POLL_SECONDS, RefusedError
 from secagg.transport.settings import ServerSettings, SessionOutcome
+from secagg.transport.transcripts import session_log, session_transcript
 
 _REASON_LEN = 256
 
@@ -71,6 +73,8 @@ class _Session:
         self.closing = False  # between the end of a round and the start of the next
         self.answered: set[int] = set()
         self.outcome = SessionOutcome(sequence, self.sid, config)
+        #: the public transcript being streamed (spec §18.5), None when off
+        self.transcript: TranscriptWriter | None = None
 
     def gone(self) -> frozenset[int]:
         """Cohort members whose Join stream is closed: they can no longer take part."""
@@ -110,6 +114,7 @@ class RoundDriver:
         self._session: _Session | None = None
         self._stop = threading.Event()
         self._finished = False
+        self._log = session_log(settings)
 
     # -- lifecycle ------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -158,6 +163,7 @@ class RoundDriver:
         finally:
             with self._cond:
                 self._session = None
+            self._record_end(session)
         self._conclude(session)
         return self._report(session.outcome, start)
 
@@ -169,9 +175,11 @@ class RoundDriver:
     def _open(self, sequence: int, config: SessionConfig, protocol: ServerProtocol
               ) -> _Session:
         """Make the session current and send every member its SessionOpen."""
+        transcript = session_transcript(self.settings, sequence, config, self._protocol_kwargs)
         with self._cond:
             peers = {u: self._peers[u] for u in config.cohort if u in self._peers}
             session = _Session(sequence, config, protocol, peers)
+            session.transcript = transcript
             self._session = session
         session.outcome.threads = protocol.threads
         self.emit({"event": "session-open", "sequence": sequence,
@@ -204,6 +212,19 @@ class RoundDriver:
         for p in session.peers.values():
             if p.connected:
                 p.queue.put(end)
+
+    def _record_end(self, session: _Session) -> None:
+        """Write the published result (or the abort), close the transcript, log its hash."""
+        writer = session.transcript
+        if writer is not None:
+            protocol = session.protocol
+            finish_transcript(writer, protocol.result, protocol.abort_reason,
+                              session.config.modulus)
+            if writer.error is not None:
+                self.emit({"event": "transcript-failed", "sequence": session.sequence,
+                           "reason": writer.error})
+            elif self._log is not None and writer.path is not None:
+                self._log.append(session.sid, writer.path, writer.sha256)
 
     def _default_config(self, sequence: int, cohort: tuple[int, ...]) -> SessionConfig:
         s = self.settings
@@ -239,10 +260,14 @@ class RoundDriver:
             missing, answered = self._await_round(session,
                                                   time.monotonic() + self.settings.round_timeout)
             self._on_round_close()  # slot holders would be refused anyway: free their slots
+            closing = round_of(protocol.state)
             t0 = time.perf_counter()
-            out = protocol.close_round()
+            out = {u: m.encode() for u, m in sorted(protocol.close_round().items())}
             session.outcome.server_seconds += time.perf_counter() - t0
             with self._cond:
+                if session.transcript is not None and closing is not None:
+                    for u, data in out.items():  # before any client can answer them
+                        session.transcript.down(int(closing), u, data)
                 session.round += 1
                 session.answered = set()
                 session.closing = False
@@ -265,12 +290,11 @@ class RoundDriver:
             session.closing = True  # Sends for this round are refused from here on
             return sorted(protocol.expected()), len(session.answered)
 
-    def _deliver(self, session: _Session, out: Mapping[int, Any]) -> None:
-        """Queue the closed round's server messages to their (connected) recipients."""
+    def _deliver(self, session: _Session, out: Mapping[int, bytes]) -> None:
+        """Queue the closed round's server messages (encoded) to their connected recipients."""
         next_state = session.protocol.state.value
         down = session.outcome.bytes_down
-        for u, msg in sorted(out.items()):
-            data = msg.encode()
+        for u, data in out.items():
             down[next_state] = down.get(next_state, 0) + len(data)
             peer = session.peers.get(u)
             if peer is not None and peer.connected:
@@ -345,6 +369,8 @@ class RoundDriver:
                 raise RefusedError(grpc.StatusCode.ALREADY_EXISTS,
                                    f"client {cid} already answered round {session.round}")
             t1 = time.perf_counter()
+            if session.transcript is not None:  # what the server is handed, as in §18.1
+                session.transcript.up(int(ticket.round), cid, msg.encode())
             try:
                 session.protocol.receive(msg)
             except ProtocolError as exc:

@@ -57,6 +57,14 @@ class ServerSettings:
     upload_min_rate: float = 32 * 1024
     #: concurrent Send calls per client certificate (an honest client makes one at a time)
     sends_per_client: int = 2
+    #: write each session's public transcript to this directory (spec §18.5); None: off
+    transcript_dir: str | None = None
+    #: "full": masked vectors as sent; "hash": their SHA-256 (small at large m, spec §18.5)
+    transcript_vectors: str = "full"
+    #: append each session's transcript hash to this signed, chained log (spec §18.7)
+    session_log: str | None = None
+    #: the log's Ed25519 key (hex seed file, created if absent; ``<file>.pub`` for auditors)
+    session_log_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.clients < 1 or self.dim < 1 or self.sessions < 1:
@@ -69,6 +77,11 @@ class ServerSettings:
             raise ConfigError("first_chunk_timeout and upload_min_rate must be positive")
         if self.sends_per_client < 1:
             raise ConfigError("sends_per_client must be positive")
+        if self.transcript_vectors not in ("full", "hash"):
+            raise ConfigError("transcript_vectors must be 'full' or 'hash'")
+        if self.session_log is not None and (self.transcript_dir is None
+                                             or self.session_log_key is None):
+            raise ConfigError("a session log needs a transcript directory and a log key")
         if not isinstance(self.session, SessionSettings):
             raise ConfigError("session must be a SessionSettings")
 
