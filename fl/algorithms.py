@@ -62,7 +62,8 @@ class RunState:
     ``weights`` is the global model (FedPer: its body is shared and its head is
     the initial head every client starts from); ``control`` the SCAFFOLD server
     control variate ``c``; ``client_controls`` each client's ``c_u`` (absent: zero);
-    ``heads`` each FedPer client's own head (absent: the initial head).
+    ``heads`` each FedPer client's own head (absent: the initial head);
+    ``personal`` each Ditto client's personal model (absent: the global model).
     """
 
     weights: Arrays
@@ -190,12 +191,13 @@ def apply(state: RunState, means: list[Arrays], updates: dict[int, ClientUpdate]
         state.control = [c + share * np.asarray(d, dtype=np.float64)
                          for c, d in zip(state.control, means[1], strict=True)]
     for u in included:
-        if updates[u].control is not None:
-            state.client_controls[u] = updates[u].control  # type: ignore[assignment]
-        if updates[u].head is not None:
-            state.heads[u] = updates[u].head  # type: ignore[assignment]
-        if updates[u].personal is not None:
-            state.personal[u] = updates[u].personal  # type: ignore[assignment]
+        up = updates[u]
+        if up.control is not None:
+            state.client_controls[u] = up.control
+        if up.head is not None:
+            state.heads[u] = up.head
+        if up.personal is not None:
+            state.personal[u] = up.personal
 
 
 def client_metrics(model: Model, data: FederatedData, state: RunState,
