@@ -1,4 +1,4 @@
-"""Algorithms suite: FedAvg, FedProx and SCAFFOLD on strongly non-IID splits, and FedPer.
+"""Algorithms suite: FedAvg, FedProx and SCAFFOLD on strongly non-IID splits; FedPer and Ditto.
 
 Run ``python -m bench.algorithms`` (about two minutes on an idle 2-core
 machine) or ``--quick`` (smoke size, into a temporary folder). Every run is
@@ -12,8 +12,8 @@ and range; "never" counts runs that did not), final accuracy (mean and standard
 deviation), the largest |secure - plaintext| final-accuracy gap, and whether
 every secure mean (every part: SCAFFOLD's control variates too) stayed within
 its quantization bound. Personalization: each client's accuracy on its own
-test part, mean and worst 10%, for FedPer against FedAvg's global model on the
-same clients (MLP, since FedPer needs a body).
+test part, mean and worst 10%, for FedPer and Ditto against FedAvg's global
+model on the same clients (MLP, since FedPer needs a body).
 
 Writes ``bench/results/algorithms.json`` and its section of ``bench/README.md``.
 """
@@ -34,7 +34,7 @@ from fl.data import federate
 from fl.fedavg import FedAvgConfig, TrainingHistory, run_fedavg
 from fl.models import make_model
 
-TITLE = "FL algorithms on non-IID data (FedAvg, FedProx, SCAFFOLD, FedPer)"
+TITLE = "FL algorithms on non-IID data (FedAvg, FedProx, SCAFFOLD, FedPer, Ditto)"
 TARGET = 0.85
 FEDPROX_MU = 0.01
 
@@ -76,13 +76,14 @@ def run(quick: bool) -> dict[str, Any]:
     rows = [one_run(a, alpha, s, rounds, "logreg")
             for alpha in alphas for a in ("fedavg", "fedprox", "scaffold") for s in seeds]
     rows += [one_run(a, alpha, s, rounds, "mlp")
-             for alpha in alphas for a in ("fedavg", "fedper") for s in seeds]
+             for alpha in alphas for a in ("fedavg", "fedper", "ditto") for s in seeds]
     return {"machine": machine(), "target": TARGET, "seeds": seeds, "rounds": rounds,
             "fedprox_mu": FEDPROX_MU, "rows": rows}
 
 
-def _group(rows: list[dict[str, Any]], model: str) -> dict[tuple[str, float], list[dict]]:
-    out: dict[tuple[str, float], list[dict]] = {}
+def _group(rows: list[dict[str, Any]],
+           model: str) -> dict[tuple[str, float], list[dict[str, Any]]]:
+    out: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for r in rows:
         if r["model"] == model:
             out.setdefault((r["algorithm"], r["alpha"]), []).append(r)
@@ -130,8 +131,9 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Personalization (one-hidden-layer MLP): each client's accuracy on its own test part "
         "with the model it would use (FedAvg: the global model; FedPer: the shared body with "
-        "its own head), mean and worst 10% of clients, mean ± standard deviation over seeds "
-        "(%, secure runs).",
+        "its own head; Ditto: its personal model, lambda = 0.1), mean and worst 10% of "
+        "clients, mean ± standard deviation over seeds (%, secure runs). Pooled test "
+        "accuracy: FedPer's personal models, Ditto's and FedAvg's global model.",
         "",
         "| algorithm | alpha | per-client mean | per-client worst 10% | pooled test accuracy |",
         "|---|---|---|---|---|",

@@ -6,10 +6,11 @@
   SGD, evaluation) and numpy softmax-regression and MLP models;
 - :mod:`fl.fedavg`: the training loop over
   :class:`secagg.aggregator.SecureAggregator`, with a plaintext twin run;
-- :mod:`fl.algorithms`: FedAvg, FedProx, SCAFFOLD and FedPer (what clients send,
+- :mod:`fl.algorithms`: FedAvg, FedProx, SCAFFOLD, FedPer and Ditto (what clients send,
   what the server does with the means); :mod:`fl.parts`: several parts with their
   own clipping ranges in one secure session;
 - :mod:`fl.torch_adapter`: any PyTorch ``nn.Module`` as a Model (extra ``torch``);
+- :mod:`fl.lora`: LoRA fine-tuning with ``peft``, only adapter tensors aggregated (extra ``torch``);
 - :mod:`fl.plot`: the accuracy plot of ``secagg train``.
 
 Nothing here imports scikit-learn, matplotlib or torch until it is used.

@@ -25,6 +25,13 @@ one each).
   body's delta is aggregated. A client adopts its trained head only when its
   input is in the sum (same partial-participation rule). Needs a model with a
   body (``mlp``, not ``logreg``).
+- ``ditto`` (Li et al. 2021): the global model is trained and aggregated as in
+  FedAvg; each client also keeps a personal model ``v_u``, trained each round
+  on its own data with the proximal term ``lambda/2 ||v_u - w||^2`` towards the
+  global model ``w`` it received (``v_u`` starts as that ``w`` the first time).
+  ``v_u`` never leaves the client; it is adopted only when the client's input
+  is in the sum (same rule). Test accuracy is the global model's; personal
+  accuracies use ``v_u`` (the global model for a client that has none yet).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol, cast
 
 import numpy as np
 
@@ -41,7 +48,7 @@ from fl.data import ClientData, FederatedData
 from fl.models import Metrics, Model
 from secagg.errors import ConfigError
 
-ALGORITHMS: Final = ("fedavg", "fedprox", "scaffold", "fedper")
+ALGORITHMS: Final = ("fedavg", "fedprox", "scaffold", "fedper", "ditto")
 #: FedPer: how many trailing weight arrays form the personal head (weight and bias)
 HEAD_ARRAYS: Final = 2
 
@@ -55,13 +62,15 @@ class RunState:
     ``weights`` is the global model (FedPer: its body is shared and its head is
     the initial head every client starts from); ``control`` the SCAFFOLD server
     control variate ``c``; ``client_controls`` each client's ``c_u`` (absent: zero);
-    ``heads`` each FedPer client's own head (absent: the initial head).
+    ``heads`` each FedPer client's own head (absent: the initial head);
+    ``personal`` each Ditto client's personal model (absent: the global model).
     """
 
     weights: Arrays
     control: Arrays | None = None
     client_controls: dict[int, Arrays] = field(default_factory=dict)
     heads: dict[int, Arrays] = field(default_factory=dict)
+    personal: dict[int, Arrays] = field(default_factory=dict)
 
     @classmethod
     def start(cls, weights: Sequence[np.ndarray], algorithm: str) -> RunState:
@@ -71,11 +80,27 @@ class RunState:
         return cls(w, control)
 
     def client_weights(self, u: int, algorithm: str) -> Arrays:
-        """The model client ``u`` trains from and predicts with."""
+        """The model client ``u`` trains the shared part from."""
         if algorithm != "fedper":
             return self.weights
         head = self.heads.get(u, self.weights[-HEAD_ARRAYS:])
         return [*self.weights[:-HEAD_ARRAYS], *head]
+
+    def predict_weights(self, u: int, algorithm: str) -> Arrays:
+        """The model client ``u`` predicts with (Ditto: its personal model)."""
+        if algorithm == "ditto":
+            return self.personal.get(u, self.weights)
+        return self.client_weights(u, algorithm)
+
+
+class CorrectableModel(Model, Protocol):
+    """A model whose local SGD adds a fixed correction to every gradient (SCAFFOLD) and
+    whose proximal term can pull towards a given anchor (Ditto)."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
+            mu: float, rng: np.random.Generator,
+            correction: Sequence[np.ndarray] | None = None,
+            anchor: Sequence[np.ndarray] | None = None) -> None: ...
 
 
 @dataclass
@@ -85,6 +110,7 @@ class ClientUpdate:
     parts: list[Arrays]
     control: Arrays | None = None
     head: Arrays | None = None
+    personal: Arrays | None = None
 
 
 def check_algorithm(algorithm: str, mu: float) -> None:
@@ -99,6 +125,8 @@ def check_model(model: Model, algorithm: str) -> None:
     """Refuse a model the algorithm cannot train (ConfigError), before any round."""
     if algorithm == "scaffold" and "correction" not in inspect.signature(model.fit).parameters:
         raise ConfigError("scaffold needs a model whose fit takes a gradient correction")
+    if algorithm == "ditto" and "anchor" not in inspect.signature(model.fit).parameters:
+        raise ConfigError("ditto needs a model whose fit takes a proximal anchor")
     if algorithm == "fedper" and len(model.get_weights()) <= HEAD_ARRAYS:
         raise ConfigError("fedper needs a model with a body and a head (e.g. mlp, not logreg)")
 
@@ -109,31 +137,40 @@ def num_parts(algorithm: str) -> int:
 
 def local_update(model: Model, client: ClientData, state: RunState, u: int, algorithm: str,
                  *, epochs: int, lr: float, batch_size: int, mu: float,
-                 rng: np.random.Generator) -> ClientUpdate:
+                 rng: np.random.Generator, ditto_lambda: float = 0.0) -> ClientUpdate:
     """Client ``u``'s local training from ``state`` and what it sends."""
     start = state.client_weights(u, algorithm)
     model.set_weights(start)
-    kw = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "mu": mu, "rng": rng}
+    control = state.control
     if algorithm == "scaffold":
-        assert state.control is not None
-        c_u = state.client_controls.get(u) or [np.zeros_like(c) for c in state.control]
-        model.fit(client.x_train, client.y_train,
-                  correction=[c - ci for c, ci in zip(state.control, c_u, strict=True)], **kw)
+        assert control is not None
+        c_u = state.client_controls.get(u) or [np.zeros_like(c) for c in control]
+        # check_model made sure this fit takes a correction
+        cast(CorrectableModel, model).fit(
+            client.x_train, client.y_train, epochs=epochs, lr=lr, batch_size=batch_size, mu=mu,
+            rng=rng, correction=[c - ci for c, ci in zip(control, c_u, strict=True)])
     else:
-        model.fit(client.x_train, client.y_train, **kw)
+        model.fit(client.x_train, client.y_train, epochs=epochs, lr=lr, batch_size=batch_size,
+                  mu=mu, rng=rng)
     new = model.get_weights()
     delta = [np.asarray(w) - np.asarray(s) for w, s in zip(new, start, strict=True)]
     if algorithm == "fedper":
         return ClientUpdate([delta[:-HEAD_ARRAYS]], head=[np.array(h)
                                                           for h in new[-HEAD_ARRAYS:]])
-    if algorithm != "scaffold":
+    if algorithm == "ditto":
+        model.set_weights(state.personal.get(u, start))
+        cast(CorrectableModel, model).fit(
+            client.x_train, client.y_train, epochs=epochs, lr=lr, batch_size=batch_size,
+            mu=ditto_lambda, rng=rng, anchor=start)
+        return ClientUpdate([delta], personal=model.get_weights())
+    if control is None:  # fedavg, fedprox
         return ClientUpdate([delta])
     steps = epochs * math.ceil(client.y_train.shape[0] / batch_size)
     if steps == 0:  # no local step: nothing learnt about the client's gradient
         dc = [np.zeros_like(ci) for ci in c_u]
     else:  # c_u+ - c_u = -c + (w - y_u) / (K lr) = -c - delta / (K lr)
         dc = [-c - np.asarray(d, dtype=np.float64) / (steps * lr)
-              for c, d in zip(state.control, delta, strict=True)]
+              for c, d in zip(control, delta, strict=True)]
     new_c = [ci + d for ci, d in zip(c_u, dc, strict=True)]
     return ClientUpdate([delta, dc], control=new_c)
 
@@ -154,10 +191,13 @@ def apply(state: RunState, means: list[Arrays], updates: dict[int, ClientUpdate]
         state.control = [c + share * np.asarray(d, dtype=np.float64)
                          for c, d in zip(state.control, means[1], strict=True)]
     for u in included:
-        if updates[u].control is not None:
-            state.client_controls[u] = updates[u].control  # type: ignore[assignment]
-        if updates[u].head is not None:
-            state.heads[u] = updates[u].head  # type: ignore[assignment]
+        up = updates[u]
+        if up.control is not None:
+            state.client_controls[u] = up.control
+        if up.head is not None:
+            state.heads[u] = up.head
+        if up.personal is not None:
+            state.personal[u] = up.personal
 
 
 def client_metrics(model: Model, data: FederatedData, state: RunState,
@@ -165,7 +205,7 @@ def client_metrics(model: Model, data: FederatedData, state: RunState,
     """Each client's loss and accuracy on its own test part, with the model it would use."""
     out: dict[int, Metrics] = {}
     for u, client in sorted(data.clients.items()):
-        model.set_weights(state.client_weights(u, algorithm))
+        model.set_weights(state.predict_weights(u, algorithm))
         out[u] = model.evaluate(client.x_test, client.y_test)
     return out
 

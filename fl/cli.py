@@ -79,14 +79,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="numpy softmax regression or one-hidden-layer MLP (default logreg)")
     p.add_argument("--algorithm", choices=ALGORITHMS, default=d.algorithm,
                    help="fedavg (default), fedprox (proximal term --mu), scaffold (control "
-                   "variates, one secure session for both means) or fedper (personal heads "
-                   "kept local; needs --model mlp)")
+                   "variates, one secure session for both means), fedper (personal heads "
+                   "kept local; needs --model mlp) or ditto (personal models regularised "
+                   "towards the global one, --ditto-lambda)")
     p.add_argument("--mu", type=float, default=None,
                    help=f"FedProx proximal term (default {d.mu:g}; "
                    f"{FEDPROX_DEFAULT_MU:g} with --algorithm fedprox)")
     p.add_argument("--control-clip", type=float, default=d.control_clip,
                    help="SCAFFOLD: clip each control-variate delta coordinate to "
                    "[-C, C] (default %(default)s)")
+    p.add_argument("--ditto-lambda", type=float, default=d.ditto_lambda,
+                   help="Ditto: proximal weight of the personal models (default %(default)s)")
     p.add_argument("--clip", type=float, default=d.clip,
                    help="clip each update coordinate to [-clip, clip] (default %(default)s)")
     p.add_argument("--bits", type=int, default=d.bits,
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr, batch_size=args.batch_size, mu=args.mu, dropout=args.dropout,
             drop_at=args.drop_at, graph=args.graph, declared_dropout=args.declared_dropout,
             clip=args.clip, bits=args.bits, seed=args.seed, algorithm=args.algorithm,
-            control_clip=args.control_clip,
+            control_clip=args.control_clip, ditto_lambda=args.ditto_lambda,
         )
         data = federate(args.dataset, args.clients, iid=args.iid, alpha=args.alpha,
                         seed=args.seed)
@@ -207,6 +210,11 @@ def _print_summary(s: dict[str, Any]) -> None:
         bound = s["rounds"][0]["error_bound"]
         print(f"secure mean vs plaintext mean of the same updates: max |error| {err:.2e} "
               f"(bound {bound:.2e}) " + ("OK" if s["within_bound"] else "EXCEEDED"))
+    ctrl = s["max_control_aggregation_error"]
+    if ctrl is not None:
+        bound = s["rounds"][0]["control_error_bound"]
+        print(f"control-variate deltas (same session, own range): max |error| {ctrl:.2e} "
+              f"(bound {bound:.2e})")
     if s["aborted_rounds"]:
         print(f"aborted rounds (old model kept): {s['aborted_rounds']}")
     print(f"time: {s['secagg_seconds']:.2f} s in secure aggregation, "

@@ -22,7 +22,7 @@ round also checks the secure mean against the plaintext weighted mean of the
 very same (clipped) updates: the difference must stay within
 :attr:`SecureAggregator.error_bound`.
 
-The same loop runs FedProx, SCAFFOLD and FedPer (``FedAvgConfig.algorithm``):
+The same loop runs FedProx, SCAFFOLD, FedPer and Ditto (``FedAvgConfig.algorithm``):
 what a client sends and what the server does with the means is in
 :mod:`fl.algorithms`. SCAFFOLD's two means (model and control-variate deltas)
 come from ONE secure session, each part with its own clipping range
@@ -77,7 +77,8 @@ class FedAvgConfig:
     :data:`fl.algorithms.ALGORITHMS` (``fedprox`` needs ``mu > 0``; ``fedavg`` with
     ``mu > 0`` is FedProx too, as before); ``control_clip`` is the clipping range of
     SCAFFOLD's control-variate deltas, aggregated in the same session as the model
-    deltas with their own range (:mod:`fl.parts`).
+    deltas with their own range (:mod:`fl.parts`); ``ditto_lambda`` is Ditto's
+    proximal weight pulling each personal model towards the global one.
     """
 
     rounds: int = 10
@@ -94,6 +95,7 @@ class FedAvgConfig:
     bits: int = 16
     algorithm: str = "fedavg"
     control_clip: float = 1.0
+    ditto_lambda: float = 0.1
     max_weight: int | None = None
     threads: int | None = None
     seed: int = 0
@@ -112,6 +114,8 @@ class FedAvgConfig:
         algorithms.check_algorithm(self.algorithm, self.mu)
         if not (np.isfinite(self.control_clip) and self.control_clip > 0):
             raise ConfigError("control_clip must be a finite number > 0")
+        if not (np.isfinite(self.ditto_lambda) and self.ditto_lambda >= 0):
+            raise ConfigError("ditto_lambda must be a finite number >= 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout must be in [0, 1)")
         if self.drop_at not in DROP_AT_CHOICES:
@@ -246,7 +250,8 @@ def _local_updates(model: Model, data: FederatedData, ids: Sequence[int], state:
         updates[u] = algorithms.local_update(
             model, data.clients[u], state, u, config.algorithm, epochs=config.local_epochs,
             lr=config.lr, batch_size=config.batch_size, mu=config.mu,
-            rng=np.random.default_rng([config.seed, fl_round, u]))
+            rng=np.random.default_rng([config.seed, fl_round, u]),
+            ditto_lambda=config.ditto_lambda)
     return updates
 
 
@@ -403,7 +408,7 @@ def run_fedavg(
     overwritten); on return it holds the final secure global model.
     ``progress`` hears about each client trained and each aggregation started;
     ``on_round`` gets every round's record as soon as the round ends.
-    ``config.algorithm`` picks FedAvg, FedProx, SCAFFOLD or FedPer (:mod:`fl.algorithms`);
+    ``config.algorithm`` picks FedAvg, FedProx, SCAFFOLD, FedPer or Ditto (:mod:`fl.algorithms`);
     with FedPer the model holds the shared body and the initial head on return.
     """
     config = config or FedAvgConfig()

@@ -106,13 +106,21 @@ class _NumpyModel:
 
     def fit(self, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
             mu: float, rng: np.random.Generator,
-            correction: Sequence[np.ndarray] | None = None) -> None:
+            correction: Sequence[np.ndarray] | None = None,
+            anchor: Sequence[np.ndarray] | None = None) -> None:
         """Local SGD. ``correction`` (SCAFFOLD's ``c - c_i``, one array per parameter) is
-        added to every step's gradient; None adds nothing (FedAvg / FedProx)."""
+        added to every step's gradient; None adds nothing (FedAvg / FedProx). The
+        proximal term pulls towards ``anchor`` (Ditto: the global model), by default
+        the weights ``fit`` starts from (FedProx)."""
         check_training_args(epochs, lr, batch_size, mu)
         # the proximal gradient is always applied, also for mu = 0 (where it adds
         # exactly zero), so "FedProx with mu = 0 is FedAvg" is tested, not assumed
-        anchor = self.get_weights()
+        if anchor is None:
+            anchor = self.get_weights()
+        else:
+            anchor = [np.asarray(a, dtype=np.float64) for a in anchor]
+            if [a.shape for a in anchor] != [p.shape for p in self.params]:
+                raise ConfigError("anchor must have the parameters' shapes")
         corr = None if correction is None else [np.asarray(c, dtype=np.float64)
                                                 for c in correction]
         if corr is not None and [c.shape for c in corr] != [p.shape for p in self.params]:

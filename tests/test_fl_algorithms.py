@@ -327,3 +327,79 @@ def test_bench_algorithms_rows_and_table() -> None:
     assert "| scaffold | 0.5 |" in text and "| fedper | 0.5 |" in text
     assert bench_alg._rounds_cell([None, 3, 5]) == "4 (3-5), never in 1"
     assert bench_alg._rounds_cell([None]) == "never"
+
+
+# --------------------------------------------------------------------- Ditto
+
+
+def test_ditto_global_is_fedavg_and_personal_models_stay_local(
+        tiny: FederatedData, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ditto's global model follows FedAvg exactly (same seeds, same included clients); the
+    personal models are never aggregated, exist only for included clients, and are the
+    direct Ditto step: local SGD from v_u with lambda/2 ||v - w||^2 towards the received w."""
+    SpyAggregator.shapes = []
+    monkeypatch.setattr(fedavg_mod, "SecureAggregator", SpyAggregator)
+    runs = {}
+    for algorithm in ("fedavg", "ditto"):
+        model = make_model("logreg", tiny.num_features, tiny.num_classes)
+        trainer = _Trainer(tiny, model, tiny_config(algorithm=algorithm, rounds=2), None)
+        received = [w.copy() for w in trainer.plain.weights]
+        records = [trainer.round(1)]
+        runs[algorithm] = (trainer, records, received)
+    (t_avg, r_avg, _), (t_dit, r_dit, w0) = runs["fedavg"], runs["ditto"]
+    assert [r.accuracy_secure for r in r_avg] == [r.accuracy_secure for r in r_dit]
+    for a, b in zip(t_avg.secure.weights, t_dit.secure.weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    model_shapes = [a.shape for a in w0]
+    assert all(s == model_shapes for s in SpyAggregator.shapes)  # the global model only
+    assert set(t_dit.plain.personal) == set(r_dit[0].included)
+    # the direct Ditto personal step for one included client, in plaintext
+    u = r_dit[0].included[0]
+    client = tiny.clients[u]
+    rng = np.random.default_rng([SEED, 1, u])
+    scratch = LogisticRegression(tiny.num_features, tiny.num_classes)
+    scratch.set_weights(w0)
+    scratch.fit(client.x_train, client.y_train, epochs=1, lr=0.5, batch_size=16, mu=0.0,
+                rng=rng)  # the global part consumes the client's generator first
+    v = [w.copy() for w in w0]
+    W, b = v
+    lam = t_dit.config.ditto_lambda
+    for _ in range(1):
+        order = rng.permutation(client.y_train.shape[0])
+        for s in range(0, order.shape[0], 16):
+            batch = order[s : s + 16]
+            g = _softmax_grads(W, b, client.x_train[batch], client.y_train[batch])
+            W = W - 0.5 * (g[0] + lam * (W - w0[0]))
+            b = b - 0.5 * (g[1] + lam * (b - w0[1]))
+    np.testing.assert_allclose(t_dit.plain.personal[u][0], W, atol=1e-10)
+    np.testing.assert_allclose(t_dit.plain.personal[u][1], b, atol=1e-10)
+    per = t_dit.personal(t_dit.plain)
+    assert per != t_avg.personal(t_avg.plain)
+    with pytest.raises(ConfigError, match="ditto_lambda"):
+        FedAvgConfig(algorithm="ditto", ditto_lambda=-1.0)
+
+
+def test_fit_pulls_towards_the_given_anchor_and_adds_the_correction(
+        tiny: FederatedData) -> None:
+    client = tiny.clients[1]
+    rng0 = np.random.default_rng(7)
+    start = [rng0.normal(0, 0.1, (tiny.num_features, tiny.num_classes)),
+             rng0.normal(0, 0.1, tiny.num_classes)]
+    anchor = [a + 0.5 for a in start]
+    corr = [np.full_like(a, 0.01) for a in start]
+    m = LogisticRegression(tiny.num_features, tiny.num_classes)
+    m.set_weights(start)
+    m.fit(client.x_train, client.y_train, epochs=1, lr=0.1, batch_size=32, mu=0.3,
+          rng=np.random.default_rng(5), anchor=anchor, correction=corr)
+    W, b = (a.copy() for a in start)
+    order = np.random.default_rng(5).permutation(client.y_train.shape[0])
+    for s in range(0, order.shape[0], 32):
+        batch = order[s : s + 32]
+        g = _softmax_grads(W, b, client.x_train[batch], client.y_train[batch])
+        W = W - 0.1 * (g[0] + 0.3 * (W - anchor[0]) + corr[0])
+        b = b - 0.1 * (g[1] + 0.3 * (b - anchor[1]) + corr[1])
+    np.testing.assert_allclose(m.get_weights()[0], W, atol=1e-12)
+    np.testing.assert_allclose(m.get_weights()[1], b, atol=1e-12)
+    with pytest.raises(ConfigError, match="anchor"):
+        m.fit(client.x_train, client.y_train, epochs=1, lr=0.1, batch_size=32, mu=0.3,
+              rng=np.random.default_rng(5), anchor=[start[0]])
