@@ -9,18 +9,22 @@ import argparse
 import secrets
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from secagg.cli.plugins import SubParsers
 from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
+from secagg.crypto.signatures import SigningKey
 from secagg.errors import SecAggError
 from secagg.graph import GraphKind
+from secagg.identity import TrustStore, generate_identities
 from secagg.measure import simulate
+from secagg.receipt import ReceiptObserver
 from secagg.rounds import Round
-from secagg.sim import SimulationReport, random_schedule
-from secagg.transcript import TranscriptRecorder
+from secagg.sim import Schedule, SimulationReport, random_schedule
+from secagg.transcript import TranscriptRecorder, hash_vectors
 
 
 def register(sub: SubParsers) -> None:
@@ -64,7 +68,44 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--transcript", metavar="FILE", default=None,
                    help="write the session's public transcript (every message as sent, the "
                    "config, the result; no secrets) to FILE, for 'secagg audit FILE'")
+    p.add_argument("--transcript-vectors", choices=["full", "hash"], default="full",
+                   help="with --transcript: masked vectors whole or by their SHA-256 (§18.5)")
+    p.add_argument("--receipts", metavar="DIR", default=None,
+                   help="with --transcript: every client keeps its receipt in DIR, for "
+                   "'secagg audit FILE --receipts DIR' (spec §18.6)")
     p.set_defaults(func=run)
+
+
+def _simulate_recorded(args: argparse.Namespace, config: SessionConfig,
+                       make_input: Callable[[int], np.ndarray], schedule: Schedule,
+                       bar: _ProgressBar | None) -> SimulationReport:
+    """The in-process run, writing its transcript and receipts when asked (§18.5, §18.6)."""
+    recorder = TranscriptRecorder() if args.transcript else None
+    receipts = ReceiptObserver(config.session_id, config.cohort) if args.receipts else None
+    identities: dict[int, SigningKey] | None = None
+    store: TrustStore | None = None
+    if receipts is not None and config.mode is Mode.ACTIVE:
+        # receipts are signed with the identities, so the CLI makes them here
+        identities, store = generate_identities(config.cohort)
+    report = simulate(config, make_input, schedule, threads=args.threads,
+                      progress=bar.update if bar else None,
+                      client_min_cohort=args.min_cohort, transcript=recorder,
+                      observers=[receipts] if receipts else [],
+                      identities=identities, trust_store=store)
+    if recorder is not None:
+        _write_transcript(recorder, args.transcript, args.transcript_vectors)
+    if receipts is not None:
+        for receipt in receipts.receipts(identities):
+            receipt.write(args.receipts)
+    return report
+
+
+def _write_transcript(recorder: TranscriptRecorder, path: str, vectors: str) -> None:
+    """The recorded transcript, whole or with the masked vectors and sum hashed (§18.5)."""
+    transcript = recorder.build()
+    if vectors == "hash":
+        transcript = hash_vectors(transcript)
+    transcript.write(path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,6 +148,9 @@ def run(args: argparse.Namespace) -> int:
     if args.transcript and args.transport != "inproc":
         print("secagg simulate: refused: --transcript needs --transport inproc", file=sys.stderr)
         return 2
+    if args.receipts and not args.transcript:
+        print("secagg simulate: refused: --receipts needs --transcript", file=sys.stderr)
+        return 2
     if args.transport == "grpc":
         from secagg.transport.simulate import run_grpc_simulation
 
@@ -116,12 +160,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         # the simulated clients accept the cohort floor the operator chose
-        recorder = TranscriptRecorder() if args.transcript else None
-        report = simulate(config, make_input, schedule, threads=args.threads,
-                          progress=bar.update if bar else None,
-                          client_min_cohort=args.min_cohort, transcript=recorder)
-        if recorder is not None:
-            recorder.write(args.transcript)
+        report = _simulate_recorded(args, config, make_input, schedule, bar)
     except SecAggError as exc:
         if bar:
             bar.close()
