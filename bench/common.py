@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,28 @@ def machine() -> dict[str, Any]:
         # other jobs on a shared machine move absolute times: say how busy it was
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+
+
+@dataclass(frozen=True)
+class SessionCase:
+    """One session a suite runs: its row label, n clients, m-element vectors, the
+    fraction that drops, where they drop and the graph (suites add their own fields)."""
+
+    name: str
+    n: int
+    m: int
+    dropout: float
+    graph: str = "complete"
+    drop_at: str = "masked-input"
+
+
+def suite_parser(suite: str, doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser of ``secagg bench SUITE``: its module docstring as the
+    description (kept as written) and the options every suite shares."""
+    parser = argparse.ArgumentParser(prog=f"secagg bench {suite}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    return parser
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -229,6 +252,8 @@ def session_row(config: SessionConfig, report: SimulationReport, dropped: Sequen
         "server_seconds": report.server_seconds,
         "floor_seconds": report.floor_seconds,
         "server_to_floor": report.server_to_floor,
+        "full_floor_seconds": report.full_floor_seconds,
+        "server_to_full_floor": report.server_to_full_floor,
         "client_seconds_mean": report.client_seconds_mean,
         "bytes_up_per_client": report.bytes_up_per_client,
         "bytes_down_per_client": report.bytes_down_per_client,

@@ -38,7 +38,6 @@ surviving neighbour), with the floor for the same masks measured beside it.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -48,17 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import (
-    DROP_ROUNDS,
-    Progress,
-    add_common_args,
-    drop_exact,
-    finish,
-    fmt,
-    make_config,
-    output_dir,
-    run_ours,
-)
+from bench import common
+from bench.common import fmt
 from secagg.config import SessionConfig
 
 
@@ -75,7 +65,7 @@ class CompletionGroup:
     t: int | None = None
     declared_dropout: float = 0.1
     m: int = 64
-    rounds: tuple[str, ...] = DROP_ROUNDS
+    rounds: tuple[str, ...] = common.DROP_ROUNDS
 
 
 @dataclass(frozen=True)
@@ -207,10 +197,10 @@ def rules_mc(graph: str, n: int, k: int, t: int, p: float, drop_at: str, trials:
 def group_config(g: CompletionGroup | RecoveryGroup, m: int) -> SessionConfig:
     k = getattr(g, "k", None)
     t = getattr(g, "t", None)
-    return make_config(g.n, m, g.graph, dropout=g.declared_dropout, k=k, t=t)
+    return common.make_config(g.n, m, g.graph, dropout=g.declared_dropout, k=k, t=t)
 
 
-def run_completion(g: CompletionGroup, seed: int, threads: int | None, bar: Progress,
+def run_completion(g: CompletionGroup, seed: int, threads: int | None, bar: common.Progress,
                    mc_trials: int) -> dict[str, Any]:
     config = group_config(g, g.m)
     k, t = config.degree, config.threshold
@@ -222,8 +212,8 @@ def run_completion(g: CompletionGroup, seed: int, threads: int | None, bar: Prog
             for s in range(g.sessions):
                 draw = np.random.default_rng([seed, g.n, int(p * 1000), s]).random(g.n)
                 dropped = [u for u, x in zip(config.cohort, draw, strict=True) if x < p]
-                row, _ = run_ours(config, dropped, drop_at, seed=seed + s, threads=threads,
-                                  measure_memory=False, measure_floor=False)
+                row, _ = common.run_ours(config, dropped, drop_at, seed=seed + s, threads=threads,
+                                         measure_memory=False, measure_floor=False)
                 exact += row["exact"]
                 aborted += row["aborted"]
                 wrong += (not row["exact"]) and (not row["aborted"])
@@ -251,18 +241,18 @@ def run_completion(g: CompletionGroup, seed: int, threads: int | None, bar: Prog
             "mc_trials": mc_trials, "rows": rows}
 
 
-def run_recovery(g: RecoveryGroup, seed: int, threads: int | None, bar: Progress,
+def run_recovery(g: RecoveryGroup, seed: int, threads: int | None, bar: common.Progress,
                  repeats: int) -> dict[str, Any]:
     config = group_config(g, g.m)
     rows = []
     for d in g.dropped:
-        dropped = drop_exact(g.n, d / g.n, np.random.default_rng([seed, g.n, d]))
+        dropped = common.drop_exact(g.n, d / g.n, np.random.default_rng([seed, g.n, d]))
         gone = set(dropped)
         pair_masks = sum(len(set(config.neighbours(v)) - gone) for v in dropped)
         # best of `repeats` sessions: on a shared machine the minimum filters out the
         # moments another process held a core (the floor is best-of-3 already)
-        tries = [run_ours(config, dropped, "masked-input", seed=seed, threads=threads,
-                          measure_memory=False)[0] for _ in range(repeats)]
+        tries = [common.run_ours(config, dropped, "masked-input", seed=seed, threads=threads,
+                                 measure_memory=False)[0] for _ in range(repeats)]
         row = min(tries, key=lambda r: r["server_seconds"])
         row["exact"] = all(r["exact"] for r in tries)
         row["repeats"] = repeats
@@ -311,9 +301,7 @@ def print_tables(completion: Sequence[dict[str, Any]], recovery: Sequence[dict[s
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``secagg bench dropout``; 0 unless a session returned a wrong sum."""
-    parser = argparse.ArgumentParser(prog="secagg bench dropout", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+    parser = common.suite_parser("dropout", __doc__)
     parser.add_argument("--clients", type=int, default=None,
                         help="measure one (n, t, graph) instead of the report's two")
     parser.add_argument("--graph", choices=["complete", "harary"], default="complete")
@@ -339,10 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.skip_recovery:
         recovery = []
     mc_trials = args.mc_trials or (500 if args.quick else 20_000)
-    out = output_dir(args, "dropout")
+    out = common.output_dir(args, "dropout")
     total = sum(len(g.rates) * len(g.rounds) for g in completion) + sum(
         len(g.dropped) for g in recovery)
-    bar = Progress(total, "dropout", quiet=args.quiet)
+    bar = common.Progress(total, "dropout", quiet=args.quiet)
     start = time.perf_counter()
     comp = [run_completion(g, args.seed, args.threads, bar, mc_trials) for g in completion]
     repeats = args.repeats or (1 if args.quick else 3)
@@ -351,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [{"part": "completion", **r} for g in comp for r in g["rows"]]
     rows += [{"part": "recovery", "group": g["label"], **r} for g in reco for r in g["rows"]]
     payload = {"completion": comp, "recovery": reco, "wall_seconds": time.perf_counter() - start}
-    files = finish(args, out, "dropout", payload, rows, argv)
+    files = common.finish(args, out, "dropout", payload, rows, argv)
     print(f"wrote {', '.join(str(f) for f in files)}", file=sys.stderr)
     wrong = sum(r["wrong_sum"] for g in comp for r in g["rows"])
     wrong += sum(1 for g in reco for r in g["rows"] if not r["exact"])

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS_DIR, machine
+from bench.report import STANDALONE_MARK, write_standalone_section
 from secagg.attacks.explorer import ExploreReport, explore
 from secagg.config import Mode
 from secagg.graph import GraphKind
@@ -50,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", choices=["semi-honest", "active", "both"], default="both")
     p.add_argument("--graph", choices=["complete", "harary", "both"], default="both")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    p.add_argument("--out", type=Path, default=RESULTS_DIR / "explore")
+    p.add_argument("--readme", type=Path, default=None,
+                   help="also write this run's section into that README (bench/README.md)")
     args = p.parse_args(argv)
     modes = list(Mode) if args.mode == "both" else [Mode(args.mode)]
     kinds = list(GraphKind) if args.graph == "both" else [GraphKind(args.graph)]
@@ -63,7 +66,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown(report, meta)
     (args.out / "explore.md").write_text(table)
     print(table, end="")
+    if args.readme is not None:
+        command = " ".join(["python -m bench.explore", *(argv or sys.argv[1:])])
+        write_standalone_section(args.readme, SECTION_TITLE,
+                                 readme_section(command, meta["date"], table))
     return 1 if report.beyond_spec else 0
+
+
+SECTION_TITLE = "Malicious-server explorer (issue 12)"
+
+
+def readme_section(command: str, date: str, table: str) -> str:
+    """The bench/README.md section of a run: what was explored, what counts, the tables."""
+    return (
+        f"`{command}` — finished {date} ({STANDALONE_MARK}; rerun it to refresh this "
+        "section).\n\n"
+        "The randomized malicious-server explorer (spec §19.5, `secagg audit --explore`) plays "
+        "sessions against honest clients, both modes and both graphs, n = 10-24: per-client views "
+        "of every set, when rounds close, dropped/replayed/re-addressed messages, declared rates, "
+        "ground round indexes and up to the clients' policy share of corrupt clients. After each "
+        "session the leakage oracle (`secagg.attacks.leakage`) computes every linear combination "
+        "of honest inputs the adversary could learn. *Leaks* are learnable combinations other "
+        "than the sum of the included clients; *beyond spec* are those the spec does not list as "
+        "given up by the mode (semi-honest mode gives up inputs to a server that deviates, "
+        "§12.2a, §16.1; active mode gives up nothing, §16.2). *Refused*: the clients' own policy "
+        "refused the declared config (rate downgrades). Every leak with its strategy: "
+        "`results/explore/explore.json`.\n\n" + table)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ Flower's server is single-threaded; both ratios are reported.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -42,33 +41,18 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import (
-    REPO_ROOT,
-    Progress,
-    add_common_args,
-    drop_exact,
-    finish,
-    fmt,
-    make_config,
-    output_dir,
-    run_ours,
-)
+from bench import common
+from bench.common import fmt
 
 FLOWER_VERSION = "1.42.0"
-DEFAULT_VENV = REPO_ROOT / ".venv-flower"
+DEFAULT_VENV = common.REPO_ROOT / ".venv-flower"
 RUNNER = Path(__file__).resolve().parent / "flower_runner.py"
 
 
 @dataclass(frozen=True)
-class Case:
+class Case(common.SessionCase):
     """One session configuration run on both sides."""
 
-    name: str
-    n: int
-    m: int
-    dropout: float
-    graph: str = "complete"
-    drop_at: str = "masked-input"
     kind: str = "cost"  # "cost" rows are timed and plotted; "drop-round" rows check completion
 
 
@@ -153,15 +137,15 @@ def run_flower(venv: Path, spec: dict[str, Any], timeout: float) -> dict[str, An
 def run_case(case: Case, *, seed: int, threads: int | None, venv: Path | None,
              timeout: float, tmp: Path) -> dict[str, Any]:
     """Our session (all threads, then one thread), then Flower's; the comparison row."""
-    config = make_config(case.n, case.m, case.graph, dropout=0.1)
-    dropped = drop_exact(case.n, case.dropout,
-                         np.random.default_rng([seed, case.n, round(case.dropout * 1000)]))
-    row, report = run_ours(config, dropped, case.drop_at, seed=seed, threads=threads,
-                           measure_memory=False)
+    config = common.make_config(case.n, case.m, case.graph, dropout=0.1)
+    dropped = common.drop_exact(case.n, case.dropout,
+                                np.random.default_rng([seed, case.n, round(case.dropout * 1000)]))
+    row, report = common.run_ours(config, dropped, case.drop_at, seed=seed, threads=threads,
+                                  measure_memory=False)
     row = {"case": case.name, "kind": case.kind, **row, "completed": not report.aborted}
     if case.kind == "cost":
-        one, _ = run_ours(config, dropped, case.drop_at, seed=seed, threads=1,
-                          measure_memory=False)
+        one, _ = common.run_ours(config, dropped, case.drop_at, seed=seed, threads=1,
+                                 measure_memory=False)
         row["server_seconds_1thread"] = one["server_seconds"]
         row["floor_seconds_1thread"] = one["floor_seconds"]
     if venv is None:
@@ -235,9 +219,7 @@ def _yn(value: bool | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``secagg bench flower``; 0 unless a completed session summed wrongly."""
-    parser = argparse.ArgumentParser(prog="secagg bench flower", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+    parser = common.suite_parser("flower", __doc__)
     parser.add_argument("--flower-venv", default=str(DEFAULT_VENV),
                         help="virtual environment holding flwr (default .venv-flower)")
     parser.add_argument("--no-flower", action="store_true",
@@ -266,8 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases = quick_cases() if args.quick else full_cases()
     if args.only:
         cases = [c for c in cases if args.only in c.name]
-    out = output_dir(args, "flower")
-    bar = Progress(len(cases), "flower", quiet=args.quiet)
+    out = common.output_dir(args, "flower")
+    bar = common.Progress(len(cases), "flower", quiet=args.quiet)
     rows = []
     with tempfile.TemporaryDirectory(prefix="secagg-flower-") as tmp:
         for case in cases:
@@ -279,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar.step(case.name)
     print_tables(rows)
     payload = {"flower_version": version, "rows": rows}
-    files = finish(args, out, "flower", payload, rows, argv)
+    files = common.finish(args, out, "flower", payload, rows, argv)
     print(f"wrote {', '.join(str(f) for f in files)}", file=sys.stderr)
     wrong = [r for r in rows if (r["completed"] and not r["exact"])
              or (r.get("flower_completed") and not r.get("flower_exact"))

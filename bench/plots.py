@@ -52,6 +52,18 @@ def _plain_ticks(ax: Any) -> None:
             axis.set_minor_formatter(FuncFormatter(lambda _v, _pos: ""))
 
 
+def _log_axes(ax: Any, xlabel: str, ylabel: str, *, log_x: bool = True) -> None:
+    """The cost plots' axes: log y (and x unless ``log_x`` is False), labelled, gridded,
+    with plain tick labels."""
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    _plain_ticks(ax)
+
+
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -78,12 +90,7 @@ def plot_scaling(payload: Mapping[str, Any], out: Path) -> list[Path]:
                   label=f"floor ({label})")
         ax_c.plot(ns, [r["client_seconds_mean"] * 1e3 for r in pts], "o-", label=label)
     for ax, what in ((ax_s, "server compute (s)"), (ax_c, "client compute, mean (ms)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("clients n")
-        ax.set_ylabel(what)
-        ax.grid(True, which="both", alpha=0.3)
-        _plain_ticks(ax)
+        _log_axes(ax, "clients n", what)
     ax_s.legend(fontsize=6)
     ax_c.legend(fontsize=7)
     m_note = sorted({r["m"] for pts in series.values() for r in pts})
@@ -102,13 +109,8 @@ def plot_scaling(payload: Mapping[str, Any], out: Path) -> list[Path]:
             if r["server_to_floor"]:
                 ax.annotate(f"{r['server_to_floor']:.2f}x", (r["m"], r["server_seconds"]),
                             textcoords="offset points", xytext=(4, 6), fontsize=8)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("vector length m")
-        ax.set_ylabel("server compute (s)")
+        _log_axes(ax, "vector length m", "server compute (s)")
         ax.set_title("SecAgg n = 100, 30% dropout: server vs floor")
-        ax.grid(True, which="both", alpha=0.3)
-        _plain_ticks(ax)
         ax.legend()
         files.append(_save(fig, out / "scaling_cost_vs_m.png"))
     return files
@@ -190,11 +192,7 @@ def plot_flower(payload: Mapping[str, Any], out: Path) -> list[Path]:
                 ax.plot(xs, [r[theirs] * scale for r in pts], "s--", color=line.get_color(),
                         label=f"Flower n={n}")
         for ax, what in ((ax_s, "server compute (s)"), (ax_c, "client compute, mean (ms)")):
-            ax.set_yscale("log")
-            ax.set_xlabel("dropout (%)")
-            ax.set_ylabel(what)
-            ax.grid(True, which="both", alpha=0.3)
-            _plain_ticks(ax)
+            _log_axes(ax, "dropout (%)", what, log_x=False)
             ax.legend(fontsize=7)
         m = sorted({r["m"] for r in complete})
         fig.suptitle(f"SecAgg (complete graph), m = {', '.join(f'{x:,}' for x in m)}: "
@@ -209,13 +207,8 @@ def plot_flower(payload: Mapping[str, Any], out: Path) -> list[Path]:
         ax.plot(ns, [r["client_seconds_mean"] for r in harary], "o-", label="ours client (mean)")
         ax.plot(ns, [r["flower_client_seconds_mean"] for r in harary], "s--",
                 label="Flower client (mean)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("clients n")
-        ax.set_ylabel("compute (s)")
+        _log_axes(ax, "clients n", "compute (s)")
         ax.set_title("SecAgg+ (same k, t), 10% dropout", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        _plain_ticks(ax)
         ax.legend(fontsize=7)
         files.append(_save(fig, out / "flower_harary_vs_n.png"))
     return files

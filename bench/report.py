@@ -171,13 +171,14 @@ def section_scaling(p: Mapping[str, Any]) -> list[str]:
             r["sweep"], r["graph"], f"{r['n']:,}", f"{r['m']:,}", f"{r['dropout']:.0%}",
             r["drop_at"], f"{r['k']}/{r['t']}", _yn(r["exact"]),
             f"{r['server_seconds']:.3f}", f"{r['floor_seconds']:.3f}",
-            fmt(r["server_to_floor"], ".2f"), f"{r['client_seconds_mean'] * 1e3:.1f}",
-            f"{r['bytes_up_per_client'] / 1e3:.1f}", f"{r['bytes_down_per_client'] / 1e3:.1f}",
+            fmt(r["server_to_floor"], ".2f"), fmt(r.get("server_to_full_floor"), ".2f"),
+            f"{r['client_seconds_mean'] * 1e3:.1f}", f"{r['bytes_up_per_client'] / 1e3:.1f}",
+            f"{r['bytes_down_per_client'] / 1e3:.1f}",
             f"{r['masked_bytes_per_element']:.3f}", f"{r['peak_server_mb']:.1f}",
         ])
     lines += _table(["sweep", "graph", "n", "m", "drop", "drop round", "k/t", "exact",
-                     "server s", "floor s", "x floor", "client ms", "kB up/client",
-                     "kB down/client", "upload B/elem", "peak server MB"], table)
+                     "server s", "floor s", "x floor", "x full floor", "client ms",
+                     "kB up/client", "kB down/client", "upload B/elem", "peak server MB"], table)
     return lines
 
 
@@ -257,10 +258,12 @@ def section_primitives(p: Mapping[str, Any]) -> list[str]:
 def section_protocol(p: Mapping[str, Any]) -> list[str]:
     table = [[r["case"], _yn(r["exact"]), f"{r['server_seconds']:.3f}",
               f"{r['floor_seconds']:.3f}", fmt(r["server_to_floor"], ".2f"),
+              fmt(r.get("full_floor_seconds") or None, ".3f"),
+              fmt(r.get("server_to_full_floor"), ".2f"),
               f"{r['client_seconds_mean'] * 1e3:.1f}", f"{r['peak_server_mb']:.1f}"]
              for r in p["rows"]]
-    return _table(["case", "exact", "server s", "floor s", "x floor", "client ms",
-                   "peak MB"], table)
+    return _table(["case", "exact", "server s", "floor s", "x floor", "full floor s",
+                   "x full floor", "client ms", "peak MB"], table)
 
 
 SECTIONS: dict[str, tuple[str, Callable[[Mapping[str, Any]], list[str]]]] = {

@@ -15,7 +15,6 @@ covering the full grid, which would take hours without telling more.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -25,16 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import (
-    Progress,
-    add_common_args,
-    drop_exact,
-    finish,
-    fmt,
-    make_config,
-    output_dir,
-    run_ours,
-)
+from bench import common
+from bench.common import fmt
 
 
 @dataclass(frozen=True)
@@ -71,15 +62,15 @@ def quick_points() -> list[Point]:
 
 def run_point(p: Point, seed: int, threads: int | None) -> dict[str, Any]:
     """Measure one point; the dropped clients come from the seed, as in Flower's suite."""
-    config = make_config(p.n, p.m, p.graph, dropout=max(p.dropout, 0.05))
-    dropped = drop_exact(p.n, p.dropout, np.random.default_rng([seed, p.n]))
-    row, _ = run_ours(config, dropped, p.drop_at, seed=seed, threads=threads)
+    config = common.make_config(p.n, p.m, p.graph, dropout=max(p.dropout, 0.05))
+    dropped = common.drop_exact(p.n, p.dropout, np.random.default_rng([seed, p.n]))
+    row, _ = common.run_ours(config, dropped, p.drop_at, seed=seed, threads=threads)
     return {"sweep": p.sweep, **row}
 
 
 def run(points: Sequence[Point], seed: int, threads: int | None,
         quiet: bool = False) -> list[dict[str, Any]]:
-    bar = Progress(len(points), "scaling", quiet=quiet)
+    bar = common.Progress(len(points), "scaling", quiet=quiet)
     rows = []
     for p in points:
         rows.append(run_point(p, seed, threads))
@@ -97,23 +88,24 @@ def previous_rows(path: Path) -> list[dict[str, Any]]:
 
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
     head = (f"{'sweep':<10} {'graph':<8} {'n':>6} {'m':>8} {'drop':>5} {'round':<12} "
-            f"{'ok':>3} {'server s':>9} {'floor s':>8} {'x floor':>7} {'client ms':>9} "
+            f"{'ok':>3} {'server s':>9} {'floor s':>8} {'x floor':>7} {'x full':>6} "
+            f"{'client ms':>9} "
             f"{'kB up':>8} {'B/elem':>6} {'peak MB':>8}")
     print(head)
     for r in rows:
         print(f"{r['sweep']:<10} {r['graph']:<8} {r['n']:>6} {r['m']:>8} {r['dropout']:>5.0%} "
               f"{r['drop_at']:<12} {'yes' if r['exact'] else 'NO':>3} "
               f"{r['server_seconds']:>9.3f} {r['floor_seconds']:>8.3f} "
-              f"{fmt(r['server_to_floor'], '.2f'):>7} {r['client_seconds_mean'] * 1e3:>9.1f} "
+              f"{fmt(r['server_to_floor'], '.2f'):>7} "
+              f"{fmt(r.get('server_to_full_floor'), '.2f'):>6} "
+              f"{r['client_seconds_mean'] * 1e3:>9.1f} "
               f"{r['bytes_up_per_client'] / 1e3:>8.1f} {r['masked_bytes_per_element']:>6.2f} "
               f"{r['peak_server_mb']:>8.1f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``secagg bench scaling``; 0 when every session summed exactly."""
-    parser = argparse.ArgumentParser(prog="secagg bench scaling", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+    parser = common.suite_parser("scaling", __doc__)
     parser.add_argument("--only", default=None,
                         help="run only the sweep of this name (n, m, graph, drop-round, scale)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -121,12 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     points = quick_points() if args.quick else full_points()
     if args.only:
         points = [p for p in points if p.sweep == args.only]
-    out = output_dir(args, "scaling")
+    out = common.output_dir(args, "scaling")
     rows = run(points, args.seed, args.threads, quiet=args.quiet)
     print_table(rows)
     if args.only:  # keep the other sweeps of an earlier run in the same folder
         rows = [r for r in previous_rows(out / "scaling.json") if r["sweep"] != args.only] + rows
-    files = finish(args, out, "scaling", {"rows": rows}, rows, argv)
+    files = common.finish(args, out, "scaling", {"rows": rows}, rows, argv)
     print(f"wrote {', '.join(str(f) for f in files)}", file=sys.stderr)
     return 0 if all(r["exact"] for r in rows) else 1
 

@@ -42,35 +42,46 @@ def _split(prog: str, argv: Sequence[str] | None) -> tuple[argparse.Namespace, l
     return ours, rest
 
 
+def _wrap(suite: str, main: Callable[[list[str]], int], argv: Sequence[str] | None,
+          show: Callable[[Any], tuple[dict[str, Any], list[dict[str, Any]]]]) -> int:
+    """Run the module's ``main`` once with ``--json``; ``show`` prints its table and says
+    what to save (the JSON payload and the CSV rows), written with the machine and command."""
+    args, rest = _split(f"secagg bench {suite}", argv)
+    if "-h" in rest or "--help" in rest:
+        return main(rest)
+    code, res = _run_json(main, rest)
+    out = output_dir(args, suite)
+    payload, rows = show(res)
+    files = finish(args, out, suite, payload, rows, argv)
+    print(f"wrote {', '.join(str(f) for f in files)}", file=sys.stderr)
+    return code
+
+
 def primitives_main(argv: Sequence[str] | None = None) -> int:
     """PRG vs raw AES-CTR, Shamir, X25519, accumulate kernels; JSON/CSV in the output folder."""
-    args, rest = _split("secagg bench primitives", argv)
-    if "-h" in rest or "--help" in rest:
-        return primitives.main(rest)
-    code, res = _run_json(primitives.main, rest)
-    out = output_dir(args, "primitives")
+    return _wrap("primitives", primitives.main, argv, _show_primitives)
+
+
+def _show_primitives(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     rows = [{"group": "prg", "cipher": c, **v} for c, v in res["prg"].items()]
     rows += [{"group": g, **res[g]} for g in ("shamir", "x25519", "accumulate")]
     primitives._print_text(res)
-    files = finish(args, out, "primitives", res, rows, argv)
-    print(f"wrote {', '.join(str(f) for f in files)}", file=sys.stderr)
-    return code
+    return res, rows
 
 
 def protocol_main(argv: Sequence[str] | None = None) -> int:
     """The protocol issue's configurations with the floor beside each; JSON/CSV saved."""
-    args, rest = _split("secagg bench protocol", argv)
-    if "-h" in rest or "--help" in rest:
-        return protocol.main(rest)
-    code, rows = _run_json(protocol.main, rest)
-    out = output_dir(args, "protocol")
+    return _wrap("protocol", protocol.main, argv, _show_protocol)
+
+
+def _show_protocol(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     print(f"{'case':<42} {'exact':>5} {'server s':>9} {'floor s':>8} {'x floor':>7} "
-          f"{'client ms':>9} {'B/elem':>6} {'peak MB':>8}")
+          f"{'full s':>8} {'x full':>6} {'client ms':>9} {'B/elem':>6} {'peak MB':>8}")
     for r in rows:
         print(f"{r['case']:<42} {r['exact']!s:>5} {r['server_seconds']:>9.3f} "
               f"{r['floor_seconds']:>8.3f} {fmt(r['server_to_floor'], '.2f'):>7} "
+              f"{fmt(r.get('full_floor_seconds'), '.3f'):>8} "
+              f"{fmt(r.get('server_to_full_floor'), '.2f'):>6} "
               f"{r['client_seconds_mean'] * 1e3:>9.1f} {r['masked_bytes_per_element']:>6.2f} "
               f"{r['peak_server_mb']:>8.1f}")
-    files = finish(args, out, "protocol", {"rows": rows}, rows, argv)
-    print(f"wrote {', '.join(str(f) for f in files)}", file=sys.stderr)
-    return code
+    return {"rows": rows}, rows

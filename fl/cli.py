@@ -21,17 +21,23 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from secagg.cli.progress import StageBar
 from secagg.errors import SecAggError
 from secagg.graph import GraphKind
 
 if TYPE_CHECKING:
-    from fl.fedavg import RoundRecord
+    from fl.fedavg import Progress, RoundRecord
+
+#: ``--mu`` when ``--algorithm fedprox`` is given without it
+FEDPROX_DEFAULT_MU = 0.01
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train`` to the ``secagg`` subcommands (the ``secagg.commands`` entry point)."""
     # fl.fedavg, fl.data and fl.models import neither scikit-learn nor matplotlib,
     # so `secagg --help` stays fast; the defaults are FedAvgConfig's, in one place
+    from fl.algorithms import ALGORITHMS
     from fl.data import DATASETS
+    from fl.dp_cli import add_dp_arguments
     from fl.fedavg import DROP_AT_CHOICES, FedAvgConfig
     from fl.models import MODELS
 
@@ -45,18 +51,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dataset", choices=DATASETS, default="digits",
                    help="bundled data set (default digits)")
-    p.add_argument("--clients", type=int, default=20,
-                   help="number of clients (default 20)")
+    p.add_argument("--clients", type=int, default=None,
+                   help="number of clients (default 20; 200 with --dp)")
     p.add_argument("--cohort", type=int, default=None,
                    help="clients sampled per round (default: all)")
     p.add_argument("--rounds", type=int, default=d.rounds, help="FL rounds (default %(default)s)")
-    p.add_argument("--local-epochs", type=int, default=d.local_epochs,
-                   help="local SGD epochs per round (default %(default)s)")
+    p.add_argument("--local-epochs", type=int, default=None,
+                   help=f"local SGD epochs per round (default {d.local_epochs}; 2 with --dp)")
     p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="SGD minibatch size (default %(default)s)")
-    p.add_argument("--alpha", type=float, default=0.5,
-                   help="Dirichlet label-skew parameter, smaller = more skewed (default 0.5)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="Dirichlet label-skew parameter, smaller = more skewed (default 0.5; "
+                   "with --dp: IID unless given)")
     p.add_argument("--iid", action="store_true", help="IID split instead of Dirichlet")
     p.add_argument("--dropout", type=float, default=d.dropout,
                    help="fraction of each cohort that drops (default %(default)s)")
@@ -70,8 +77,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default %(default)s)")
     p.add_argument("--model", choices=MODELS, default="logreg",
                    help="numpy softmax regression or one-hidden-layer MLP (default logreg)")
-    p.add_argument("--mu", type=float, default=d.mu,
-                   help="FedProx proximal term; 0 = FedAvg (default)")
+    p.add_argument("--algorithm", choices=ALGORITHMS, default=d.algorithm,
+                   help="fedavg (default), fedprox (proximal term --mu), scaffold (control "
+                   "variates, one secure session for both means) or fedper (personal heads "
+                   "kept local; needs --model mlp)")
+    p.add_argument("--mu", type=float, default=None,
+                   help=f"FedProx proximal term (default {d.mu:g}; "
+                   f"{FEDPROX_DEFAULT_MU:g} with --algorithm fedprox)")
+    p.add_argument("--control-clip", type=float, default=d.control_clip,
+                   help="SCAFFOLD: clip each control-variate delta coordinate to "
+                   "[-C, C] (default %(default)s)")
     p.add_argument("--clip", type=float, default=d.clip,
                    help="clip each update coordinate to [-clip, clip] (default %(default)s)")
     p.add_argument("--bits", type=int, default=d.bits,
@@ -81,10 +96,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "protocol's keys always come from the OS")
     p.add_argument("--out", default="results", help="output directory (default results)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_dp_arguments(p)  # --dp ddg|skellam, --epsilon, --delta, --dp-clip (fl.dp_cli)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fl.dp_cli import resolve_defaults, run_dp
+
+    resolve_defaults(args)  # --clients, --local-epochs, --alpha: FedAvg's or the DP job's
+    if args.dp is not None:
+        return run_dp(args)
     start = time.perf_counter()
     # heavy imports (scikit-learn, matplotlib) only when training
     from fl.data import federate
@@ -95,20 +116,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.clients < 1:
             raise SecAggError("--clients must be >= 1")
+        if args.mu is None:
+            args.mu = FEDPROX_DEFAULT_MU if args.algorithm == "fedprox" else 0.0
         config = FedAvgConfig(
             rounds=args.rounds, cohort_size=args.cohort, local_epochs=args.local_epochs,
             lr=args.lr, batch_size=args.batch_size, mu=args.mu, dropout=args.dropout,
             drop_at=args.drop_at, graph=args.graph, declared_dropout=args.declared_dropout,
-            clip=args.clip, bits=args.bits, seed=args.seed,
+            clip=args.clip, bits=args.bits, seed=args.seed, algorithm=args.algorithm,
+            control_clip=args.control_clip,
         )
         data = federate(args.dataset, args.clients, iid=args.iid, alpha=args.alpha,
                         seed=args.seed)
         model = make_model(args.model, data.num_features, data.num_classes, seed=args.seed)
-        bar = _ProgressBar(args.rounds) if not args.json and sys.stderr.isatty() else None
+        bar = StageBar() if not args.json and sys.stderr.isatty() else None
         if not args.json:
             _print_header(args, data.num_train)
         history = run_fedavg(
-            data, model, config, progress=bar,
+            data, model, config, progress=_round_progress(bar, args.rounds) if bar else None,
             on_round=None if args.json else functools.partial(_print_row, bar=bar))
         if bar:
             bar.close()
@@ -121,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     json_path, png_path = out / "train.json", out / "train.png"
     split = "IID" if args.iid else f"Dirichlet alpha={args.alpha:g}"
     title = (f"{args.dataset}, {args.clients} clients ({split}), {args.model}, "
+             f"{args.algorithm}, "
              f"{args.dropout:.0%} dropout, graph={args.graph}")
     plot_accuracy(history, png_path, title=title)
     summary: dict[str, Any] = {
@@ -143,7 +168,7 @@ def _print_header(args: argparse.Namespace, num_train: int) -> None:
     split = "IID" if args.iid else f"non-IID, Dirichlet alpha={args.alpha:g}"
     print(f"secagg train: {args.dataset}, {args.clients} clients ({split}, {num_train} "
           f"training examples), model {args.model}, {args.rounds} rounds x "
-          f"{args.local_epochs} local epochs, lr {args.lr:g}"
+          f"{args.local_epochs} local epochs, lr {args.lr:g}, algorithm {args.algorithm}"
           + (f", FedProx mu={args.mu:g}" if args.mu else ""))
     print(f"secure aggregation: graph {args.graph}, {args.dropout:.0%} of each cohort drops at "
           f"{args.drop_at} round(s); {args.bits}-bit quantization, clip {args.clip:g}")
@@ -152,9 +177,9 @@ def _print_header(args: argparse.Namespace, num_train: int) -> None:
           f"{'plain acc':>9}  {'secagg s':>8}  note")
 
 
-def _print_row(r: RoundRecord, bar: _ProgressBar | None) -> None:
+def _print_row(r: RoundRecord, bar: StageBar | None) -> None:
     if bar:
-        bar.clear()
+        bar.close()
     plain = "-" if r.accuracy_plaintext is None else f"{100 * r.accuracy_plaintext:.2f}%"
     note = ("ABORTED, model kept: " + (r.abort_reason or "")) if r.aborted else ""
     included = f"{len(r.included)}/{len(r.cohort)}"
@@ -169,6 +194,10 @@ def _print_summary(s: dict[str, Any]) -> None:
     print()
     print(f"final test accuracy: secure {100 * s['final_accuracy_secure']:.2f}%, plaintext "
           + ("-" if plain is None else f"{100 * plain:.2f}%") + gap)
+    if s["personal_accuracy_mean"] is not None:
+        print(f"per-client accuracy on their own test data: mean "
+              f"{100 * s['personal_accuracy_mean']:.2f}%, worst 10% "
+              f"{100 * s['personal_accuracy_worst10']:.2f}%")
     err = s["max_aggregation_error"]
     if err is not None:
         bound = s["rounds"][0]["error_bound"]
@@ -181,30 +210,14 @@ def _print_summary(s: dict[str, Any]) -> None:
     print(f"wrote {s['json_path']} and {s['png_path']}")
 
 
-class _ProgressBar:
-    """One line on stderr per round: which stage and how far (only when stderr is a TTY)."""
+_STAGES = {"train": "local training", "secagg": "secure aggregation",
+           "plaintext": "plaintext baseline", "done": "done"}
 
-    def __init__(self, rounds: int) -> None:
-        self._rounds = rounds
-        self._last = ""
 
-    def __call__(self, fl_round: int, stage: str, done: int, total: int) -> None:
-        if stage == "train" and done == 0:
-            self._last = ""
-        frac = (done + 1) / total if total else 1.0
-        label = {"train": "local training", "secagg": "secure aggregation",
-                 "plaintext": "plaintext baseline", "done": "done"}.get(stage, stage)
-        line = (f"\rround {fl_round}/{self._rounds} [{'#' * int(frac * 24):<24}] "
-                f"{label:<18} {done + 1}/{total}")
-        if line != self._last:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            self._last = line
+def _round_progress(bar: StageBar, rounds: int) -> Progress:
+    """fedavg's ``(fl_round, stage, done, total)`` callback, drawn on ``bar``."""
 
-    def clear(self) -> None:
-        sys.stderr.write("\r" + " " * 72 + "\r")
-        sys.stderr.flush()
-        self._last = ""
+    def show(fl_round: int, stage: str, done: int, total: int) -> None:
+        bar.update(f"round {fl_round}/{rounds} {_STAGES.get(stage, stage)}", done, total)
 
-    def close(self) -> None:
-        self.clear()
+    return show

@@ -21,6 +21,13 @@ The gap between the two is what secure aggregation costs in accuracy. Each
 round also checks the secure mean against the plaintext weighted mean of the
 very same (clipped) updates: the difference must stay within
 :attr:`SecureAggregator.error_bound`.
+
+The same loop runs FedProx, SCAFFOLD and FedPer (``FedAvgConfig.algorithm``):
+what a client sends and what the server does with the means is in
+:mod:`fl.algorithms`. SCAFFOLD's two means (model and control-variate deltas)
+come from ONE secure session, each part with its own clipping range
+(:mod:`fl.parts`), so both use the same included clients; each part's error is
+checked against its own bound.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from fl import algorithms, parts
+from fl.algorithms import ClientUpdate, RunState
 from fl.data import FederatedData
 from fl.models import Metrics, Model, check_training_args
 from secagg.aggregator import AggregationAborted, SecureAggregator, weighted_mean
@@ -64,7 +73,11 @@ class FedAvgConfig:
     ``declared_dropout`` are taken from it. ``clip`` bounds each coordinate of an update and
     ``bits`` is the quantization resolution; ``max_weight`` is the public cap
     on a client's weight (``None``: the federation's total number of training
-    examples, which no single client can exceed).
+    examples, which no single client can exceed). ``algorithm`` is one of
+    :data:`fl.algorithms.ALGORITHMS` (``fedprox`` needs ``mu > 0``; ``fedavg`` with
+    ``mu > 0`` is FedProx too, as before); ``control_clip`` is the clipping range of
+    SCAFFOLD's control-variate deltas, aggregated in the same session as the model
+    deltas with their own range (:mod:`fl.parts`).
     """
 
     rounds: int = 10
@@ -79,6 +92,8 @@ class FedAvgConfig:
     declared_dropout: float = 0.25
     clip: float = 2.0
     bits: int = 16
+    algorithm: str = "fedavg"
+    control_clip: float = 1.0
     max_weight: int | None = None
     threads: int | None = None
     seed: int = 0
@@ -94,6 +109,9 @@ class FedAvgConfig:
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise ConfigError("rounds must be an int >= 1")
         check_training_args(self.local_epochs, self.lr, self.batch_size, self.mu)
+        algorithms.check_algorithm(self.algorithm, self.mu)
+        if not (np.isfinite(self.control_clip) and self.control_clip > 0):
+            raise ConfigError("control_clip must be a finite number > 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout must be in [0, 1)")
         if self.drop_at not in DROP_AT_CHOICES:
@@ -140,6 +158,9 @@ class RoundRecord:
     aggregation_error: float | None
     error_bound: float
     clipped_fraction: float
+    #: SCAFFOLD: the control-variate part's error and bound (None for other algorithms)
+    control_aggregation_error: float | None = None
+    control_error_bound: float | None = None
 
 
 @dataclass
@@ -149,6 +170,10 @@ class TrainingHistory:
     config: FedAvgConfig
     initial_accuracy: float
     rounds: list[RoundRecord] = field(default_factory=list)
+    #: each client's final accuracy on its own test part, with the model it would use
+    #: (the global model; FedPer: the shared body with its own head)
+    personal_accuracy_secure: dict[int, float] = field(default_factory=dict)
+    personal_accuracy_plaintext: dict[int, float] | None = None
 
     @property
     def final_accuracy_secure(self) -> float:
@@ -170,10 +195,20 @@ class TrainingHistory:
     @property
     def within_bound(self) -> bool:
         """Every completed round's secure mean was within the quantization bound."""
-        return all(r.aggregation_error is None or r.aggregation_error <= r.error_bound
+        return all((r.aggregation_error is None or r.aggregation_error <= r.error_bound)
+                   and (r.control_aggregation_error is None or r.control_error_bound is None
+                        or r.control_aggregation_error <= r.control_error_bound)
                    for r in self.rounds)
 
+    def _personal(self, per: dict[int, float] | None) -> tuple[float | None, float | None]:
+        if not per:
+            return None, None
+        values = list(per.values())
+        return float(np.mean(values)), algorithms.worst_fraction_mean(values, 0.1)
+
     def to_dict(self) -> dict[str, Any]:
+        mean, worst = self._personal(self.personal_accuracy_secure)
+        mean_p, worst_p = self._personal(self.personal_accuracy_plaintext)
         return {
             "config": self.config.to_dict(),
             "initial_accuracy": self.initial_accuracy,
@@ -182,42 +217,43 @@ class TrainingHistory:
             "secagg_seconds": self.secagg_seconds,
             "aborted_rounds": [r.round for r in self.rounds if r.aborted],
             "max_aggregation_error": self.max_aggregation_error,
+            "max_control_aggregation_error": max(
+                (r.control_aggregation_error for r in self.rounds
+                 if r.control_aggregation_error is not None), default=None),
             "within_bound": self.within_bound,
             "rounds": [asdict(r) for r in self.rounds],
+            "algorithm": self.config.algorithm,
+            "personal_accuracy_mean": mean,
+            "personal_accuracy_worst10": worst,
+            "personal_accuracy_mean_plaintext": mean_p,
+            "personal_accuracy_worst10_plaintext": worst_p,
+            "personal_accuracies": {str(u): a for u, a in self.personal_accuracy_secure.items()},
         }
 
 
-def _add(base: Sequence[np.ndarray], delta: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """``base + delta`` in the base's dtypes (a float64 mean applied to float32 weights)."""
-    return [np.asarray(b + d).astype(b.dtype, copy=False)
-            for b, d in zip(base, delta, strict=True)]
-
-
-def _local_updates(model: Model, data: FederatedData, ids: Sequence[int],
-                   start: Sequence[np.ndarray], config: FedAvgConfig, fl_round: int,
-                   progress: Progress | None, stage: str) -> dict[int, list[np.ndarray]]:
-    """Each client's ``w_u - w_global`` after local training from ``start``.
+def _local_updates(model: Model, data: FederatedData, ids: Sequence[int], state: RunState,
+                   config: FedAvgConfig, fl_round: int, progress: Progress | None,
+                   stage: str) -> dict[int, ClientUpdate]:
+    """Each client's local training from ``state`` and what it sends (:mod:`fl.algorithms`).
 
     Client u's SGD shuffling in round r is seeded by (seed, r, u) alone, so the
     secure and the plaintext run train each client on the same minibatches.
     """
-    updates: dict[int, list[np.ndarray]] = {}
+    updates: dict[int, ClientUpdate] = {}
     for i, u in enumerate(ids):
         if progress:
             progress(fl_round, stage, i, len(ids))
-        client = data.clients[u]
-        model.set_weights(start)
-        model.fit(client.x_train, client.y_train, epochs=config.local_epochs, lr=config.lr,
-                  batch_size=config.batch_size, mu=config.mu,
-                  rng=np.random.default_rng([config.seed, fl_round, u]))
-        updates[u] = [np.asarray(w) - np.asarray(s)
-                      for w, s in zip(model.get_weights(), start, strict=True)]
+        updates[u] = algorithms.local_update(
+            model, data.clients[u], state, u, config.algorithm, epochs=config.local_epochs,
+            lr=config.lr, batch_size=config.batch_size, mu=config.mu,
+            rng=np.random.default_rng([config.seed, fl_round, u]))
     return updates
 
 
 @dataclass
 class _SecureStep:
-    """What one round's secure aggregation did, aborted or not."""
+    """What one round's secure aggregation did, aborted or not (``means``/``errors``: one
+    entry per part)."""
 
     included: list[int]
     aborted: bool
@@ -225,30 +261,45 @@ class _SecureStep:
     total_weight: int
     seconds: float
     server_seconds: float
-    mean: list[np.ndarray] | None
-    error: float | None
+    means: list[list[np.ndarray]] | None
+    errors: list[float] | None
 
 
-def _secure_step(aggregator: SecureAggregator, updates: dict[int, list[np.ndarray]],
+def _secure_step(aggregator: SecureAggregator, updates: dict[int, ClientUpdate],
                  weights: dict[int, int], schedule: DropoutSchedule, fl_round: int,
-                 clip: float) -> _SecureStep:
-    """One secure aggregation, and how far its mean is from the plaintext mean of the same
-    included clients (the quantization error, checked against ``error_bound``)."""
+                 clips: Sequence[float]) -> _SecureStep:
+    """One secure aggregation of every part at once (:mod:`fl.parts`), and how far each
+    part's mean is from the plaintext mean of the same included clients' clipped parts
+    (the quantization error, checked against each part's bound)."""
+    clip = aggregator.clip
+    sizes = [len(p) for p in next(iter(updates.values())).parts]
+    packed = {u: parts.pack(up.parts, clips, clip) for u, up in updates.items()}
     try:
-        result = aggregator.aggregate(updates, weights, dropouts=schedule, round_index=fl_round)
+        result = aggregator.aggregate(packed, weights, dropouts=schedule, round_index=fl_round)
     except AggregationAborted as exc:
         return _SecureStep([], True, exc.reason, 0, exc.seconds, exc.report.server_seconds,
                            None, None)
     included = list(result.included)
-    reference = weighted_mean(updates, weights, included, clip=clip)
-    error = max(float(np.max(np.abs(np.asarray(m, dtype=np.float64) - o), initial=0.0))
-                for m, o in zip(result.mean, reference, strict=True))
+    means = parts.unpack(result.mean, sizes, clips, clip)
+    references = parts.unpack(weighted_mean(packed, weights, included, clip=clip), sizes,
+                              clips, clip)
+    errors = [max((float(np.max(np.abs(np.asarray(m, dtype=np.float64) - o), initial=0.0))
+                   for m, o in zip(mean, ref, strict=True)), default=0.0)
+              for mean, ref in zip(means, references, strict=True)]
     return _SecureStep(included, False, None, result.total_weight, result.seconds,
-                       result.report.server_seconds, list(result.mean), error)
+                       result.report.server_seconds, means, errors)
+
+
+def _plain_means(updates: dict[int, ClientUpdate], weights: dict[int, int],
+                 included: list[int]) -> list[list[np.ndarray]]:
+    """The plaintext twin's float64 weighted mean of each part (no clipping, no quantization)."""
+    count = len(next(iter(updates.values())).parts)
+    return [weighted_mean({u: updates[u].parts[k] for u in included}, weights, included)
+            for k in range(count)]
 
 
 class _Trainer:
-    """The round loop's state: both models, the cohort sampler and the aggregator.
+    """The round loop's state: both runs' states, the cohort sampler and the aggregator.
 
     The secure run and its plaintext twin start from the same weights and train
     each client on the same minibatches; the twin averages in the clear over the
@@ -258,6 +309,7 @@ class _Trainer:
     def __init__(self, data: FederatedData, model: Model, config: FedAvgConfig,
                  progress: Progress | None) -> None:
         self.data, self.model, self.config, self.progress = data, model, config, progress
+        algorithms.check_model(model, config.algorithm)
         self.ids = sorted(data.clients)
         self.k = len(self.ids) if config.cohort_size is None else config.cohort_size
         if self.k > len(self.ids):
@@ -272,12 +324,14 @@ class _Trainer:
         # before anyone trains; the layout's size does not affect these checks
         self.aggregator.session_config(self.ids[:self.k], flatten(model.get_weights())[1])
         self.rng = np.random.default_rng([config.seed, 0xF1])
-        self.secure = model.get_weights()
-        self.plain = [w.copy() for w in self.secure]
+        #: each part's clipping range: the model delta's, then (SCAFFOLD) the control delta's
+        self.clips = [config.clip, config.control_clip][:algorithms.num_parts(config.algorithm)]
+        self.bounds = parts.part_bounds(self.aggregator.error_bound, self.clips, config.clip)
+        self.secure = RunState.start(model.get_weights(), config.algorithm)
+        self.plain = RunState.start(model.get_weights(), config.algorithm)
 
-    def evaluate(self, weights: list[np.ndarray]) -> Metrics:
-        self.model.set_weights(weights)
-        return self.model.evaluate(self.data.x_test, self.data.y_test)
+    def evaluate(self, state: RunState) -> Metrics:
+        return algorithms.evaluate(self.model, self.data, state, self.config.algorithm)
 
     def round(self, r: int) -> RoundRecord:
         config = self.config
@@ -292,11 +346,13 @@ class _Trainer:
         cohort_weights = {u: self.weights[u] for u in cohort}
         if self.progress:
             self.progress(r, "secagg", 0, 1)
-        step = _secure_step(self.aggregator, updates, cohort_weights, schedule, r, config.clip)
-        if step.mean is not None:
-            self.secure = _add(self.secure, step.mean)
+        step = _secure_step(self.aggregator, updates, cohort_weights, schedule, r, self.clips)
+        if step.means is not None:
+            algorithms.apply(self.secure, step.means, updates, step.included,
+                             step.total_weight, self.data.num_train, config.algorithm)
         m_secure = self.evaluate(self.secure)
         m_plain = self._plaintext_round(r, step.included, cohort_weights)
+        ctrl = len(self.clips) > 1
         return RoundRecord(
             round=r, cohort=cohort, drop_at=point.label,
             dropped=sorted(set(cohort) - set(step.included)), included=step.included,
@@ -305,9 +361,13 @@ class _Trainer:
             accuracy_plaintext=None if m_plain is None else m_plain.accuracy,
             loss_secure=m_secure.loss, loss_plaintext=None if m_plain is None else m_plain.loss,
             secagg_seconds=step.seconds, server_seconds=step.server_seconds,
-            train_seconds=train_seconds, aggregation_error=step.error,
-            error_bound=self.aggregator.error_bound,
-            clipped_fraction=_clipped_fraction(updates, config.clip),
+            train_seconds=train_seconds,
+            aggregation_error=None if step.errors is None else step.errors[0],
+            error_bound=self.bounds[0],
+            clipped_fraction=_clipped_fraction({u: up.parts[0] for u, up in updates.items()},
+                                               config.clip),
+            control_aggregation_error=step.errors[1] if ctrl and step.errors else None,
+            control_error_bound=self.bounds[1] if ctrl else None,
         )
 
     def _plaintext_round(self, r: int, included: list[int],
@@ -318,8 +378,15 @@ class _Trainer:
         if included:
             updates = _local_updates(self.model, self.data, included, self.plain, self.config,
                                      r, self.progress, "plaintext")
-            self.plain = _add(self.plain, weighted_mean(updates, weights, included))
+            algorithms.apply(self.plain, _plain_means(updates, weights, included), updates,
+                             included, sum(weights[u] for u in included), self.data.num_train,
+                             self.config.algorithm)
         return self.evaluate(self.plain)
+
+    def personal(self, state: RunState) -> dict[int, float]:
+        """Each client's accuracy on its own test part with the model it would use."""
+        per = algorithms.client_metrics(self.model, self.data, state, self.config.algorithm)
+        return {u: m.accuracy for u, m in per.items()}
 
 
 def run_fedavg(
@@ -336,6 +403,8 @@ def run_fedavg(
     overwritten); on return it holds the final secure global model.
     ``progress`` hears about each client trained and each aggregation started;
     ``on_round`` gets every round's record as soon as the round ends.
+    ``config.algorithm`` picks FedAvg, FedProx, SCAFFOLD or FedPer (:mod:`fl.algorithms`);
+    with FedPer the model holds the shared body and the initial head on return.
     """
     config = config or FedAvgConfig()
     trainer = _Trainer(data, model, config, progress)
@@ -345,7 +414,10 @@ def run_fedavg(
         history.rounds.append(record)
         if on_round:
             on_round(record)
-    model.set_weights(trainer.secure)
+    history.personal_accuracy_secure = trainer.personal(trainer.secure)
+    if config.plaintext_baseline:
+        history.personal_accuracy_plaintext = trainer.personal(trainer.plain)
+    model.set_weights(trainer.secure.weights)
     return history
 
 

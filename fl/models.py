@@ -105,19 +105,29 @@ class _NumpyModel:
         raise NotImplementedError
 
     def fit(self, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
-            mu: float, rng: np.random.Generator) -> None:
+            mu: float, rng: np.random.Generator,
+            correction: Sequence[np.ndarray] | None = None) -> None:
+        """Local SGD. ``correction`` (SCAFFOLD's ``c - c_i``, one array per parameter) is
+        added to every step's gradient; None adds nothing (FedAvg / FedProx)."""
         check_training_args(epochs, lr, batch_size, mu)
         # the proximal gradient is always applied, also for mu = 0 (where it adds
         # exactly zero), so "FedProx with mu = 0 is FedAvg" is tested, not assumed
         anchor = self.get_weights()
+        corr = None if correction is None else [np.asarray(c, dtype=np.float64)
+                                                for c in correction]
+        if corr is not None and [c.shape for c in corr] != [p.shape for p in self.params]:
+            raise ConfigError("correction must have the parameters' shapes")
         n = y.shape[0]
         for _ in range(epochs):
             order = rng.permutation(n)
             for start in range(0, n, batch_size):
                 batch = order[start : start + batch_size]
                 _, grads = self._loss_and_grads(x[batch], y[batch])
-                for p, g, a in zip(self.params, grads, anchor, strict=True):
-                    p -= lr * (g + mu * (p - a))
+                for i, (p, g, a) in enumerate(zip(self.params, grads, anchor, strict=True)):
+                    step = g + mu * (p - a)
+                    if corr is not None:
+                        step = step + corr[i]
+                    p -= lr * step
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> Metrics:
         logits = self._logits(x)

@@ -37,7 +37,7 @@ import numpy as np
 
 from secagg.budget import Role, check_session
 from secagg.checks import is_int_like
-from secagg.config import SessionConfig, SessionSettings
+from secagg.config import SessionConfig, SessionSettings, SettingsViews
 from secagg.errors import AbortError, ConfigError, ProtocolError
 from secagg.graph import GraphKind
 from secagg.quantize import (
@@ -104,7 +104,7 @@ class AggregationResult:
         return tuple(self.report.dropped_ids)
 
 
-class SecureAggregator:
+class SecureAggregator(SettingsViews):
     """Weighted mean of client updates by secure aggregation (in-process simulation).
 
     ``clip`` bounds every coordinate of an update to ``[-clip, clip]`` (values
@@ -172,18 +172,6 @@ class SecureAggregator:
     @property
     def degree(self) -> int | None:
         return self.settings.degree
-
-    @property
-    def dropout_rate(self) -> float:
-        return float(self.settings.dropout_rate)
-
-    @property
-    def corruption_rate(self) -> float:
-        return float(self.settings.corruption_rate)
-
-    @property
-    def min_cohort(self) -> int:
-        return self.settings.min_cohort
 
     def quantization(self, num_clients: int) -> QuantizationConfig:
         """The quantization config of a session with ``num_clients`` clients.

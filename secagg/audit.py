@@ -24,11 +24,12 @@ import enum
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from secagg import masking
+from secagg import messages as msgs
 from secagg.config import DEFAULT_MIN_COHORT, Mode, SessionConfig
 from secagg.crypto import shamir
 from secagg.crypto.agreement import X25519PrivateKey, public_key_matches, validate_public_key
@@ -43,24 +44,6 @@ from secagg.errors import (
 )
 from secagg.identity import TrustStore, advertise_statement, lookup_verify_key, view_statement
 from secagg.kernels.arith import add_into, sub_into
-from secagg.messages import (
-    MAGIC,
-    Abort,
-    AdvertiseKeys,
-    CiphertextBundle,
-    ConsistencyRequest,
-    ConsistencySignature,
-    KeyBroadcast,
-    KeyEntry,
-    MaskedInput,
-    Message,
-    ShareKeys,
-    ShareKind,
-    UnmaskRequest,
-    UnmaskResponse,
-    decode,
-)
-from secagg.messages import VERSION as MESSAGE_VERSION
 from secagg.packing import bit_width, unpack
 from secagg.rounds import Round
 from secagg.transcript import MASKED_HEAD, Direction, Record, Transcript
@@ -99,6 +82,9 @@ RULES: tuple[Rule, ...] = (
     Rule("A11", "published result equals the recomputed unmasking", "§8.5 close steps 3-4"),
 )
 _RULE_IDS = tuple(r.id for r in RULES)
+
+#: a server message type the audit looks for in a round
+_M = TypeVar("_M", bound=msgs.Message)
 
 
 class Status(enum.Enum):
@@ -185,11 +171,12 @@ def audit_transcript(
 
 
 # --- the audit ----------------------------------------------------------------------------
-_DOWN_TYPES: dict[Mode, dict[int, tuple[type[Message], ...]]] = {
-    Mode.SEMI_HONEST: {0: (KeyBroadcast, Abort), 1: (CiphertextBundle, Abort),
-                       2: (UnmaskRequest, Abort), 4: (Abort,)},
-    Mode.ACTIVE: {0: (KeyBroadcast, Abort), 1: (CiphertextBundle, Abort),
-                  2: (ConsistencyRequest, Abort), 3: (ConsistencyRequest, Abort), 4: (Abort,)},
+_DOWN_TYPES: dict[Mode, dict[int, tuple[type[msgs.Message], ...]]] = {
+    Mode.SEMI_HONEST: {0: (msgs.KeyBroadcast, msgs.Abort), 1: (msgs.CiphertextBundle, msgs.Abort),
+                       2: (msgs.UnmaskRequest, msgs.Abort), 4: (msgs.Abort,)},
+    Mode.ACTIVE: {0: (msgs.KeyBroadcast, msgs.Abort), 1: (msgs.CiphertextBundle, msgs.Abort),
+                  2: (msgs.ConsistencyRequest, msgs.Abort),
+                  3: (msgs.ConsistencyRequest, msgs.Abort), 4: (msgs.Abort,)},
 }
 
 
@@ -232,9 +219,9 @@ class _Audit:
         self.task_hash = task_hash
         self._trust_arg = trust_store
         # derived state
-        self.up: dict[int, list[Message]] = defaultdict(list)
-        self.down: dict[int, dict[int, list[Message]]] = defaultdict(lambda: defaultdict(list))
-        self.adverts: dict[int, AdvertiseKeys] = {}
+        self.up: dict[int, list[msgs.Message]] = defaultdict(list)
+        self.down: dict[int, dict[int, list[msgs.Message]]] = defaultdict(lambda: defaultdict(list))
+        self.adverts: dict[int, msgs.AdvertiseKeys] = {}
         self.refused_adverts: dict[int, str] = {}
         self.u1: frozenset[int] | None = None
         self.cts: dict[int, dict[int, bytes]] = {}  # sender -> receiver -> ciphertext
@@ -242,13 +229,14 @@ class _Audit:
         self.u2: frozenset[int] | None = None
         self.u3: frozenset[int] = frozenset()
         self.accumulator: np.ndarray | None = None
-        self.views: dict[int, list[ConsistencyRequest]] = defaultdict(list)
-        self.signed_view: dict[int, ConsistencyRequest] = {}
+        self.views: dict[int, list[msgs.ConsistencyRequest]] = defaultdict(list)
+        self.signed_view: dict[int, msgs.ConsistencyRequest] = {}
         self.view_sigs: dict[int, bytes] = {}
         self.u4: frozenset[int] = frozenset()
         self.q: frozenset[int] = frozenset()
-        self.shares: dict[ShareKind, dict[int, dict[int, bytes]]] = {
-            ShareKind.SELF_MASK_SEED: defaultdict(dict), ShareKind.MASK_KEY: defaultdict(dict)}
+        self.shares: dict[msgs.ShareKind, dict[int, dict[int, bytes]]] = {
+            msgs.ShareKind.SELF_MASK_SEED: defaultdict(dict),
+            msgs.ShareKind.MASK_KEY: defaultdict(dict)}
 
     # -- driver ------------------------------------------------------------------------------
     def run(self) -> AuditReport:
@@ -366,11 +354,11 @@ class _Audit:
             self.f.add("A1", "the published sum is not a vector of m elements packed at "
                        "ceil(log2 R) bits")
 
-    def _decode(self, rec: Record, index: int) -> Message | None:
+    def _decode(self, rec: Record, index: int) -> msgs.Message | None:
         if rec.hashed:
             return hashed_masked_input(rec) if rec.direction is Direction.UP else None
         try:
-            return decode(rec.data)
+            return msgs.decode(rec.data)
         except MessageDecodeError as exc:
             if rec.direction is Direction.DOWN:
                 self.f.add("A1", f"server message #{index} (round {rec.round}, to client "
@@ -391,7 +379,7 @@ class _Audit:
         used: set[bytes] = set()
         identities: dict[bytes, int] = {}
         for msg in self.up[0]:
-            assert isinstance(msg, AdvertiseKeys)
+            assert isinstance(msg, msgs.AdvertiseKeys)
             u = msg.sender
             reason = self._advert_refusal(msg, used, identities)
             if reason is not None:
@@ -405,13 +393,13 @@ class _Audit:
         self.u1 = self._prune(set(self.adverts))
         for u, broadcasts in sorted(self.down[0].items()):
             for kb in broadcasts:
-                if isinstance(kb, KeyBroadcast):
+                if isinstance(kb, msgs.KeyBroadcast):
                     self._check_key_list(u, kb)
         recipients = {u for u, ms in self.down[0].items()
-                      if any(isinstance(m, KeyBroadcast) for m in ms)}
+                      if any(isinstance(m, msgs.KeyBroadcast) for m in ms)}
         self._continued(0, recipients, self.u1, "advertised keys")
 
-    def _advert_refusal(self, msg: AdvertiseKeys, used: set[bytes],
+    def _advert_refusal(self, msg: msgs.AdvertiseKeys, used: set[bytes],
                         identities: Mapping[bytes, int]) -> str | None:
         u = msg.sender
         if u not in self.cohort:
@@ -466,7 +454,7 @@ class _Audit:
             self.f.add("A5", f"round {round_number}: clients {_ids(outside)} were sent the next "
                        f"round's message but are not in U{round_number + 1}")
 
-    def _check_key_list(self, u: int, kb: KeyBroadcast) -> None:
+    def _check_key_list(self, u: int, kb: msgs.KeyBroadcast) -> None:
         u1 = self.u1
         ids = [e.client_id for e in kb.entries]
         own_keys: set[bytes] = set()
@@ -482,7 +470,7 @@ class _Audit:
                 why = self.refused_adverts.get(v, "it sent none")
                 self.f.add("A3", f"key list to client {u} carries keys for client {v}, whose "
                            f"advertisement the server could not accept ({why})")
-            elif e != KeyEntry(v, advert.enc_pk, advert.mask_pk, advert.signature):
+            elif e != msgs.KeyEntry(v, advert.enc_pk, advert.mask_pk, advert.signature):
                 fields = [name for name, a, b in (
                     ("enc_pk", e.enc_pk, advert.enc_pk), ("mask_pk", e.mask_pk, advert.mask_pk),
                     ("signature", e.signature, advert.signature)) if a != b]
@@ -505,7 +493,7 @@ class _Audit:
                            "are not its neighbours in U1")
 
     @staticmethod
-    def _key_remark(u: int, v: int, e: KeyEntry, own: set[bytes], seen: set[bytes]) -> str:
+    def _key_remark(u: int, v: int, e: msgs.KeyEntry, own: set[bytes], seen: set[bytes]) -> str:
         remarks = []
         for key in (e.enc_pk, e.mask_pk):
             try:
@@ -518,7 +506,7 @@ class _Audit:
                 remarks.append("a key repeated in the list")
         return f" ({', '.join(dict.fromkeys(remarks))})" if remarks else ""
 
-    def _check_key_signature(self, u: int, e: KeyEntry) -> None:
+    def _check_key_signature(self, u: int, e: msgs.KeyEntry) -> None:
         if not self.has_trust:
             return
         v = e.client_id
@@ -533,7 +521,7 @@ class _Audit:
     def _round1(self) -> None:
         u1 = self.u1 or frozenset()
         for msg in self.up[1]:
-            assert isinstance(msg, ShareKeys)
+            assert isinstance(msg, msgs.ShareKeys)
             u = msg.sender
             if u not in u1 or u in self.commitments:
                 continue
@@ -547,18 +535,18 @@ class _Audit:
             ct: (s, r) for s, row in self.cts.items() for r, ct in row.items()}
         for u, bundles in sorted(self.down[1].items()):
             for b in bundles:
-                if isinstance(b, CiphertextBundle):
+                if isinstance(b, msgs.CiphertextBundle):
                     self._check_bundle(u, b, where)
         recipients = {u for u, ms in self.down[1].items()
-                      if any(isinstance(m, CiphertextBundle) for m in ms)}
+                      if any(isinstance(m, msgs.CiphertextBundle) for m in ms)}
         self._continued(1, recipients, self.u2, "shared keys")
         for u, ms in self.down[1].items():
             for m in ms:
-                if isinstance(m, CiphertextBundle) and len(m.ciphertexts) < self.t:
+                if isinstance(m, msgs.CiphertextBundle) and len(m.ciphertexts) < self.t:
                     self.f.add("A6", f"ciphertext bundle to client {u} carries "
                                f"{len(m.ciphertexts)} ciphertexts, fewer than t = {self.t}")
 
-    def _check_bundle(self, u: int, bundle: CiphertextBundle,
+    def _check_bundle(self, u: int, bundle: msgs.CiphertextBundle,
                       where: Mapping[bytes, tuple[int, int]]) -> None:
         got = dict(bundle.ciphertexts)
         for v, ct in bundle.ciphertexts:
@@ -589,7 +577,7 @@ class _Audit:
         R, bits, dtype = cfg.modulus, bit_width(cfg.modulus), mask_dtype(cfg.modulus)
         accepted: set[int] = set()
         for msg in self.up[2]:
-            assert isinstance(msg, MaskedInput)
+            assert isinstance(msg, msgs.MaskedInput)
             u = msg.sender
             if u not in u2 or u in accepted or msg.bits != bits or msg.count != cfg.dim:
                 continue
@@ -606,20 +594,13 @@ class _Audit:
             accepted.add(u)
         self.u3 = frozenset(accepted)
         self.abort2 = self._abort_reason_round2()
-        requests = {u: [m for m in ms if not isinstance(m, Abort)]
-                    for u, ms in self.down[2].items()}
-        requests = {u: ms for u, ms in requests.items() if ms}
-        if requests and self.abort2:
-            self.f.add("A6", f"round 2: the server asked for unmasking although {self.abort2} "
-                       "(it must abort before any share is requested)")
-        outside = set(requests) - self.u3
-        if outside:
-            self.f.add("A5", f"round 2: clients {_ids(outside)} are asked to unmask but sent no "
-                       "accepted masked input (not in U3)")
+        requests = self._asked_to_unmask(
+            2, (msgs.UnmaskRequest, msgs.ConsistencyRequest), self.abort2, self.u3,
+            "sent no accepted masked input (not in U3)")
         for u, ms in sorted(requests.items()):
             for m in ms:
-                assert isinstance(m, UnmaskRequest | ConsistencyRequest)
-                if isinstance(m, ConsistencyRequest):
+                assert isinstance(m, msgs.UnmaskRequest | msgs.ConsistencyRequest)
+                if isinstance(m, msgs.ConsistencyRequest):
                     self.views[u].append(m)
                     if m.signatures:
                         self.f.add("A9", f"the view sent to client {u} to sign already carries "
@@ -627,17 +608,41 @@ class _Audit:
                 self._check_view_lists(u, m.alive, m.dropped, self.domain(u), "request")
 
     def _abort_reason_round2(self) -> str:
-        t, u3, u2 = self.t, self.u3, self.u2 or frozenset()
+        t, u3 = self.t, self.u3
         if self.u2 is None:
             return "round 1 left fewer than t + 1 clients"
         if len(u3) < t:
             return f"only {len(u3)} masked inputs were accepted, fewer than t = {t}"
+        return self._short_of_helpers(u3, "surviving neighbours")
+
+    def _asked_to_unmask(self, round_number: int, kinds: tuple[type[_M], ...], abort: str,
+                         allowed: frozenset[int], not_allowed: str) -> dict[int, list[_M]]:
+        """The unmask requests (messages of ``kinds``) the server sent per client when
+        ``round_number`` closed, after A6 (it asked although the round must abort, for the
+        reason ``abort``) and A5 (it asked clients outside ``allowed``: they ``not_allowed``)."""
+        asked = {u: [m for m in ms if isinstance(m, kinds)]
+                 for u, ms in self.down[round_number].items()}
+        asked = {u: ms for u, ms in asked.items() if ms}
+        if asked and abort:
+            self.f.add("A6", f"round {round_number}: the server asked for unmasking although "
+                       f"{abort} (it must abort before any share is requested)")
+        outside = set(asked) - allowed
+        if outside:
+            self.f.add("A5", f"round {round_number}: clients {_ids(outside)} are asked to unmask "
+                       f"but {not_allowed}")
+        return asked
+
+    def _short_of_helpers(self, helpers: frozenset[int], what: str) -> str:
+        """The first client whose mask cannot be removed for want of t neighbours in
+        ``helpers`` (those left to answer): a survivor in U3, or a client dropped after
+        U2 that shares a pairwise mask with a survivor (§8.3, §9.1); "" when there is none."""
+        t, u3, u2 = self.t, self.u3, self.u2 or frozenset()
         for u in sorted(u3):
-            if len(self.nbrs(u, u3)) < t:
-                return f"client {u} has fewer than t surviving neighbours"
+            if len(self.nbrs(u, helpers)) < t:
+                return f"client {u} has fewer than t {what}"
         for v in sorted(u2 - u3):
-            if self.nbrs(v, u2) & u3 and len(self.nbrs(v, u3)) < t:
-                return f"dropped client {v} has fewer than t surviving neighbours"
+            if self.nbrs(v, u2) & u3 and len(self.nbrs(v, helpers)) < t:
+                return f"dropped client {v} has fewer than t {what}"
         return ""
 
     def _expected_view(self, u: int, domain: frozenset[int]) -> tuple[tuple[int, ...],
@@ -678,7 +683,7 @@ class _Audit:
     def _round3(self) -> None:
         t = self.t
         for msg in self.up[3]:
-            assert isinstance(msg, ConsistencySignature)
+            assert isinstance(msg, msgs.ConsistencySignature)
             u = msg.sender
             if u in self.view_sigs or not self.views.get(u):
                 continue
@@ -691,36 +696,23 @@ class _Audit:
         self.u4 = frozenset(self.view_sigs)
         self.q = frozenset(u for u in self.u4 if len(self.nbrs(u, self.u4)) >= t)
         abort3 = self._abort_reason_round3()
-        signed = {u: [m for m in ms if isinstance(m, ConsistencyRequest)]
-                  for u, ms in self.down[3].items()}
-        signed = {u: ms for u, ms in signed.items() if ms}
-        if signed and abort3:
-            self.f.add("A6", f"round 3: the server asked for unmasking although {abort3} "
-                       "(it must abort before any share is requested)")
-        outside = set(signed) - self.q
-        if outside:
-            self.f.add("A5", f"round 3: clients {_ids(outside)} are asked to unmask but are not "
-                       "signers with t signing neighbours (not in Q)")
+        signed = self._asked_to_unmask(
+            3, (msgs.ConsistencyRequest,), abort3, self.q,
+            "are not signers with t signing neighbours (not in Q)")
         for u, ms in sorted(signed.items()):
             for m in ms:
                 self.views[u].append(m)
                 self._check_signed_request(u, m)
 
     def _abort_reason_round3(self) -> str:
-        t, q, u3, u2 = self.t, self.q, self.u3, self.u2 or frozenset()
+        t, q = self.t, self.q
         if self.abort2:
             return self.abort2
         if len(q) < t:
             return f"only {len(q)} signers have t signing neighbours, fewer than t = {t}"
-        for w in sorted(u3):
-            if len(self.nbrs(w, q)) < t:
-                return f"client {w} has fewer than t neighbours able to unmask"
-        for v in sorted(u2 - u3):
-            if self.nbrs(v, u2) & u3 and len(self.nbrs(v, q)) < t:
-                return f"dropped client {v} has fewer than t neighbours able to unmask"
-        return ""
+        return self._short_of_helpers(q, "neighbours able to unmask")
 
-    def _check_signed_request(self, u: int, m: ConsistencyRequest) -> None:
+    def _check_signed_request(self, u: int, m: msgs.ConsistencyRequest) -> None:
         t = self.t
         signers = [v for v, _ in m.signatures]
         if len(signers) < t:
@@ -764,7 +756,7 @@ class _Audit:
         for r in (2, 3):
             for u, ms in self.down[r].items():
                 for m in ms:
-                    if not isinstance(m, UnmaskRequest | ConsistencyRequest):
+                    if not isinstance(m, msgs.UnmaskRequest | msgs.ConsistencyRequest):
                         continue
                     for v in set(m.alive) & self.nb[u]:
                         b_from[v].add(u)
@@ -783,7 +775,7 @@ class _Audit:
         asked = self._share_requests()
         responded: set[int] = set()
         for msg in self.up[4]:
-            assert isinstance(msg, UnmaskResponse)
+            assert isinstance(msg, msgs.UnmaskResponse)
             u = msg.sender
             if u in responded or u not in asked:
                 continue
@@ -805,18 +797,18 @@ class _Audit:
             return
         self._check_result(*secrets)
 
-    def _share_requests(self) -> dict[int, list[dict[int, ShareKind]]]:
+    def _share_requests(self) -> dict[int, list[dict[int, msgs.ShareKind]]]:
         """Per client, the share sets the server may accept from it (one per request)."""
-        out: dict[int, list[dict[int, ShareKind]]] = defaultdict(list)
+        out: dict[int, list[dict[int, msgs.ShareKind]]] = defaultdict(list)
         if self.active:
             for u, ms in self.down[3].items():
                 view = self.signed_view.get(u)
-                if view is not None and any(isinstance(m, ConsistencyRequest) for m in ms):
+                if view is not None and any(isinstance(m, msgs.ConsistencyRequest) for m in ms):
                     out[u].append(_expected_shares(u, view.alive, view.dropped))
         else:
             for u, ms in self.down[2].items():
                 for m in ms:
-                    if isinstance(m, UnmaskRequest):
+                    if isinstance(m, msgs.UnmaskRequest):
                         out[u].append(_expected_shares(u, m.alive, m.dropped))
         return out
 
@@ -825,7 +817,7 @@ class _Audit:
         b_seeds: dict[int, bytes] = {}
         ok = True
         for w in sorted(u3):
-            shares = self.shares[ShareKind.SELF_MASK_SEED].get(w, {})
+            shares = self.shares[msgs.ShareKind.SELF_MASK_SEED].get(w, {})
             commitment = self.commitments.get(w)
             if len(shares) < t or commitment is None:
                 self.f.add("A10", f"a result was published with only {len(shares)} b-shares of "
@@ -846,7 +838,7 @@ class _Audit:
         for v in sorted(u2 - u3):
             if not self.nbrs(v, u2) & u3:
                 continue
-            shares = self.shares[ShareKind.MASK_KEY].get(v, {})
+            shares = self.shares[msgs.ShareKind.MASK_KEY].get(v, {})
             if len(shares) < t or v not in self.adverts:
                 self.f.add("A10", f"a result was published with only {len(shares)} s-shares of "
                            f"dropped client {v} (t = {t})")
@@ -910,15 +902,15 @@ class _Audit:
                        f"{wrong} of {dim} coordinates")
 
 
-def hashed_masked_input(rec: Record) -> MaskedInput | None:
+def hashed_masked_input(rec: Record) -> msgs.MaskedInput | None:
     """The MaskedInput a hash-mode record stands for, its vector left empty (spec §18.5):
     sender, bits and count from the recorded head, checked against the recorded size;
     None when the head does not describe a well-formed MaskedInput (the server refuses it).
     """
     r = Reader(rec.data)
     try:
-        if (r.fixed(2, "magic") != MAGIC or r.u8("version") != MESSAGE_VERSION
-                or r.u8("type") != int(MaskedInput.TYPE)):
+        if (r.fixed(2, "magic") != msgs.MAGIC or r.u8("version") != msgs.VERSION
+                or r.u8("type") != int(msgs.MaskedInput.TYPE)):
             return None
         sender, bits, count, length = r.u32("sender"), r.u8("bits"), r.u32("count"), r.u64("n")
     except MessageDecodeError:
@@ -926,10 +918,11 @@ def hashed_masked_input(rec: Record) -> MaskedInput | None:
     if (not 1 <= sender <= MAX_U32 or not 1 <= bits <= 64
             or length != (count * bits + 7) // 8 or rec.size != MASKED_HEAD + length):
         return None
-    return MaskedInput(sender, bits, count, b"")
+    return msgs.MaskedInput(sender, bits, count, b"")
 
 
-def _expected_shares(u: int, alive: Iterable[int], dropped: Iterable[int]) -> dict[int, ShareKind]:
-    out = {v: ShareKind.SELF_MASK_SEED for v in alive if v != u}
-    out.update({v: ShareKind.MASK_KEY for v in dropped})
+def _expected_shares(u: int, alive: Iterable[int],
+                     dropped: Iterable[int]) -> dict[int, msgs.ShareKind]:
+    out = {v: msgs.ShareKind.SELF_MASK_SEED for v in alive if v != u}
+    out.update({v: msgs.ShareKind.MASK_KEY for v in dropped})
     return out

@@ -33,6 +33,7 @@ import numpy as np
 
 from secagg import graph as graphs
 from secagg import masking
+from secagg import messages as msgs
 from secagg.checks import is_plain_int
 from secagg.config import DEFAULT_MIN_COHORT, TASK_HASH_LEN, Mode, SessionConfig
 from secagg.crypto import shamir
@@ -51,21 +52,7 @@ from secagg.errors import (
 )
 from secagg.identity import TrustStore, advertise_statement, lookup_verify_key, view_statement
 from secagg.kernels.arith import add_into, sub_into
-from secagg.messages import (
-    SHARE_LEN,
-    Abort,
-    AdvertiseKeys,
-    CiphertextBundle,
-    ConsistencyRequest,
-    ConsistencySignature,
-    KeyBroadcast,
-    KeyEntry,
-    MaskedInput,
-    ShareKeys,
-    ShareKind,
-    UnmaskRequest,
-    UnmaskResponse,
-)
+from secagg.messages import SHARE_LEN
 from secagg.packing import bit_width, pack
 from secagg.policy import ClientPolicy, default_policy
 from secagg.wire import Reader, Writer
@@ -163,7 +150,7 @@ class ClientProtocol:
         self._mask_sk: X25519PrivateKey | None = None
         self._peers: dict[int, _Peer] = {}  # U1 ∩ N(u), from KeyBroadcast
         self._held: dict[int, tuple[bytes, bytes]] = {}  # v -> (s-share, b-share) of v
-        self._released: dict[int, ShareKind] = {}  # v -> which share of v we released
+        self._released: dict[int, msgs.ShareKind] = {}  # v -> which share of v we released
         self._b_seed = b""  # self-mask seed b_u, drawn in ShareKeys, dropped after MaskedInput
         # active mode
         self._identity = identity
@@ -176,11 +163,11 @@ class ClientProtocol:
 
     # -- public --------------------------------------------------------------------------
     @property
-    def released(self) -> dict[int, ShareKind]:
+    def released(self) -> dict[int, msgs.ShareKind]:
         """Which share of each peer this client has handed out (at most one kind per peer)."""
         return dict(self._released)
 
-    def start(self) -> AdvertiseKeys:
+    def start(self) -> msgs.AdvertiseKeys:
         """Round 0 (AdvertiseKeys): two fresh X25519 key pairs (signed in active mode)."""
         self._expect(ClientState.ADVERTISE_KEYS)
         enc_sk = X25519PrivateKey.generate(self._entropy)
@@ -193,31 +180,31 @@ class ClientProtocol:
         self._enc_sk, self._mask_sk = enc_sk, mask_sk
         self._own_signature = signature
         self.state = ClientState.SHARE_KEYS
-        return AdvertiseKeys(self.client_id, enc_sk.public_key, mask_sk.public_key, signature)
+        return msgs.AdvertiseKeys(self.client_id, enc_sk.public_key, mask_sk.public_key, signature)
 
     def handle(
         self,
-        message: KeyBroadcast | CiphertextBundle | ConsistencyRequest | UnmaskRequest | Abort,
-    ) -> ShareKeys | MaskedInput | ConsistencySignature | UnmaskResponse | None:
+        message: msgs.ServerMessage,
+    ) -> msgs.ShareKeys | msgs.MaskedInput | msgs.ConsistencySignature | msgs.UnmaskResponse | None:
         """Process one server message; return the reply (None after an Abort)."""
-        if isinstance(message, Abort):
+        if isinstance(message, msgs.Abort):
             if self.state not in (ClientState.DONE, ClientState.ABORTED):
                 self.state = ClientState.ABORTED
                 self.abort_reason = message.reason
                 self._drop_secrets()
             return None
-        if isinstance(message, KeyBroadcast):
+        if isinstance(message, msgs.KeyBroadcast):
             return self._share_keys(message)
-        if isinstance(message, CiphertextBundle):
+        if isinstance(message, msgs.CiphertextBundle):
             return self._masked_input(message)
-        if isinstance(message, UnmaskRequest):
+        if isinstance(message, msgs.UnmaskRequest):
             return self._unmask(message)
-        if isinstance(message, ConsistencyRequest):
+        if isinstance(message, msgs.ConsistencyRequest):
             return self._consistency(message)
         raise ProtocolError(f"unexpected message type {type(message).__name__}")
 
     # -- round 1: ShareKeys (spec §8.2) ---------------------------------------------------
-    def _share_keys(self, msg: KeyBroadcast) -> ShareKeys:
+    def _share_keys(self, msg: msgs.KeyBroadcast) -> msgs.ShareKeys:
         self._expect(ClientState.SHARE_KEYS)
         assert self._enc_sk is not None and self._mask_sk is not None
         me = self.client_id
@@ -272,9 +259,9 @@ class ClientProtocol:
         self._peers = peers
         self._b_seed = b_seed
         self.state = ClientState.MASKED_INPUT
-        return ShareKeys(me, tuple(ciphertexts), commitment)
+        return msgs.ShareKeys(me, tuple(ciphertexts), commitment)
 
-    def _check_key_signature(self, e: KeyEntry, seen_identities: set[bytes]) -> None:
+    def _check_key_signature(self, e: msgs.KeyEntry, seen_identities: set[bytes]) -> None:
         """Active mode: e's keys must carry the signature of e's registered identity.
 
         This is what defeats key substitution (spec §12.2 b): a server that
@@ -304,7 +291,7 @@ class ClientProtocol:
             raise ProtocolError(f"client {client_id} has no identity in the trust store")
         return vk
 
-    def _check_peer_keys(self, e: KeyEntry, seen: set[bytes]) -> None:
+    def _check_peer_keys(self, e: msgs.KeyEntry, seen: set[bytes]) -> None:
         for key in (e.enc_pk, e.mask_pk):
             if key in seen:
                 raise ProtocolError(f"client {e.client_id} reuses a public key already in use")
@@ -315,7 +302,7 @@ class ClientProtocol:
                 raise ProtocolError(f"client {e.client_id} advertised an invalid key") from None
 
     # -- round 2: MaskedInputCollection (spec §8.3) ----------------------------------------
-    def _masked_input(self, msg: CiphertextBundle) -> MaskedInput:
+    def _masked_input(self, msg: msgs.CiphertextBundle) -> msgs.MaskedInput:
         self._expect(ClientState.MASKED_INPUT)
         assert self._enc_sk is not None and self._mask_sk is not None and self._input is not None
         me, sid, cfg = self.client_id, self.config.session_id, self.config
@@ -348,7 +335,7 @@ class ClientProtocol:
             else:
                 sub_into(masked, scratch, R)
         bits = bit_width(R)
-        out = MaskedInput(me, bits, dim, pack(masked, bits))
+        out = msgs.MaskedInput(me, bits, dim, pack(masked, bits))
         # The secrets that produced the masks are no longer needed by this client.
         self._held = held
         self._input = None
@@ -378,7 +365,7 @@ class ClientProtocol:
         return s_share, b_share
 
     # -- round 4: Unmasking (spec §8.5, §15.7) ---------------------------------------------
-    def _unmask(self, msg: UnmaskRequest) -> UnmaskResponse:
+    def _unmask(self, msg: msgs.UnmaskRequest) -> msgs.UnmaskResponse:
         self._expect(ClientState.UNMASKING)
         if self._active:
             raise ProtocolError(
@@ -441,31 +428,34 @@ class ClientProtocol:
                 f"the rest (at least {cfg.n - budget} must survive, connected)"
             )
 
-    def _release(self, alive: set[int], dropped: set[int]) -> UnmaskResponse:
+    def _release(self, alive: set[int], dropped: set[int]) -> msgs.UnmaskResponse:
         """Answer one share per listed neighbour, never both kinds for one client."""
         me = self.client_id
+        seed, mask = msgs.ShareKind.SELF_MASK_SEED, msgs.ShareKind.MASK_KEY
         for cid in alive - {me}:
-            if self._released.get(cid, ShareKind.SELF_MASK_SEED) is not ShareKind.SELF_MASK_SEED:
+            if self._released.get(cid, seed) is not seed:
                 raise ProtocolError(f"both shares of client {cid} were requested")
         for cid in dropped:
-            if self._released.get(cid, ShareKind.MASK_KEY) is not ShareKind.MASK_KEY:
+            if self._released.get(cid, mask) is not mask:
                 raise ProtocolError(f"both shares of client {cid} were requested")
 
         shares = []
         for cid in sorted((alive - {me}) | dropped):
             s_share, b_share = self._held[cid]
             if cid in alive:
-                shares.append((cid, ShareKind.SELF_MASK_SEED, b_share))
+                shares.append((cid, msgs.ShareKind.SELF_MASK_SEED, b_share))
             else:
-                shares.append((cid, ShareKind.MASK_KEY, s_share))
+                shares.append((cid, msgs.ShareKind.MASK_KEY, s_share))
         for cid, kind, _ in shares:
             self._released[cid] = kind
         self._held = {}  # every share this client will ever release is in the response
         self.state = ClientState.DONE
-        return UnmaskResponse(me, tuple(shares))
+        return msgs.UnmaskResponse(me, tuple(shares))
 
     # -- active mode: ConsistencyCheck (round 3) and signed unmasking (round 4) ------------
-    def _consistency(self, msg: ConsistencyRequest) -> ConsistencySignature | UnmaskResponse:
+    def _consistency(
+        self, msg: msgs.ConsistencyRequest,
+    ) -> msgs.ConsistencySignature | msgs.UnmaskResponse:
         if not self._active:
             raise ProtocolError("ConsistencyRequest is only used in active mode")
         if self.state is ClientState.CONSISTENCY_CHECK:
@@ -473,7 +463,7 @@ class ClientProtocol:
         self._expect(ClientState.UNMASKING)
         return self._unmask_signed(msg)
 
-    def _sign_view(self, msg: ConsistencyRequest) -> ConsistencySignature:
+    def _sign_view(self, msg: msgs.ConsistencyRequest) -> msgs.ConsistencySignature:
         """Round 3: check the view like an unmask request, then sign it (spec §15.6)."""
         if msg.signatures:
             raise ProtocolError("the view to sign must not carry signatures yet")
@@ -484,9 +474,9 @@ class ClientProtocol:
                                                  alive, dropped))
         self._view = (alive, dropped)
         self.state = ClientState.UNMASKING
-        return ConsistencySignature(self.client_id, sig)
+        return msgs.ConsistencySignature(self.client_id, sig)
 
-    def _unmask_signed(self, msg: ConsistencyRequest) -> UnmaskResponse:
+    def _unmask_signed(self, msg: msgs.ConsistencyRequest) -> msgs.UnmaskResponse:
         """Round 4: release shares only on the signed view, backed by t agreeing signatures.
 
         Each signer v signed its own view, of its own neighbourhood D(v) = N(v) ∪ {v}.

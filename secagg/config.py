@@ -135,6 +135,27 @@ class SessionSettings:
         return _to_ppm(self.corruption_rate, "corruption_rate")
 
 
+class SettingsViews:
+    """Read-only views of a ``settings`` attribute (a :class:`SessionSettings`) for the
+    classes that took these choices as attributes before SessionSettings existed
+    (:class:`~secagg.aggregator.SecureAggregator`, the Flower workflow): written once
+    so that every such class answers them alike."""
+
+    settings: SessionSettings
+
+    @property
+    def dropout_rate(self) -> float:
+        return float(self.settings.dropout_rate)
+
+    @property
+    def corruption_rate(self) -> float:
+        return float(self.settings.corruption_rate)
+
+    @property
+    def min_cohort(self) -> int:
+        return self.settings.min_cohort
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """Everything the server and every client must agree on for one session.

@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 import tracemalloc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from typing import Unpack
 
 import numpy as np
 
 from secagg.config import SessionConfig
 from secagg.crypto.prg import mask_dtype
-from secagg.crypto.signatures import SigningKey
-from secagg.floor import measure_floor
+from secagg.engine import Engine
+from secagg.floor import measure_floor, measure_full_floor
 from secagg.identity import TrustStore
 from secagg.messages import ServerMessage
 from secagg.rounds import Round, decode_client
-from secagg.server import ServerProtocol, ServerState
+from secagg.server import ServerProtocol, ServerState, UnmaskedSum
 from secagg.session import SessionObserver
-from secagg.sim import Progress, Schedule, SimulationReport, run_simulation
-from secagg.transcript import TranscriptRecorder
+from secagg.sim import Schedule, SimOptions, SimulationReport, run_simulation
 
 
 class UploadRecorder(SessionObserver):
@@ -45,7 +45,8 @@ class UploadRecorder(SessionObserver):
 
 
 def replay_peak_memory(config: SessionConfig, batches: list[list[bytes]],
-                       threads: int | None, *, trust_store: TrustStore | None = None) -> int:
+                       threads: int | None, *, trust_store: TrustStore | None = None,
+                       engine: Engine | None = None) -> int:
     """Peak bytes a fresh server allocates while it processes a recorded session.
 
     The timed run does not trace memory (tracemalloc slows every allocation);
@@ -59,7 +60,7 @@ def replay_peak_memory(config: SessionConfig, batches: list[list[bytes]],
     try:
         base, _ = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        server = ServerProtocol(config, threads=threads, trust_store=trust_store)
+        server = ServerProtocol(config, threads=threads, trust_store=trust_store, engine=engine)
         for batch in batches:
             for data in batch:
                 server.receive(decode_client(data))
@@ -78,35 +79,49 @@ def simulate(
     inputs: Mapping[int, np.ndarray] | Callable[[int], np.ndarray],
     schedule: Schedule | None = None,
     *,
-    threads: int | None = None,
     measure_memory: bool = True,
     measure_floor_time: bool = True,
-    progress: Progress | None = None,
-    identities: Mapping[int, SigningKey] | None = None,
-    trust_store: TrustStore | None = None,
-    client_min_cohort: int | None = None,
-    transcript: TranscriptRecorder | None = None,
-    observers: Sequence[SessionObserver] = (),
+    **options: Unpack[SimOptions],
 ) -> SimulationReport:
     """:func:`secagg.sim.simulate`, then the measurements its report leaves at zero.
 
     ``measure_memory``: replay the session into a fresh server under tracemalloc
     (``peak_server_mb``). ``measure_floor_time``: time the hardware floor of the
-    same work (``floor_seconds``, ``server_to_floor``).
+    same work (``floor_seconds``, ``server_to_floor``) and the full floor of every
+    primitive the server ran (``full_floor_seconds``, ``server_to_full_floor``).
+    ``engine``: workers for the server's unmasking (the memory replay uses them too,
+    so its peak is the coordinator's).
     """
     uploads = UploadRecorder() if measure_memory else None
-    run = run_simulation(config, inputs, schedule, threads=threads, progress=progress,
-                         identities=identities, trust_store=trust_store,
-                         client_min_cohort=client_min_cohort, transcript=transcript,
-                         observers=[*observers, *([uploads] if uploads else [])])
+    threads, engine = options.get("threads"), options.get("engine")
+    observers = [*options.get("observers", ()), *([uploads] if uploads else [])]
+    watched: SimOptions = {**options, "observers": observers}
+    run = run_simulation(config, inputs, schedule, **watched)
     report = run.report
-    peak = (replay_peak_memory(config, uploads.batches, threads, trust_store=run.trust_store)
+    peak = (replay_peak_memory(config, uploads.batches, threads, trust_store=run.trust_store,
+                               engine=engine)
             if uploads is not None else 0)
+    # the cores the server's unmasking used: its worker processes, or its threads
+    parallelism = report.workers if report.workers > 1 else report.threads
     floor = 0.0
     if run.result is not None and measure_floor_time:
         R = config.modulus
         floor = measure_floor(run.result.masks_expanded, len(run.result.included), config.dim,
-                              mask_dtype(R), R, report.threads)
-    return dataclasses.replace(
+                              mask_dtype(R), R, parallelism)
+    report = dataclasses.replace(
         report, floor_seconds=floor, peak_server_mb=peak / 2**20,
         server_to_floor=(report.server_seconds / floor) if floor > 0 else None)
+    if run.result is None or not measure_floor_time:
+        return report
+    return _with_full_floor(report, config, run.result, parallelism)
+
+
+def _with_full_floor(report: SimulationReport, config: SessionConfig, result: UnmaskedSum,
+                     parallelism: int) -> SimulationReport:
+    """The report with the full floor of what its server did, over the same cores."""
+    full = measure_full_floor(result.work, keystream_floor=report.floor_seconds, n=config.n,
+                              parallelism=parallelism)
+    return dataclasses.replace(
+        report, full_floor_seconds=full.seconds, full_floor_parts=full.parts,
+        server_to_full_floor=(report.server_seconds / full.seconds) if full.seconds > 0
+        else None)

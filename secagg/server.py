@@ -32,17 +32,19 @@ import enum
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from secagg import graph as graphs
 from secagg import masking
+from secagg import messages as msgs
 from secagg.config import Mode, SessionConfig
 from secagg.crypto import shamir
 from secagg.crypto.agreement import X25519PrivateKey, public_key_matches, validate_public_key
 from secagg.crypto.prg import mask_dtype
 from secagg.crypto.signatures import verify
+from secagg.engine import Engine
 from secagg.errors import (
     AbortError,
     ConfigError,
@@ -53,25 +55,17 @@ from secagg.errors import (
 )
 from secagg.identity import TrustStore, advertise_statement, lookup_verify_key, view_statement
 from secagg.kernels.arith import add_into, sub_into
-from secagg.messages import (
-    CIPHERTEXT_LEN,
-    COMMITMENT_LEN,
-    SHARE_LEN,
-    Abort,
-    AdvertiseKeys,
-    CiphertextBundle,
-    ConsistencyRequest,
-    ConsistencySignature,
-    KeyBroadcast,
-    KeyEntry,
-    MaskedInput,
-    ServerMessage,
-    ShareKeys,
-    ShareKind,
-    UnmaskRequest,
-    UnmaskResponse,
-)
+from secagg.messages import CIPHERTEXT_LEN, COMMITMENT_LEN, SHARE_LEN
 from secagg.packing import bit_width, unpack
+from secagg.unmask import (
+    PairJob,
+    RangeJob,
+    UnmaskWork,
+    mask_range,
+    pairwise_seeds,
+    split_evenly,
+    split_ranges,
+)
 
 
 class ServerState(enum.Enum):
@@ -98,6 +92,8 @@ class UnmaskedSum:
     included: tuple[int, ...]
     dropped: tuple[int, ...]
     masks_expanded: int  # self masks + pairwise masks the server regenerated to unmask
+    #: every primitive the unmasking ran, counted (the full floor's input)
+    work: UnmaskWork = field(default_factory=UnmaskWork)
 
 
 class ServerProtocol:
@@ -107,10 +103,21 @@ class ServerProtocol:
     and folding release the GIL); it defaults to the number of cores.
     ``trust_store`` (client id -> Ed25519 verify key) is required in active mode
     and refused in semi-honest mode, where no signature is used.
+    ``engine`` (:mod:`secagg.engine`), if given, runs the unmasking's agreements
+    and mask regeneration on its workers, masks split by coordinate range
+    (power-of-two R only); ``threads`` is then unused.
     """
 
     def __init__(self, config: SessionConfig, *, threads: int | None = None,
-                 trust_store: TrustStore | None = None) -> None:
+                 trust_store: TrustStore | None = None, engine: Engine | None = None) -> None:
+        if engine is not None:
+            if not isinstance(engine, Engine):
+                raise ConfigError("engine must provide workers and map(fn, items)")
+            if config.modulus & (config.modulus - 1):
+                raise ConfigError("unmasking on workers needs a power-of-two modulus R: "
+                                  "for other R, rejection sampling makes mask positions "
+                                  "data-dependent")
+        self.engine = engine
         self._active = config.mode is Mode.ACTIVE
         if self._active and trust_store is None:
             raise ConfigError("active mode needs a trust store to verify client signatures")
@@ -133,7 +140,7 @@ class ServerProtocol:
         self._dtype = mask_dtype(config.modulus)
         self._bits = bit_width(config.modulus)
         # round 0
-        self._keys: dict[int, AdvertiseKeys] = {}
+        self._keys: dict[int, msgs.AdvertiseKeys] = {}
         self._used_keys: set[bytes] = set()
         self._u1: frozenset[int] = frozenset()
         # round 1
@@ -145,16 +152,17 @@ class ServerProtocol:
         self._masked_from: set[int] = set()
         self._u3: frozenset[int] = frozenset()
         # round 4
-        self._requests: dict[int, UnmaskRequest] = {}
-        self._shares: dict[ShareKind, dict[int, dict[int, bytes]]] = {
-            ShareKind.SELF_MASK_SEED: {},
-            ShareKind.MASK_KEY: {},
+        self._requests: dict[int, msgs.UnmaskRequest] = {}
+        self._shares: dict[msgs.ShareKind, dict[int, dict[int, bytes]]] = {
+            msgs.ShareKind.SELF_MASK_SEED: {},
+            msgs.ShareKind.MASK_KEY: {},
         }
         self._responders: set[int] = set()
         # active mode: identities, round 3 views and signatures
         self._identities: dict[int, bytes] = {}  # client -> verify key, from the trust store
         self._identity_owner: dict[bytes, int] = {}
-        self._views: dict[int, ConsistencyRequest] = {}  # the view each client was asked to sign
+        # the view each client was asked to sign
+        self._views: dict[int, msgs.ConsistencyRequest] = {}
         self._view_sigs: dict[int, bytes] = {}
 
     def __repr__(self) -> str:
@@ -183,22 +191,22 @@ class ServerProtocol:
     # -- receiving -----------------------------------------------------------------------
     def receive(
         self,
-        message: AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskResponse,
+        message: msgs.ClientMessage,
     ) -> None:
         """Validate and absorb one client message; ProtocolError leaves the state unchanged."""
-        if isinstance(message, AdvertiseKeys):
+        if isinstance(message, msgs.AdvertiseKeys):
             self._expect(ServerState.COLLECT_KEYS, message)
             self._receive_keys(message)
-        elif isinstance(message, ShareKeys):
+        elif isinstance(message, msgs.ShareKeys):
             self._expect(ServerState.COLLECT_SHARES, message)
             self._receive_shares(message)
-        elif isinstance(message, MaskedInput):
+        elif isinstance(message, msgs.MaskedInput):
             self._expect(ServerState.COLLECT_MASKED, message)
             self._receive_masked(message)
-        elif isinstance(message, UnmaskResponse):
+        elif isinstance(message, msgs.UnmaskResponse):
             self._expect(ServerState.COLLECT_UNMASK, message)
             self._receive_unmask(message)
-        elif isinstance(message, ConsistencySignature):
+        elif isinstance(message, msgs.ConsistencySignature):
             self._expect(ServerState.COLLECT_CONSISTENCY, message)
             self._receive_view_signature(message)
         else:
@@ -210,7 +218,7 @@ class ServerProtocol:
                 f"{type(message).__name__} not expected in state {self.state.value}"
             )
 
-    def _receive_keys(self, msg: AdvertiseKeys) -> None:
+    def _receive_keys(self, msg: msgs.AdvertiseKeys) -> None:
         # spec §8.1
         u = msg.sender
         if u not in self._cohort:
@@ -255,7 +263,7 @@ class ServerProtocol:
             raise ProtocolError(f"client {u} has no identity in the trust store")
         return vk
 
-    def _receive_shares(self, msg: ShareKeys) -> None:
+    def _receive_shares(self, msg: msgs.ShareKeys) -> None:
         # spec §8.2
         u = msg.sender
         if u not in self._u1:
@@ -275,7 +283,7 @@ class ServerProtocol:
             self._inbox.setdefault(rid, {})[u] = ct
         self._commitments[u] = msg.self_mask_commitment
 
-    def _receive_masked(self, msg: MaskedInput) -> None:
+    def _receive_masked(self, msg: msgs.MaskedInput) -> None:
         # spec §8.3
         u = msg.sender
         if u not in self._u2:
@@ -293,7 +301,7 @@ class ServerProtocol:
         add_into(self._accumulator, vec, R)
         self._masked_from.add(u)
 
-    def _receive_view_signature(self, msg: ConsistencySignature) -> None:
+    def _receive_view_signature(self, msg: msgs.ConsistencySignature) -> None:
         # spec §15.6
         u = msg.sender
         view = self._views.get(u)
@@ -310,7 +318,7 @@ class ServerProtocol:
             ) from None
         self._view_sigs[u] = msg.signature
 
-    def _receive_unmask(self, msg: UnmaskResponse) -> None:
+    def _receive_unmask(self, msg: msgs.UnmaskResponse) -> None:
         # spec §8.5
         u = msg.sender
         request = self._requests.get(u)
@@ -318,9 +326,9 @@ class ServerProtocol:
             raise ProtocolError(f"UnmaskResponse from client {u}, which was not asked")
         if u in self._responders:
             raise ProtocolError(f"duplicate UnmaskResponse from client {u}")
-        expected = dict.fromkeys(request.alive, ShareKind.SELF_MASK_SEED)
+        expected = dict.fromkeys(request.alive, msgs.ShareKind.SELF_MASK_SEED)
         expected.pop(u, None)
-        expected.update(dict.fromkeys(request.dropped, ShareKind.MASK_KEY))
+        expected.update(dict.fromkeys(request.dropped, msgs.ShareKind.MASK_KEY))
         got = {owner: kind for owner, kind, _ in msg.shares}
         if got != expected or len(msg.shares) != len(got):
             raise ProtocolError(f"client {u} did not answer exactly the shares it was asked for")
@@ -336,7 +344,7 @@ class ServerProtocol:
     # -- closing rounds ------------------------------------------------------------------
     def close_round(
         self,
-    ) -> Mapping[int, ServerMessage]:
+    ) -> Mapping[int, msgs.ServerMessage]:
         """End the current round with whatever arrived; return the next messages per client.
 
         When the session cannot go on safely, every remaining client gets an
@@ -360,7 +368,7 @@ class ServerProtocol:
             return self._abort(str(exc), state)
         raise ProtocolError(f"no round to close in state {state.value}")
 
-    def _abort(self, reason: str, state: ServerState) -> dict[int, Abort]:
+    def _abort(self, reason: str, state: ServerState) -> dict[int, msgs.Abort]:
         self.state = ServerState.ABORTED
         self.abort_reason = reason
         self._accumulator = None
@@ -371,7 +379,7 @@ class ServerProtocol:
             ServerState.COLLECT_CONSISTENCY: self._u3,
             ServerState.COLLECT_UNMASK: self._u3,
         }[state]
-        return {u: Abort(reason) for u in sorted(live)}
+        return {u: msgs.Abort(reason) for u in sorted(live)}
 
     def _nbrs(self, u: int, among: set[int] | frozenset[int]) -> set[int] | frozenset[int]:
         """N(u) ∩ among, by a C-level ``intersection`` over the neighbour tuple.
@@ -418,39 +426,39 @@ class ServerProtocol:
         self._require_floor(len(members), round_name)
         return frozenset(members)
 
-    def _close_keys(self) -> dict[int, KeyBroadcast | Abort]:
+    def _close_keys(self) -> dict[int, msgs.KeyBroadcast | msgs.Abort]:
         # spec §8.1
         self._u1 = self._prune(set(self._keys), "advertise-keys")
         # one (immutable) KeyEntry per client, shared by the k + 1 broadcasts that carry it
-        entries = {v: KeyEntry(v, k.enc_pk, k.mask_pk, k.signature)
+        entries = {v: msgs.KeyEntry(v, k.enc_pk, k.mask_pk, k.signature)
                    for v, k in self._keys.items() if v in self._u1}
-        out: dict[int, KeyBroadcast | Abort] = {}
+        out: dict[int, msgs.KeyBroadcast | msgs.Abort] = {}
         for u in sorted(self._keys):
             if u not in self._u1:
-                out[u] = Abort("excluded: too few neighbours advertised keys")
+                out[u] = msgs.Abort("excluded: too few neighbours advertised keys")
                 continue
             ids = sorted(self._nbrs(u, self._u1) | {u})
-            out[u] = KeyBroadcast(tuple(map(entries.__getitem__, ids)))
+            out[u] = msgs.KeyBroadcast(tuple(map(entries.__getitem__, ids)))
         self.state = ServerState.COLLECT_SHARES
         return out
 
-    def _close_shares(self) -> dict[int, CiphertextBundle | Abort]:
+    def _close_shares(self) -> dict[int, msgs.CiphertextBundle | msgs.Abort]:
         # spec §8.2, §9
         self._u2 = self._prune(set(self._commitments), "share-keys")
-        out: dict[int, CiphertextBundle | Abort] = {}
+        out: dict[int, msgs.CiphertextBundle | msgs.Abort] = {}
         for u in sorted(self._commitments):
             if u not in self._u2:
-                out[u] = Abort("excluded: too few neighbours shared keys")
+                out[u] = msgs.Abort("excluded: too few neighbours shared keys")
                 continue
             inbox = self._inbox.get(u, {})
-            out[u] = CiphertextBundle(tuple(
+            out[u] = msgs.CiphertextBundle(tuple(
                 (v, inbox[v]) for v in sorted(self._nbrs(u, self._u2))
             ))
         self._inbox.clear()
         self.state = ServerState.COLLECT_MASKED
         return out
 
-    def _close_masked(self) -> dict[int, UnmaskRequest | ConsistencyRequest]:
+    def _close_masked(self) -> dict[int, msgs.UnmaskRequest | msgs.ConsistencyRequest]:
         # spec §8.3, §9.2
         t = self.config.threshold
         u3 = frozenset(self._masked_from)
@@ -475,19 +483,19 @@ class ServerProtocol:
                     "pairwise masks could not be removed"
                 )
         self._u3 = u3
-        out: dict[int, UnmaskRequest | ConsistencyRequest] = {}
+        out: dict[int, msgs.UnmaskRequest | msgs.ConsistencyRequest] = {}
         for u in sorted(u3):
             alive = tuple(sorted(self._nbrs(u, u3) | {u}))
             dropped = tuple(sorted(self._nbrs(u, self._u2) - u3))
             if self._active:
                 # The same lists, first to be signed (spec §15.6).
-                out[u] = self._views[u] = ConsistencyRequest(alive, dropped)
+                out[u] = self._views[u] = msgs.ConsistencyRequest(alive, dropped)
             else:
-                out[u] = self._requests[u] = UnmaskRequest(alive, dropped)
+                out[u] = self._requests[u] = msgs.UnmaskRequest(alive, dropped)
         self.state = ServerState.COLLECT_CONSISTENCY if self._active else ServerState.COLLECT_UNMASK
         return out
 
-    def _close_consistency(self) -> dict[int, ConsistencyRequest | Abort]:
+    def _close_consistency(self) -> dict[int, msgs.ConsistencyRequest | msgs.Abort]:
         """End round 3: relay to each signer the signatures of its alive neighbours (spec §15.6).
 
         A signer with fewer than t signing neighbours could not unmask (it would
@@ -516,12 +524,13 @@ class ServerProtocol:
                     "the consistency check: its pairwise masks could not be removed"
                 )
         full = self.config.degree >= self.config.n - 1
-        out: dict[int, ConsistencyRequest | Abort] = {}
+        out: dict[int, msgs.ConsistencyRequest | msgs.Abort] = {}
         for u in sorted(self._u3):
             if u not in u4:
                 continue  # silent since round 2: treated as a dropout, nothing to send
             if u not in asked:
-                out[u] = Abort("excluded: fewer than t neighbours signed the consistency check")
+                out[u] = msgs.Abort(
+                    "excluded: fewer than t neighbours signed the consistency check")
                 continue
             signers = sorted(self._nbrs(u, u4))
             view = self._views[u]
@@ -535,9 +544,9 @@ class ServerProtocol:
                     domain.update(self.config.neighbours(v))
                 alive = tuple(sorted(domain & self._u3))
                 dropped = tuple(sorted(domain & (self._u2 - self._u3)))
-            out[u] = ConsistencyRequest(alive, dropped,
-                                        tuple((v, self._view_sigs[v]) for v in signers))
-            self._requests[u] = UnmaskRequest(view.alive, view.dropped)
+            out[u] = msgs.ConsistencyRequest(alive, dropped,
+                                             tuple((v, self._view_sigs[v]) for v in signers))
+            self._requests[u] = msgs.UnmaskRequest(view.alive, view.dropped)
         self.state = ServerState.COLLECT_UNMASK
         return out
 
@@ -546,18 +555,20 @@ class ServerProtocol:
         cfg, t = self.config, self.config.threshold
         sid = cfg.session_id
         cache = shamir.LagrangeCache()
+        attempts = [0]  # interpolations tried: each is checked once
         responders = sorted(self._responders)
         if len(responders) > t:
             # complete graph: each owner's first t holders are these t + 1 minus one
             cache.prepare_superset(responders[: t + 1])
         b_seeds: dict[int, bytes] = {}
         for w in sorted(self._u3):
-            shares = self._shares[ShareKind.SELF_MASK_SEED].get(w, {})
+            shares = self._shares[msgs.ShareKind.SELF_MASK_SEED].get(w, {})
             if len(shares) < t:
                 raise AbortError(f"only {len(shares)} shares of client {w}'s self-mask seed")
             commitment = self._commitments[w]
 
             def check(seed: bytes, w: int = w, commitment: bytes = commitment) -> bool:
+                attempts[0] += 1
                 return masking.self_mask_commitment(sid, w, seed) == commitment
 
             try:
@@ -568,15 +579,18 @@ class ServerProtocol:
                     "matching its commitment"
                 ) from None
         mask_keys: dict[int, X25519PrivateKey] = {}
+        key_checks = [0]
         for v in sorted(self._u2 - self._u3):
             if not self._nbrs(v, self._u2) & self._u3:
                 continue
-            shares = self._shares[ShareKind.MASK_KEY].get(v, {})
+            shares = self._shares[msgs.ShareKind.MASK_KEY].get(v, {})
             if len(shares) < t:
                 raise AbortError(f"only {len(shares)} shares of dropped client {v}'s mask key")
             pk = self._keys[v].mask_pk
 
             def check_key(secret: bytes, pk: bytes = pk) -> bool:
+                attempts[0] += 1
+                key_checks[0] += 1
                 return public_key_matches(secret, pk)
 
             try:
@@ -588,12 +602,22 @@ class ServerProtocol:
             mask_keys[v] = X25519PrivateKey.from_bytes(secret)
         assert self._accumulator is not None
         total = self._accumulator
-        masks = self._remove_masks(total, b_seeds, mask_keys)
+        if self.engine is None:
+            pairs = self._remove_masks(total, b_seeds, mask_keys)
+        else:
+            pairs = self._remove_masks_on(self.engine, total, b_seeds, mask_keys)
+        work = UnmaskWork(
+            self_masks=len(b_seeds), pairwise_masks=pairs, agreements=pairs,
+            key_checks=key_checks[0], key_derivations=2 * pairs + len(b_seeds),
+            interpolations=attempts[0],
+            coefficient_sets=cache.misses - cache.derived,
+            derived_coefficient_sets=cache.derived, supersets=cache.supersets, threshold=t)
         self.result = UnmaskedSum(
             sum=total,
             included=tuple(sorted(self._u3)),
             dropped=tuple(sorted(self._cohort - self._u3)),
-            masks_expanded=masks,
+            masks_expanded=work.masks,
+            work=work,
         )
         self._accumulator = None
         self.state = ServerState.DONE
@@ -605,7 +629,8 @@ class ServerProtocol:
         b_seeds: Mapping[int, bytes],
         mask_keys: Mapping[int, X25519PrivateKey],
     ) -> int:
-        """Subtract every survivor's self mask and every dropped client's pairwise masks.
+        """Subtract every survivor's self mask and every dropped client's pairwise masks;
+        return how many pairwise masks (one agreement each) that took.
 
         Work is split across ``threads`` workers; each expands masks into its own
         scratch buffer and folds them into its own partial sums ("plus" for masks
@@ -646,4 +671,41 @@ class ServerProtocol:
         for plus, minus in results:
             sub_into(total, plus, R)
             add_into(total, minus, R)
-        return len(tasks)
+        return len(tasks) - len(b_seeds)
+
+    def _remove_masks_on(
+        self,
+        engine: Engine,
+        total: np.ndarray,
+        b_seeds: Mapping[int, bytes],
+        mask_keys: Mapping[int, X25519PrivateKey],
+    ) -> int:
+        """:meth:`_remove_masks` on an engine's workers; returns the pairwise masks removed.
+
+        First the agreements, dealt out by dropped client (each job returns its
+        pairwise seeds); then the masks by coordinate range: each job regenerates
+        its range of every mask and returns one partial vector, which is
+        subtracted from the same range here. Same sum mod R, byte for byte.
+        """
+        cfg, keys = self.config, self._keys
+        sid, R = cfg.session_id, cfg.modulus
+        pair_jobs = [
+            PairJob(v, mask_keys[v].secret_bytes(), keys[v].mask_pk,
+                    tuple((w, keys[w].mask_pk) for w in sorted(self._nbrs(v, self._u3))))
+            for v in sorted(mask_keys)
+        ]
+        seeds: list[tuple[int, int, bytes]] = []
+        groups = split_evenly(pair_jobs, engine.workers)
+        for found in engine.map(_seeds_job, [(sid, group) for group in groups]):
+            seeds.extend(found)
+        self_seeds = tuple(sorted(b_seeds.items()))
+        ranges = split_ranges(cfg.dim, engine.workers)
+        jobs = [RangeJob(sid, R, cfg.prg, a, b, self_seeds, tuple(seeds)) for a, b in ranges]
+        for (a, b), partial in zip(ranges, engine.map(mask_range, jobs), strict=True):
+            sub_into(total[a:b], partial, R)
+        return len(seeds)
+
+
+def _seeds_job(job: tuple[bytes, list[PairJob]]) -> list[tuple[int, int, bytes]]:
+    """One worker's agreements (a module-level function, so it pickles)."""
+    return pairwise_seeds(*job)

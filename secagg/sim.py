@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TypedDict, Unpack
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from secagg.client import ClientProtocol
 from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.crypto.signatures import SigningKey
+from secagg.engine import Engine
 from secagg.errors import ConfigError
 from secagg.identity import MemoryTrustStore, TrustStore, generate_identities
 from secagg.kernels.arith import add_into
@@ -75,6 +77,15 @@ class SimulationReport:
     threads: int
     client_refusals: dict[int, str] = field(default_factory=dict)
     mode: str = Mode.SEMI_HONEST.value
+    #: worker processes of the server's unmasking (1: its threads, in process)
+    workers: int = 1
+    #: every primitive the server's unmasking ran, counted (secagg.unmask.UnmaskWork)
+    server_work: dict[str, int] = field(default_factory=dict)
+    #: the full floor (secagg.floor.measure_full_floor) and its parts; measured by
+    #: secagg.measure.simulate, zero / None here
+    full_floor_seconds: float = 0.0
+    server_to_full_floor: float | None = None
+    full_floor_parts: dict[str, float] = field(default_factory=dict)
     #: the aggregate itself (sum mod R over ``included_ids``); not part of the JSON
     sum: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -176,35 +187,55 @@ def _make_clients(config: SessionConfig, get_input: Callable[[int], np.ndarray],
     return clients
 
 
+class SimOptions(TypedDict, total=False):
+    """The keyword options :func:`simulate`, :func:`run_simulation` and
+    :func:`secagg.measure.simulate` share, written once so that they cannot drift
+    apart (each is described in :func:`simulate`)."""
+
+    threads: int | None
+    progress: Progress | None
+    identities: Mapping[int, SigningKey] | None
+    trust_store: TrustStore | None
+    client_min_cohort: int | None
+    transcript: TranscriptSink | None
+    observers: Sequence[SessionObserver]
+    engine: Engine | None
+
+
+def _check_options(options: Mapping[str, object]) -> None:
+    """Refuse an unknown keyword, as a signature that lists its parameters would."""
+    unknown = sorted(set(options) - SimOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+
+
 def run_simulation(
     config: SessionConfig,
     inputs: Mapping[int, np.ndarray] | Callable[[int], np.ndarray],
     schedule: Schedule | None = None,
-    *,
-    threads: int | None = None,
-    progress: Progress | None = None,
-    identities: Mapping[int, SigningKey] | None = None,
-    trust_store: TrustStore | None = None,
-    client_min_cohort: int | None = None,
-    transcript: TranscriptSink | None = None,
-    observers: Sequence[SessionObserver] = (),
+    **options: Unpack[SimOptions],
 ) -> SimulationRun:
     """:func:`simulate`, also returning the result and trust store (for measurements);
     ``observers`` see every message the session moves."""
+    _check_options(options)
+    progress = options.get("progress")
+    transcript = options.get("transcript")
     drop_rounds(schedule, config.mode, config.cohort)  # refuse a bad schedule before any work
     get_input = inputs if callable(inputs) else inputs.__getitem__
-    identities, server_trust = _identities(config, identities, trust_store)
-    clients = _make_clients(config, get_input, identities, server_trust, client_min_cohort,
-                            progress)
+    identities, server_trust = _identities(config, options.get("identities"),
+                                           options.get("trust_store"))
+    clients = _make_clients(config, get_input, identities, server_trust,
+                            options.get("client_min_cohort"), progress)
     # every simulated client holds its input and masked vector: refuse before allocating
     check_session(config, role=Role.SIMULATION)
     warm_up(config.modulus)
-    server = ServerProtocol(config, threads=threads, trust_store=server_trust)
+    server = ServerProtocol(config, threads=options.get("threads"), trust_store=server_trust,
+                            engine=options.get("engine"))
     if transcript is not None:
         transcript.begin(config, server_trust)
     driver = SessionDriver(server, clients, dropouts=schedule)
     traffic = _Traffic(driver, progress)
-    driver.observers += [traffic, *observers]
+    driver.observers += [traffic, *options.get("observers", ())]
     if transcript is not None:
         driver.observers.append(TranscriptObserver(transcript))
     driver.run()
@@ -222,14 +253,7 @@ def simulate(
     config: SessionConfig,
     inputs: Mapping[int, np.ndarray] | Callable[[int], np.ndarray],
     schedule: Schedule | None = None,
-    *,
-    threads: int | None = None,
-    progress: Progress | None = None,
-    identities: Mapping[int, SigningKey] | None = None,
-    trust_store: TrustStore | None = None,
-    client_min_cohort: int | None = None,
-    transcript: TranscriptSink | None = None,
-    observers: Sequence[SessionObserver] = (),
+    **options: Unpack[SimOptions],
 ) -> SimulationReport:
     """Run one session in-process and check its result.
 
@@ -242,6 +266,8 @@ def simulate(
     that it trained on ``config.task_hash``. ``client_min_cohort`` is the
     clients' own minimum cohort (their default applies when None).
 
+    ``engine`` (:mod:`secagg.engine`): workers for the server's unmasking.
+
     ``transcript``: if given, it records the session's public transcript (every
     message as sent, the config, the identity keys and the published result;
     spec §18.1), for ``secagg audit``.
@@ -249,10 +275,7 @@ def simulate(
     The report's floor and memory fields are zero here: :func:`secagg.measure.simulate`
     measures them.
     """
-    return run_simulation(config, inputs, schedule, threads=threads, progress=progress,
-                          identities=identities, trust_store=trust_store,
-                          client_min_cohort=client_min_cohort, transcript=transcript,
-                          observers=observers).report
+    return run_simulation(config, inputs, schedule, **options).report
 
 
 def _report(config: SessionConfig, driver: SessionDriver, traffic: _Traffic,
@@ -294,9 +317,18 @@ def _report(config: SessionConfig, driver: SessionDriver, traffic: _Traffic,
         threads=server.threads,
         client_refusals=dict(driver.refusals),
         mode=config.mode.value,
+        workers=server.engine.workers if server.engine is not None else 1,
+        server_work={} if result is None else result.work.as_dict(),
         sum=None if result is None else result.sum,
     )
 
 
-__all__ = ["Schedule", "SimulationReport", "SimulationRun", "random_schedule",
-           "run_simulation", "simulate"]
+__all__ = [
+    "Schedule",
+    "SimOptions",
+    "SimulationReport",
+    "SimulationRun",
+    "random_schedule",
+    "run_simulation",
+    "simulate",
+]

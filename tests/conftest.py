@@ -100,6 +100,15 @@ def sums_equal(result: np.ndarray, expected: np.ndarray) -> bool:
     return [int(x) for x in result.tolist()] == [int(x) for x in expected.tolist()]
 
 
+def assert_exact_sum(server: ServerProtocol, inputs: Mapping[int, np.ndarray]) -> None:
+    """The server finished and its sum equals the plaintext sum of the clients it included."""
+    assert server.state is ServerState.DONE, server.abort_reason
+    result = server.result
+    assert result is not None
+    expected = plaintext_sum(inputs, result.included, server.config.modulus, server.config.dim)
+    assert sums_equal(result.sum, expected)
+
+
 class Session:
     """Drives a real ServerProtocol and ClientProtocols round by round, in memory.
 
@@ -181,12 +190,7 @@ class Session:
 
     def assert_exact(self) -> None:
         """The server finished and its sum equals the plaintext sum of ``included``."""
-        assert self.server.state is ServerState.DONE, self.server.abort_reason
-        result = self.server.result
-        assert result is not None
-        expected = plaintext_sum(self.inputs, result.included, self.config.modulus,
-                                 self.config.dim)
-        assert sums_equal(result.sum, expected)
+        assert_exact_sum(self.server, self.inputs)
 
 
 def client_snapshot(client: ClientProtocol) -> tuple[ClientState, dict, str | None]:

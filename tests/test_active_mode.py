@@ -52,7 +52,14 @@ from secagg.messages import (
 from secagg.rounds import ACTIVE_ROUNDS, Round
 from secagg.server import ServerProtocol, ServerState
 from secagg.sim import simulate
-from tests.conftest import client_snapshot, cohort, plaintext_sum, random_inputs, sums_equal
+from tests.conftest import (
+    assert_exact_sum,
+    client_snapshot,
+    cohort,
+    plaintext_sum,
+    random_inputs,
+    sums_equal,
+)
 
 TASK = bytes(range(32))
 ME = 3
@@ -143,12 +150,7 @@ class ActiveSession:
         return self.close(self.respond(views, (drops or {}).get("consistency", ())))
 
     def assert_exact(self) -> None:
-        assert self.server.state is ServerState.DONE, self.server.abort_reason
-        result = self.server.result
-        assert result is not None
-        expected = plaintext_sum(self.inputs, result.included, self.config.modulus,
-                                 self.config.dim)
-        assert sums_equal(result.sum, expected)
+        assert_exact_sum(self.server, self.inputs)
 
 
 def refuses(client: ClientProtocol, message: object, match: str) -> None:

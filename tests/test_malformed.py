@@ -25,10 +25,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pytest
 
+from secagg import messages as msgs
 from secagg.client import ClientProtocol, ClientState
 from secagg.config import SessionConfig
 from secagg.crypto.agreement import X25519PrivateKey
@@ -37,19 +39,6 @@ from secagg.crypto.shamir import PRIME
 from secagg.crypto.signatures import SigningKey
 from secagg.errors import ConfigError, MessageDecodeError, ProtocolError, SecAggError
 from secagg.identity import MemoryTrustStore, TrustStore
-from secagg.messages import (
-    Abort,
-    CiphertextBundle,
-    ConsistencyRequest,
-    KeyBroadcast,
-    MaskedInput,
-    Message,
-    ShareKeys,
-    ShareKind,
-    UnmaskRequest,
-    UnmaskResponse,
-    decode,
-)
 from secagg.server import ServerProtocol, ServerState
 from tests.conftest import plaintext_sum, random_inputs, sums_equal
 
@@ -136,31 +125,32 @@ class Run:
                               **options[u])  # type: ignore[arg-type]
             for u in self.config.cohort
         }
-        self.sent: dict[str, dict[int, Message]] = {}
-        self.replies: dict[str, dict[int, Message]] = {}
+        self.sent: dict[str, dict[int, msgs.Message]] = {}
+        self.replies: dict[str, dict[int, msgs.Message]] = {}
         self.gone: set[int] = set()
-        self.to_me: Message | None = None
-        self.held: Message | None = None
+        self.to_me: msgs.Message | None = None
+        self.held: msgs.Message | None = None
         self._advance()
 
-    def _answer(self, rnd: str, out: dict[int, Message], skip: set[int]) -> dict[int, Message]:
+    def _answer(self, rnd: str, out: dict[int, msgs.Message],
+                skip: set[int]) -> dict[int, msgs.Message]:
         if rnd == "masked":
             self.gone.add(DROP)
         replies = {}
         for u, msg in sorted(out.items()):
             if u in skip or u in self.gone:
                 continue
-            reply = self.clients[u].handle(decode(msg.encode()))  # type: ignore[arg-type]
+            reply = self.clients[u].handle(msgs.decode(msg.encode()))  # type: ignore[arg-type]
             if reply is not None:
                 replies[u] = reply
         return replies
 
-    def _deliver(self, replies: dict[int, Message]) -> None:
+    def _deliver(self, replies: dict[int, msgs.Message]) -> None:
         for _, msg in sorted(replies.items()):
-            self.server.receive(decode(msg.encode()))  # type: ignore[arg-type]
+            self.server.receive(msgs.decode(msg.encode()))  # type: ignore[arg-type]
 
     def _advance(self) -> None:
-        replies: dict[int, Message] = {u: c.start() for u, c in sorted(self.clients.items())}
+        replies: dict[int, msgs.Message] = {u: c.start() for u, c in sorted(self.clients.items())}
         for rnd in self.order:
             if rnd != "keys":
                 out = self.server.close_round()
@@ -190,11 +180,11 @@ class Run:
 
     def finish(self) -> None:
         """Deliver the genuine messages held back, run every later round, check the sum."""
-        replies: dict[int, Message] = {}
+        replies: dict[int, msgs.Message] = {}
         if self.held is not None:
             replies[HOLD] = self.held
         if self.to_me is not None:
-            reply = self.clients[ME].handle(decode(self.to_me.encode()))  # type: ignore[arg-type]
+            reply = self.clients[ME].handle(msgs.decode(self.to_me.encode()))  # type: ignore[arg-type]
             assert reply is not None
             replies[ME] = reply
         self._deliver(replies)
@@ -209,14 +199,14 @@ class Run:
         assert sums_equal(result.sum, expected)
         for client in self.clients.values():
             released = client.released
-            assert all(kind is ShareKind.MASK_KEY for v, kind in released.items() if v == DROP)
-            assert all(kind is ShareKind.SELF_MASK_SEED
+            assert all(kind is msgs.ShareKind.MASK_KEY for v, kind in released.items() if v == DROP)
+            assert all(kind is msgs.ShareKind.SELF_MASK_SEED
                        for v, kind in released.items() if v != DROP)
 
     def finish_expecting_abort(self) -> None:
         """Run every later round after an undetectable bad message: the session must abort."""
         if self.to_me is not None:
-            reply = self.clients[ME].handle(decode(self.to_me_bytes()))  # type: ignore[arg-type]
+            reply = self.clients[ME].handle(msgs.decode(self.to_me_bytes()))  # type: ignore[arg-type]
             assert reply is not None
             self._deliver({ME: reply})
         for rnd in self.order[self.order.index(self.stage) + 1:]:
@@ -251,36 +241,38 @@ def frame(type_code: int, body: bytes) -> bytes:
 
 
 # message-level edits (the encoder writes what it is given; only decode validates)
-def kb_of(run: Run) -> KeyBroadcast:
+_M = TypeVar("_M", bound=msgs.Message)
+
+
+def _to_me(run: Run, kind: type[_M]) -> _M:
+    """The server message the run holds for client ME, checked to be a ``kind``."""
     msg = run.to_me
-    assert isinstance(msg, KeyBroadcast)
+    assert isinstance(msg, kind)
     return msg
 
 
-def bundle_of(run: Run) -> CiphertextBundle:
-    msg = run.to_me
-    assert isinstance(msg, CiphertextBundle)
-    return msg
+def kb_of(run: Run) -> msgs.KeyBroadcast:
+    return _to_me(run, msgs.KeyBroadcast)
 
 
-def request_of(run: Run) -> UnmaskRequest:
-    msg = run.to_me
-    assert isinstance(msg, UnmaskRequest)
-    return msg
+def bundle_of(run: Run) -> msgs.CiphertextBundle:
+    return _to_me(run, msgs.CiphertextBundle)
 
 
-def view_of(run: Run) -> ConsistencyRequest:
-    msg = run.to_me
-    assert isinstance(msg, ConsistencyRequest)
-    return msg
+def request_of(run: Run) -> msgs.UnmaskRequest:
+    return _to_me(run, msgs.UnmaskRequest)
 
 
-def held_msg(run: Run) -> Message:
+def view_of(run: Run) -> msgs.ConsistencyRequest:
+    return _to_me(run, msgs.ConsistencyRequest)
+
+
+def held_msg(run: Run) -> msgs.Message:
     assert run.held is not None
     return run.held
 
 
-def replace(msg: Message, **changes: object) -> bytes:
+def replace(msg: msgs.Message, **changes: object) -> bytes:
     return dataclasses.replace(msg, **changes).encode()  # type: ignore[type-var]
 
 
@@ -288,7 +280,7 @@ def masked_body(run: Run, *, sender: int = HOLD, bits: int = 20, count: int = DI
                 packed: bytes | None = None, length: int | None = None) -> bytes:
     """A MaskedInput frame with free header fields (the declared length may lie)."""
     held = held_msg(run)
-    assert isinstance(held, MaskedInput)
+    assert isinstance(held, msgs.MaskedInput)
     data = held.packed if packed is None else packed
     n = len(data) if length is None else length
     return frame(5, u32(sender) + bytes([bits]) + u32(count) + n.to_bytes(8, "big") + data)
@@ -302,25 +294,27 @@ def pack20(values: list[int]) -> bytes:
 
 def share_keys_without(run: Run, receiver: int) -> bytes:
     held = held_msg(run)
-    assert isinstance(held, ShareKeys)
+    assert isinstance(held, msgs.ShareKeys)
     return replace(held, ciphertexts=tuple(c for c in held.ciphertexts if c[0] != receiver))
 
 
-def response_edit(run: Run, edit: Callable[[list[tuple[int, ShareKind, bytes]]], None]) -> bytes:
+def response_edit(run: Run,
+                  edit: Callable[[list[tuple[int, msgs.ShareKind, bytes]]], None]) -> bytes:
     held = held_msg(run)
-    assert isinstance(held, UnmaskResponse)
+    assert isinstance(held, msgs.UnmaskResponse)
     shares = list(held.shares)
     edit(shares)
     return replace(held, shares=tuple(shares))
 
 
-def swap_kind(shares: list[tuple[int, ShareKind, bytes]]) -> None:
+def swap_kind(shares: list[tuple[int, msgs.ShareKind, bytes]]) -> None:
     owner, kind, share = shares[0]
-    other = ShareKind.MASK_KEY if kind is ShareKind.SELF_MASK_SEED else ShareKind.SELF_MASK_SEED
+    kinds = msgs.ShareKind
+    other = kinds.MASK_KEY if kind is kinds.SELF_MASK_SEED else kinds.SELF_MASK_SEED
     shares[0] = (owner, other, share)
 
 
-def out_of_field(shares: list[tuple[int, ShareKind, bytes]]) -> None:
+def out_of_field(shares: list[tuple[int, msgs.ShareKind, bytes]]) -> None:
     owner, kind, _ = shares[0]
     shares[0] = (owner, kind, PRIME.to_bytes(33, "big"))
 
@@ -394,7 +388,7 @@ CASES: list[Case] = [
          lambda r: frame(5, u32(HOLD) + bytes([20]) + u32(DIM) + (23).to_bytes(8, "big")
                          + bytes(23))),
     Case("server-receives-server-message", "keys", "server",
-         lambda r: KeyBroadcast(()).encode()),
+         lambda r: msgs.KeyBroadcast(()).encode()),
     # ---- KeyBroadcast -> client ----
     Case("key-broadcast-entries-unsorted", "shares", "client",
          lambda r: replace(kb_of(r), entries=tuple(reversed(kb_of(r).entries))),
@@ -435,7 +429,7 @@ CASES: list[Case] = [
              kb_of(r).entries[0], enc_pk=kb_of(r).entries[ME - 1].enc_pk),
              *kb_of(r).entries[1:]))),
     Case("client-wrong-type-for-state", "shares", "client",
-         lambda r: UnmaskRequest(tuple(range(1, N + 1)), ()).encode()),
+         lambda r: msgs.UnmaskRequest(tuple(range(1, N + 1)), ()).encode()),
     Case("client-receives-client-message", "shares", "client", lambda r: r.reply(ME, "keys")),
     # ---- ShareKeys -> server ----
     Case("share-keys-missing-receiver", "shares", "server",
@@ -530,7 +524,7 @@ CASES: list[Case] = [
     Case("unmask-request-count-oversized", "unmask", "client",
          lambda r: patch(r.to_me_bytes(), H, u32(1_000_001)), MessageDecodeError),
     Case("unmask-request-in-active-mode", "unmask", "client",
-         lambda r: UnmaskRequest(view_of(r).alive, view_of(r).dropped).encode(), active=True),
+         lambda r: msgs.UnmaskRequest(view_of(r).alive, view_of(r).dropped).encode(), active=True),
     # ---- UnmaskResponse -> server ----
     Case("unmask-response-share-kind-invalid", "unmask", "server",
          lambda r: patch(r.held_bytes(), H + 8 + 4, b"\x03"), MessageDecodeError),
@@ -769,12 +763,12 @@ def test_malformed(case: Case) -> None:
     receiver = run.server if case.to == "server" else run.clients[ME]
     before = fingerprint(receiver)
     if case.aborts:
-        run.server.receive(decode(data))  # type: ignore[arg-type]
+        run.server.receive(msgs.decode(data))  # type: ignore[arg-type]
         run.held = None  # the genuine message would now be a duplicate
         run.finish_expecting_abort()
         return
     with pytest.raises(SecAggError) as info:
-        msg = decode(data)
+        msg = msgs.decode(data)
         if isinstance(receiver, ServerProtocol):
             receiver.receive(msg)  # type: ignore[arg-type]
         else:
@@ -791,9 +785,9 @@ def test_fingerprint_sees_every_accepted_message() -> None:
     run = Run("shares")
     client, server = run.clients[ME], run.server
     before_client, before_server = fingerprint(client), fingerprint(server)
-    reply = client.handle(decode(run.to_me_bytes()))  # draws b_u and Shamir coefficients
+    reply = client.handle(msgs.decode(run.to_me_bytes()))  # draws b_u and Shamir coefficients
     assert fingerprint(client) != before_client
-    server.receive(decode(reply.encode()))  # type: ignore[union-attr, arg-type]
+    server.receive(msgs.decode(reply.encode()))  # type: ignore[union-attr, arg-type]
     assert fingerprint(server) != before_server
     run.to_me = None
     run.finish()
@@ -807,7 +801,7 @@ def test_abort_drops_client_secrets(stage: str, active: bool) -> None:
     run = Run(stage, active=active)
     client = run.clients[ME]
     released = client.released
-    assert client.handle(decode(Abort("stop").encode())) is None
+    assert client.handle(msgs.decode(msgs.Abort("stop").encode())) is None
     assert client.state is ClientState.ABORTED and client.abort_reason == "stop"
     state = vars(client)
     assert state["_enc_sk"] is None and state["_mask_sk"] is None
@@ -816,6 +810,6 @@ def test_abort_drops_client_secrets(stage: str, active: bool) -> None:
     assert client.released == released
     before = fingerprint(client)
     with pytest.raises(ProtocolError, match="not expected"):
-        client.handle(decode(run.to_me_bytes()))  # type: ignore[arg-type]
-    assert client.handle(decode(Abort("again").encode())) is None  # ignored once aborted
+        client.handle(msgs.decode(run.to_me_bytes()))  # type: ignore[arg-type]
+    assert client.handle(msgs.decode(msgs.Abort("again").encode())) is None  # ignored once aborted
     assert fingerprint(client) == before and client.abort_reason == "stop"

@@ -23,7 +23,7 @@ from fl.privacy.inversion import (  # noqa: E402
     infer_labels,
     invert,
 )
-from fl.privacy.noise import discrete_gaussian_like  # noqa: E402
+from fl.privacy.noise import distributed_discrete_gaussian  # noqa: E402
 from fl.privacy.updates import DPConfig, local_update, params_of, secure_sum  # noqa: E402
 from fl.torch_adapter import mlp_module  # noqa: E402
 from secagg.cli import main  # noqa: E402
@@ -90,10 +90,13 @@ def test_label_counts_from_the_bias_of_a_batch(digits) -> None:
 
 
 def test_dp_noise_has_the_calibrated_deviation() -> None:
-    noise = discrete_gaussian_like(200_000, 50.0, 20, np.random.default_rng(1))
+    noise = distributed_discrete_gaussian(100_000, 50.0, 20, np.random.default_rng(1))
     assert noise.dtype == np.int64
+    # std error of the sample deviation at n = 1e5 is ~0.11; 1.0 is > 8 of them
     assert abs(noise.std() - 50.0) < 1.0 and abs(noise.mean()) < 0.5
-    assert not discrete_gaussian_like(10, 0.0, 5, np.random.default_rng(1)).any()
+    again = distributed_discrete_gaussian(100_000, 50.0, 20, np.random.default_rng(1))
+    assert not np.array_equal(noise, again)  # the generator's seed does not fix the noise
+    assert not distributed_discrete_gaussian(10, 0.0, 5, np.random.default_rng(1)).any()
     with pytest.raises(ConfigError):
         DPConfig(multiplier=-1.0)
 

@@ -34,12 +34,9 @@ def _two_run_drop(config: SessionConfig, gap: int) -> tuple[set[int], list[int]]
 
 
 # -- finding 1: survivor floor and connectivity ------------------------------------------------
-def test_partial_sum_attack_from_the_review_aborts() -> None:
-    """n = 100, δ = 0.1: (k, t) = (16, 6). Dropping 16 clients in two runs of 8 at
-    masked-input split the survivors into 77 + 7 and the session completed; now the
-    server refuses to go on below n - floor(δn) = 90 survivors."""
-    config = SessionConfig.create(cohort(100), 4, 1 << 32, graph="harary", dropout_rate=0.1)
-    assert (config.degree, config.threshold) == (16, 6)
+def _cut_seven_off(config: SessionConfig) -> Session:
+    """Drop two runs of clients at masked-input so that 7 survivors are cut off from the
+    rest (checked on the graph), run the session and check that the server aborted."""
     dropped, small = _two_run_drop(config, 7)
     survivors = set(config.cohort) - dropped
     assert not graphs.is_connected(survivors, config.neighbours)
@@ -48,6 +45,16 @@ def test_partial_sum_attack_from_the_review_aborts() -> None:
     s = Session(config)
     s.to_unmasking({"masked-input": dropped})
     assert s.server.state is ServerState.ABORTED
+    return s
+
+
+def test_partial_sum_attack_from_the_review_aborts() -> None:
+    """n = 100, δ = 0.1: (k, t) = (16, 6). Dropping 16 clients in two runs of 8 at
+    masked-input split the survivors into 77 + 7 and the session completed; now the
+    server refuses to go on below n - floor(δn) = 90 survivors."""
+    config = SessionConfig.create(cohort(100), 4, 1 << 32, graph="harary", dropout_rate=0.1)
+    assert (config.degree, config.threshold) == (16, 6)
+    s = _cut_seven_off(config)
     assert "90" in (s.server.abort_reason or "") and "84" in (s.server.abort_reason or "")
     assert all(not c.released for c in s.clients.values())
 
@@ -72,14 +79,7 @@ def test_disconnected_survivors_abort_even_above_the_floor() -> None:
     floor of 70 survivors but cut 7 clients off: the server must not unmask."""
     config = SessionConfig.create(cohort(100), 4, 1 << 32, graph="harary", dropout_rate=0.3)
     assert (config.degree, config.threshold) == (26, 6)
-    dropped, small = _two_run_drop(config, 7)
-    survivors = set(config.cohort) - dropped
-    assert not graphs.is_connected(survivors, config.neighbours)
-    assert graphs.is_connected(set(small), config.neighbours)
-    assert not any(set(config.neighbours(u)) & (survivors - set(small)) for u in small)
-    s = Session(config)
-    s.to_unmasking({"masked-input": dropped})
-    assert s.server.state is ServerState.ABORTED
+    s = _cut_seven_off(config)
     assert "disconnected" in (s.server.abort_reason or "")
     assert all(not c.released for c in s.clients.values())
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from secagg.transport import secagg_pb2 as pb
 from secagg.transport import secagg_pb2_grpc as pb_grpc
 from secagg.transport.client import channel_options, demo_input
 from secagg.transport.local import LocalCluster, expected_sum
-from secagg.transport.server import ServerSettings, TransportServer
+from secagg.transport.server import ServerSettings, SessionOutcome, TransportServer
 
 pytestmark = pytest.mark.slow
 
@@ -380,14 +381,42 @@ def test_server_killed_mid_session_then_restarted(tmp_path: Path) -> None:
             assert opens[0]["keys_sha256"] != opens[1]["keys_sha256"]  # fresh keys
 
 
+def _one_session_with_threads(
+    server: TransportServer, port: int, n: int,
+    client_kwargs: Callable[[int], dict[str, Any]] = lambda u: {},
+) -> tuple[SessionOutcome, dict[int, int]]:
+    """Clients 1..n, each a thread with its demo input, against ``server`` (started on
+    ``port``) for its one session; the outcome and each client's exit code."""
+    from secagg.transport.client import ClientSettings, TransportClient
+
+    codes: dict[int, int] = {}
+
+    def client(u: int) -> None:
+        c = TransportClient(
+            ClientSettings(server=f"127.0.0.1:{port}", client_id=u, connect_timeout=20,
+                           client_kwargs=client_kwargs(u)),
+            lambda cfg: demo_input(SEED, u, cfg.round_index, cfg.dim, cfg.modulus),
+            credentials=None)
+        codes[u] = c.run()
+
+    threads = [threading.Thread(target=client, args=(u,), daemon=True) for u in range(1, n + 1)]
+    for t in threads:
+        t.start()
+    try:
+        (outcome,) = server.run()
+    finally:
+        server.shutdown()
+    for t in threads:
+        t.join(timeout=20)
+    return outcome, codes
+
+
 # -- upload slots: at most upload_slots MaskedInput vectors buffered at once -------------------
 def test_masked_uploads_are_buffered_at_most_upload_slots_at_once() -> None:
     """Every client uploads its MaskedInput at once; the server's instrumented hook sees
     at most ``upload_slots`` uploads holding a buffer. The first holders are kept in the
     hook until every other upload is waiting for a slot, so the cap is actually contended
     (events, not timing)."""
-    from secagg.transport.client import ClientSettings, TransportClient
-
     n, dim, slots = 8, 2000, 2
     settings = ServerSettings(clients=n, dim=dim, round_timeout=60.0, sessions=1,
                               join_timeout=60.0, upload_slots=slots,
@@ -416,24 +445,7 @@ def test_masked_uploads_are_buffered_at_most_upload_slots_at_once() -> None:
 
     server.upload_hook = hook
     port = server.start()
-    codes: dict[int, int] = {}
-
-    def client(u: int) -> None:
-        c = TransportClient(
-            ClientSettings(server=f"127.0.0.1:{port}", client_id=u, connect_timeout=20),
-            lambda cfg: demo_input(SEED, u, cfg.round_index, cfg.dim, cfg.modulus),
-            credentials=None)
-        codes[u] = c.run()
-
-    threads = [threading.Thread(target=client, args=(u,), daemon=True) for u in range(1, n + 1)]
-    for t in threads:
-        t.start()
-    try:
-        (outcome,) = server.run()
-    finally:
-        server.shutdown()
-    for t in threads:
-        t.join(timeout=20)
+    outcome, codes = _one_session_with_threads(server, port, n)
     assert not outcome.aborted, outcome.abort_reason
     assert outcome.included_ids == list(range(1, n + 1))
     assert outcome.sum is not None
@@ -478,7 +490,6 @@ def test_active_mode_runs_its_extra_round_over_grpc() -> None:
 
     if not hasattr(Mode, "ACTIVE"):
         pytest.skip("this tree has no active mode")
-    from secagg.transport.client import ClientSettings, TransportClient
 
     n, dim, task = 10, 100, bytes(range(32))
     keys, store = identity.generate_identities(range(1, n + 1))
@@ -487,26 +498,9 @@ def test_active_mode_runs_its_extra_round_over_grpc() -> None:
                               task_hash=task, sessions=1, join_timeout=60.0)
     server = TransportServer(settings, credentials=None, protocol_kwargs={"trust_store": store})
     port = server.start()
-    codes: dict[int, int] = {}
-
-    def client(u: int) -> None:
-        c = TransportClient(
-            ClientSettings(server=f"127.0.0.1:{port}", client_id=u, connect_timeout=20,
-                           client_kwargs={"identity": keys[u], "trust_store": store,
-                                          "expected_task_hash": task}),
-            lambda cfg: demo_input(SEED, u, cfg.round_index, cfg.dim, cfg.modulus),
-            credentials=None)
-        codes[u] = c.run()
-
-    threads = [threading.Thread(target=client, args=(u,), daemon=True) for u in range(1, n + 1)]
-    for t in threads:
-        t.start()
-    try:
-        (outcome,) = server.run()
-    finally:
-        server.shutdown()
-    for t in threads:
-        t.join(timeout=20)
+    outcome, codes = _one_session_with_threads(
+        server, port, n, lambda u: {"identity": keys[u], "trust_store": store,
+                                    "expected_task_hash": task})
     report = outcome.report()
     assert not outcome.aborted, outcome.abort_reason
     assert [r["state"] for r in report["rounds"]][3] == Round.CONSISTENCY_CHECK.state_name

@@ -24,7 +24,7 @@ import torch
 from fl.data import federate
 from fl.privacy import inversion as inv
 from fl.privacy import membership as mia
-from fl.privacy.noise import NoiseFn, discrete_gaussian_like
+from fl.privacy.noise import NoiseFn, distributed_discrete_gaussian
 from fl.privacy.plots import image_grid, roc_plot
 from fl.privacy.updates import DPConfig, Params, local_update, params_of, secure_sum
 from fl.torch_adapter import mlp_module
@@ -74,7 +74,7 @@ def _batches(setup: InversionSetup) -> tuple[list[tuple[torch.Tensor, torch.Tens
 
 
 def run_inversion(setup: InversionSetup, out: Path, *, config: inv.InversionConfig | None = None,
-                  noise: NoiseFn = discrete_gaussian_like, tick: Tick | None = None,
+                  noise: NoiseFn = distributed_discrete_gaussian, tick: Tick | None = None,
                   ) -> list[dict[str, Any]]:
     """Invert one update (clients 1..targets), the secure sum and the DP sum; write PNGs."""
     setup.check()
@@ -175,7 +175,8 @@ class MembershipSetup:
             raise ConfigError("--batch-size and --local-epochs must be >= 1")
 
 
-def run_membership(setup: MembershipSetup, out: Path, *, noise: NoiseFn = discrete_gaussian_like,
+def run_membership(setup: MembershipSetup, out: Path, *,
+                   noise: NoiseFn = distributed_discrete_gaussian,
                    tick: Tick | None = None) -> list[dict[str, Any]]:
     """Score every client's training and held-out records against each view; write a ROC PNG."""
     setup.check()

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from fl.privacy.noise import NoiseFn, discrete_gaussian_like
+from fl.privacy.noise import NoiseFn, distributed_discrete_gaussian
 from secagg.aggregator import SecureAggregator
 from secagg.config import DEFAULT_MIN_COHORT
 from secagg.errors import ConfigError
@@ -105,7 +105,7 @@ class DPConfig:
 
 
 def secure_sum(updates: Sequence[Sequence[torch.Tensor]], *, clip: float, bits: int = 20,
-               dp: DPConfig | None = None, noise: NoiseFn = discrete_gaussian_like,
+               dp: DPConfig | None = None, noise: NoiseFn = distributed_discrete_gaussian,
                seed: int = 0) -> Params:
     """The sum of ``updates`` as the server gets it from a secure-aggregation session.
 

@@ -37,32 +37,23 @@ from typing import TypeVar
 import numpy as np
 
 from secagg import masking
+from secagg import messages as msgs
 from secagg.config import DEFAULT_MIN_COHORT, SessionConfig
 from secagg.crypto import shamir
 from secagg.crypto.aead import open_sealed
 from secagg.crypto.agreement import X25519PrivateKey, public_key_matches
 from secagg.errors import SecAggError
 from secagg.kernels.arith import add_into, sub_into
-from secagg.messages import (
-    SHARE_LEN,
-    AdvertiseKeys,
-    KeyBroadcast,
-    MaskedInput,
-    Message,
-    ShareKeys,
-    ShareKind,
-    UnmaskResponse,
-)
 from secagg.packing import bit_width, pack, unpack
 from secagg.wire import Reader
 
 from .harness import Harness
 from .leakage import AdversaryView, Leakage, RevealedShare, learnable, view_from_messages
 
-_M = TypeVar("_M", bound=Message)
+_M = TypeVar("_M", bound=msgs.Message)
 
 #: kind -> owner -> holder -> share value: what the adversary can read.
-Shares = dict[ShareKind, dict[int, dict[int, bytes]]]
+Shares = dict[msgs.ShareKind, dict[int, dict[int, bytes]]]
 
 #: Length, in elements, of the input windows searched for in the received bytes.
 WINDOW = 4
@@ -108,8 +99,8 @@ def evaluate(h: Harness) -> OracleVerdict:
                         f"can learn a partial sum over clients {_ids(comp)} "
                         f"(of {len(leak.senders)} honest senders)")
     for v in sorted(h.honest):
-        b = len(view.holders(v, ShareKind.SELF_MASK_SEED))
-        s = len(view.holders(v, ShareKind.MASK_KEY))
+        b = len(view.holders(v, msgs.ShareKind.SELF_MASK_SEED))
+        s = len(view.holders(v, msgs.ShareKind.MASK_KEY))
         held[v] = (b, s)
         if b >= t and s >= t:
             breaches.append(f"holds {b} b-shares and {s} s-shares of client {v} (t = {t})")
@@ -152,21 +143,23 @@ def _ids(ids: frozenset[int]) -> str:
 def _collect_shares(h: Harness, *, with_responses: bool = False) -> Shares:
     """kind -> owner -> holder -> share, from every ciphertext the adversary's keys open
     (and, with ``with_responses``, from the UnmaskResponses it received)."""
-    out: dict[ShareKind, dict[int, dict[int, bytes]]] = {
-        ShareKind.SELF_MASK_SEED: defaultdict(dict), ShareKind.MASK_KEY: defaultdict(dict)}
+    out: dict[msgs.ShareKind, dict[int, dict[int, bytes]]] = {
+        msgs.ShareKind.SELF_MASK_SEED: defaultdict(dict),
+        msgs.ShareKind.MASK_KEY: defaultdict(dict),
+    }
     for sender, msg in h.knowledge.messages() if with_responses else ():
-        if isinstance(msg, UnmaskResponse) and msg.sender == sender:
+        if isinstance(msg, msgs.UnmaskResponse) and msg.sender == sender:
             for owner, kind, share in msg.shares:
                 out[kind][owner].setdefault(sender, share)
     adverts: dict[int, list[bytes]] = defaultdict(list)
     for sender, msg in h.knowledge.messages(0):
-        if isinstance(msg, AdvertiseKeys) and msg.enc_pk not in adverts[sender]:
+        if isinstance(msg, msgs.AdvertiseKeys) and msg.enc_pk not in adverts[sender]:
             adverts[sender].append(msg.enc_pk)
     keys: list[tuple[int | None, X25519PrivateKey]] = [
         *h.knowledge.enc_keys, *h.knowledge.corrupt_enc_keys.items()]
     sids = {cfg.session_id for cfg in h.client_configs.values()}
     for sender, msg in h.knowledge.messages(1):
-        if not isinstance(msg, ShareKeys):
+        if not isinstance(msg, msgs.ShareKeys):
             continue
         for receiver, ct in msg.ciphertexts:
             for target, key in keys:
@@ -177,10 +170,11 @@ def _collect_shares(h: Harness, *, with_responses: bool = False) -> Shares:
                     continue
                 r = Reader(payload)
                 named_sender, named_receiver = r.u32("sender"), r.u32("receiver")
-                s_share, b_share = r.fixed(SHARE_LEN, "s-share"), r.fixed(SHARE_LEN, "b-share")
+                s_share = r.fixed(msgs.SHARE_LEN, "s-share")
+                b_share = r.fixed(msgs.SHARE_LEN, "b-share")
                 if (named_sender, named_receiver) == (sender, receiver):
-                    out[ShareKind.MASK_KEY][sender].setdefault(receiver, s_share)
-                    out[ShareKind.SELF_MASK_SEED][sender].setdefault(receiver, b_share)
+                    out[msgs.ShareKind.MASK_KEY][sender].setdefault(receiver, s_share)
+                    out[msgs.ShareKind.SELF_MASK_SEED][sender].setdefault(receiver, b_share)
                 break
     return out
 
@@ -243,14 +237,14 @@ def _recover_input(h: Harness, view: AdversaryView, v: int, shares: Shares) -> b
     True if the result is exactly v's canary."""
     cfg: SessionConfig = h.client_configs[v]
     sid, R, dim = cfg.session_id, cfg.modulus, cfg.dim
-    share_keys, masked = _first(h, v, 1, ShareKeys), _first(h, v, 2, MaskedInput)
+    share_keys, masked = _first(h, v, 1, msgs.ShareKeys), _first(h, v, 2, msgs.MaskedInput)
     key_list = h.accepted.get((v, 0))
-    if share_keys is None or masked is None or not isinstance(key_list, KeyBroadcast):
+    if share_keys is None or masked is None or not isinstance(key_list, msgs.KeyBroadcast):
         return False
     commitment = share_keys.self_mask_commitment
     try:
         b_seed = shamir.reconstruct_verified(
-            shares[ShareKind.SELF_MASK_SEED][v], view.threshold,
+            shares[msgs.ShareKind.SELF_MASK_SEED][v], view.threshold,
             lambda c: masking.self_mask_commitment(sid, v, c) == commitment)
         y = unpack(masked.packed, masked.bits, masked.count, h.inputs[v].dtype)
     except SecAggError:
@@ -299,7 +293,7 @@ def _mask_key(h: Harness, view: AdversaryView, owner: int, pk: bytes,
         return key if key.public_key == pk else None
     try:
         return X25519PrivateKey.from_bytes(shamir.reconstruct_verified(
-            shares[ShareKind.MASK_KEY][owner], view.threshold,
+            shares[msgs.ShareKind.MASK_KEY][owner], view.threshold,
             lambda c: public_key_matches(c, pk)))
     except SecAggError:
         return None

@@ -336,18 +336,24 @@ class KeySubstitution(Attack):
 
 def _open(key: X25519PrivateKey, ct: bytes, sid: bytes, sender: int, receiver: int,
           sender_pk: bytes, receiver_pk: bytes) -> bytes:
-    agreed = key.exchange(sender_pk if key.public_key == receiver_pk else receiver_pk)
-    k = masking.share_key(agreed, sid, sender, receiver, sender_pk, receiver_pk)
-    return open_sealed(k, ct, masking.share_associated_data(sid, sender, receiver, sender_pk,
-                                                            receiver_pk))
+    peer_pk = sender_pk if key.public_key == receiver_pk else receiver_pk
+    k, associated = _share_cipher(key, peer_pk, sid, sender, receiver, sender_pk, receiver_pk)
+    return open_sealed(k, ct, associated)
 
 
 def _seal(key: X25519PrivateKey, plain: bytes, sid: bytes, sender: int, receiver: int,
           sender_pk: bytes, receiver_pk: bytes) -> bytes:
-    agreed = key.exchange(receiver_pk if key.public_key == sender_pk else sender_pk)
-    k = masking.share_key(agreed, sid, sender, receiver, sender_pk, receiver_pk)
-    return seal_once(k, plain, masking.share_associated_data(sid, sender, receiver, sender_pk,
-                                                             receiver_pk))
+    peer_pk = receiver_pk if key.public_key == sender_pk else sender_pk
+    k, associated = _share_cipher(key, peer_pk, sid, sender, receiver, sender_pk, receiver_pk)
+    return seal_once(k, plain, associated)
+
+
+def _share_cipher(key: X25519PrivateKey, peer_pk: bytes, sid: bytes, sender: int,
+                  receiver: int, sender_pk: bytes, receiver_pk: bytes) -> tuple[bytes, bytes]:
+    """The share-encryption key from ``key`` and ``peer_pk``, and the ciphertext's
+    associated data (spec §8.2), as the adversary computes them."""
+    k = masking.share_key(key.exchange(peer_pk), sid, sender, receiver, sender_pk, receiver_pk)
+    return k, masking.share_associated_data(sid, sender, receiver, sender_pk, receiver_pk)
 
 
 # --- S4: reflection -----------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The ``secagg`` command line: one module per command group, plus plugins.
 
 Built-in commands come from this package (:mod:`secagg.cli.simulate`,
-:mod:`secagg.cli.transport`, :mod:`secagg.cli.bench`, :mod:`secagg.cli.audit`).
+:mod:`secagg.cli.transport`, :mod:`secagg.cli.bench`, :mod:`secagg.cli.audit`,
+:mod:`secagg.cli.dp`).
 Commands of applications built on the library (``secagg train``, from the ``fl``
 trainer) are contributed through the ``secagg.commands`` entry-point group
 (:mod:`secagg.cli.plugins`), so the library never imports its applications.
@@ -13,12 +14,13 @@ import argparse
 from collections.abc import Sequence
 
 from secagg import __version__
-from secagg.cli import audit, bench, plugins, simulate, transport
+from secagg.cli import audit, bench, dp, plugins, simulate, transport
 
 __all__ = ["BUILTIN_COMMANDS", "build_parser", "main"]
 
 #: the library's own commands; a plugin cannot take these names
-BUILTIN_COMMANDS = frozenset({"simulate", "server", "client", "certs", "bench", "audit"})
+BUILTIN_COMMANDS = frozenset({"simulate", "server", "client", "certs", "bench", "audit",
+                              "dp"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     transport.register(sub)  # secagg server / client / certs (gRPC)
     bench.register(sub)  # secagg bench SUITE (bench/ of a checkout: scaling, dropout, ...)
     audit.register(sub)  # secagg audit TRANSCRIPT | --attacks | --vectors DIR
+    dp.register(sub)  # secagg dp plan (distributed differential privacy, spec §21)
     return parser
 
 

@@ -14,9 +14,11 @@ from collections.abc import Callable
 import numpy as np
 
 from secagg.cli.plugins import SubParsers
+from secagg.cli.progress import StageBar
 from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.crypto.signatures import SigningKey
+from secagg.engine import ENGINES, make_engine
 from secagg.errors import SecAggError
 from secagg.graph import GraphKind
 from secagg.identity import TrustStore, generate_identities
@@ -57,6 +59,15 @@ def register(sub: SubParsers) -> None:
                    help="lower the minimum cohort size (default 10)")
     p.add_argument("--threads", type=int, default=None,
                    help="server worker threads (default: number of cores)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes for the server's unmasking (default 1: in process, "
+                   "on --threads threads); K > 1 splits masks by coordinate range and needs "
+                   "a power-of-two R")
+    p.add_argument("--engine", choices=list(ENGINES), default="process",
+                   help="what runs the --workers: process (a local process pool, default), "
+                   "ray (Ray tasks; a local Ray started here unless --ray-address), inline")
+    p.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster (e.g. auto, ray://head:10001) with --engine ray")
     p.add_argument("--seed", type=int, default=None,
                    help="seed for inputs and the dropout choice (keys always come from the OS)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -74,38 +85,6 @@ def register(sub: SubParsers) -> None:
                    help="with --transcript: every client keeps its receipt in DIR, for "
                    "'secagg audit FILE --receipts DIR' (spec §18.6)")
     p.set_defaults(func=run)
-
-
-def _simulate_recorded(args: argparse.Namespace, config: SessionConfig,
-                       make_input: Callable[[int], np.ndarray], schedule: Schedule,
-                       bar: _ProgressBar | None) -> SimulationReport:
-    """The in-process run, writing its transcript and receipts when asked (§18.5, §18.6)."""
-    recorder = TranscriptRecorder() if args.transcript else None
-    receipts = ReceiptObserver(config.session_id, config.cohort) if args.receipts else None
-    identities: dict[int, SigningKey] | None = None
-    store: TrustStore | None = None
-    if receipts is not None and config.mode is Mode.ACTIVE:
-        # receipts are signed with the identities, so the CLI makes them here
-        identities, store = generate_identities(config.cohort)
-    report = simulate(config, make_input, schedule, threads=args.threads,
-                      progress=bar.update if bar else None,
-                      client_min_cohort=args.min_cohort, transcript=recorder,
-                      observers=[receipts] if receipts else [],
-                      identities=identities, trust_store=store)
-    if recorder is not None:
-        _write_transcript(recorder, args.transcript, args.transcript_vectors)
-    if receipts is not None:
-        for receipt in receipts.receipts(identities):
-            receipt.write(args.receipts)
-    return report
-
-
-def _write_transcript(recorder: TranscriptRecorder, path: str, vectors: str) -> None:
-    """The recorded transcript, whole or with the masked vectors and sum hashed (§18.5)."""
-    transcript = recorder.build()
-    if vectors == "hash":
-        transcript = hash_vectors(transcript)
-    transcript.write(path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,22 +124,19 @@ def run(args: argparse.Namespace) -> int:
     except SecAggError as exc:
         print(f"secagg simulate: refused: {exc}", file=sys.stderr)
         return 2
-    if args.transcript and args.transport != "inproc":
-        print("secagg simulate: refused: --transcript needs --transport inproc", file=sys.stderr)
-        return 2
-    if args.receipts and not args.transcript:
-        print("secagg simulate: refused: --receipts needs --transcript", file=sys.stderr)
+    refusal = _option_refusal(args)
+    if refusal:
+        print(f"secagg simulate: refused: {refusal}", file=sys.stderr)
         return 2
     if args.transport == "grpc":
         from secagg.transport.simulate import run_grpc_simulation
 
         return run_grpc_simulation(args, config, schedule, seed)
     show_progress = not args.json and sys.stderr.isatty()
-    bar = _ProgressBar() if show_progress else None
+    bar = StageBar() if show_progress else None
     start = time.perf_counter()
     try:
-        # the simulated clients accept the cohort floor the operator chose
-        report = _simulate_recorded(args, config, make_input, schedule, bar)
+        report = _run_inproc(args, config, make_input, schedule, bar)
     except SecAggError as exc:
         if bar:
             bar.close()
@@ -181,10 +157,62 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.exact else 3
 
 
+def _option_refusal(args: argparse.Namespace) -> str:
+    """Why these options cannot go together ('' when they can)."""
+    if args.transcript and args.transport != "inproc":
+        return "--transcript needs --transport inproc"
+    if args.receipts and not args.transcript:
+        return "--receipts needs --transcript"
+    if (args.workers != 1 or args.engine != "process") and args.transport != "inproc":
+        return "--workers and --engine need --transport inproc"
+    return ""
+
+
+def _run_inproc(args: argparse.Namespace, config: SessionConfig,
+                make_input: Callable[[int], np.ndarray], schedule: Schedule,
+                bar: StageBar | None) -> SimulationReport:
+    """The in-process session, on ``--workers`` worker processes (stopped after it),
+    writing its transcript and receipts when asked (§18.5, §18.6)."""
+    # the simulated clients accept the cohort floor the operator chose
+    recorder = TranscriptRecorder() if args.transcript else None
+    receipts = ReceiptObserver(config.session_id, config.cohort) if args.receipts else None
+    identities: dict[int, SigningKey] | None = None
+    store: TrustStore | None = None
+    if receipts is not None and config.mode is Mode.ACTIVE:
+        # receipts are signed with the identities, so the CLI makes them here
+        identities, store = generate_identities(config.cohort)
+    engine = make_engine(args.workers, args.engine, address=args.ray_address)
+    try:
+        report = simulate(config, make_input, schedule, threads=args.threads,
+                          progress=bar.update if bar else None,
+                          client_min_cohort=args.min_cohort, transcript=recorder,
+                          engine=engine, observers=[receipts] if receipts else [],
+                          identities=identities, trust_store=store)
+    finally:
+        if engine is not None:
+            engine.close()
+    if recorder is not None:
+        _write_transcript(recorder, args.transcript, args.transcript_vectors)
+    if receipts is not None:
+        for receipt in receipts.receipts(identities):
+            receipt.write(args.receipts)
+    return report
+
+
+def _write_transcript(recorder: TranscriptRecorder, path: str, vectors: str) -> None:
+    """The recorded transcript, whole or with the masked vectors and sum hashed (§18.5)."""
+    transcript = recorder.build()
+    if vectors == "hash":
+        transcript = hash_vectors(transcript)
+    transcript.write(path)
+
+
 def _print_table(r: SimulationReport, wall: float, args: argparse.Namespace) -> None:
     status = ("ABORTED: " + (r.abort_reason or "")) if r.aborted else (
         "exact sum" if r.exact else "WRONG SUM")
     ratio = f"{r.server_to_floor:.2f}x floor" if r.server_to_floor else "n/a"
+    full = f"server {r.server_to_full_floor:.2f}x" if r.server_to_full_floor else "n/a"
+    workers = f"{r.workers} workers" if r.workers > 1 else f"{r.threads} threads"
     rows = [
         ("result", status),
         ("graph", f"{r.graph} (k={r.degree}, t={r.threshold}, {r.mode})"),
@@ -192,7 +220,9 @@ def _print_table(r: SimulationReport, wall: float, args: argparse.Namespace) -> 
                     f"{args.drop_at})"),
         ("vector", f"{r.dim} elements mod 2^{r.modulus_bits}"),
         ("server compute", f"{r.server_seconds:.3f} s ({ratio}; floor {r.floor_seconds:.3f} s, "
-                           f"{r.threads} threads)"),
+                           f"{workers})"),
+        ("full floor", f"{r.full_floor_seconds:.3f} s ({full}; agreements, Shamir, keystream, "
+                       f"additions)"),
         ("client compute", f"{r.client_seconds_mean * 1e3:.1f} ms mean"),
         ("bytes up/client", f"{r.bytes_up_per_client / 1e3:.1f} kB"),
         ("bytes down/client", f"{r.bytes_down_per_client / 1e3:.1f} kB"),
@@ -202,24 +232,3 @@ def _print_table(r: SimulationReport, wall: float, args: argparse.Namespace) -> 
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
-
-
-class _ProgressBar:
-    """A one-line progress bar on stderr (only when stderr is a terminal)."""
-
-    def __init__(self) -> None:
-        self._last = ""
-
-    def update(self, stage: str, done: int, total: int) -> None:
-        if total <= 0 or (done % max(1, total // 50) and done != total - 1):
-            return
-        frac = (done + 1) / total
-        line = f"\r{stage:<13} [{'#' * int(frac * 30):<30}] {done + 1}/{total}"
-        if line != self._last:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            self._last = line
-
-    def close(self) -> None:
-        sys.stderr.write("\r" + " " * 60 + "\r")
-        sys.stderr.flush()

@@ -38,6 +38,8 @@ class Label(enum.Enum):
     SIGNED_ADVERTISE_KEYS = _PREFIX + b"signed/advertise-keys"
     #: prefix of the statement a client signs over the U3 view it was shown (active mode)
     SIGNED_CONSISTENCY_VIEW = _PREFIX + b"signed/consistency-view"
+    #: public sign seed of the distributed-DP randomized Hadamard rotation (spec §21.3)
+    DP_ROTATION_SIGNS = _PREFIX + b"dp/rotation-signs"
     #: prefix of every step of a client receipt's hash chain (spec §18.6; not HKDF)
     RECEIPT_CHAIN = _PREFIX + b"receipt-chain"
     #: prefix of the statement a client signs over its receipt's chain head (spec §18.6)

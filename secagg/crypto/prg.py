@@ -44,7 +44,7 @@ from secagg.crypto.labels import Label
 from secagg.errors import ConfigError, CryptoError
 from secagg.kernels.arith import compact_below
 
-__all__ = ["SEED_LEN", "StreamCipher", "expand_mask", "mask_dtype"]
+__all__ = ["SEED_LEN", "StreamCipher", "expand_mask", "expand_mask_range", "mask_dtype"]
 
 #: Length in bytes of every mask seed (b_u and s_uv).
 SEED_LEN = 32
@@ -63,6 +63,8 @@ class StreamCipher(enum.Enum):
 
 
 _KEY_LEN = {StreamCipher.AES128_CTR: 16, StreamCipher.CHACHA20: 32}
+#: Keystream bytes per counter step: one AES block, one ChaCha20 block.
+_BLOCK = {StreamCipher.AES128_CTR: 16, StreamCipher.CHACHA20: 64}
 
 
 def mask_dtype(modulus: int) -> np.dtype:
@@ -79,13 +81,21 @@ def mask_dtype(modulus: int) -> np.dtype:
     return np.dtype(np.uint32) if modulus <= 1 << 32 else np.dtype(np.uint64)
 
 
-def _encryptor(seed: bytes, context: bytes, cipher: StreamCipher) -> CipherContext:
-    """A fresh keystream generator keyed from (seed, context); never reused across calls."""
+def _encryptor(seed: bytes, context: bytes, cipher: StreamCipher,
+               counter: int = 0) -> CipherContext:
+    """A fresh keystream generator keyed from (seed, context); never reused across calls.
+
+    ``counter`` starts the keystream at block ``counter`` (0: the stream of §4.6);
+    a worker regenerating a range of a mask starts there instead of at 0.
+    """
     key = hkdf(seed, Label.MASK_PRG_KEY, context, length=_KEY_LEN[cipher])
     if cipher is StreamCipher.AES128_CTR:
-        return Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
-    # cryptography's ChaCha20 takes a 16-byte nonce (32-bit counter || 96-bit nonce).
-    return Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+        # the 16-byte IV is the whole big-endian counter block, zero at the start
+        return Cipher(algorithms.AES(key), modes.CTR(counter.to_bytes(16, "big"))).encryptor()
+    # cryptography's ChaCha20 takes a 16-byte nonce (32-bit little-endian counter ||
+    # 96-bit nonce); the nonce stays zero.
+    return Cipher(algorithms.ChaCha20(key, counter.to_bytes(4, "little") + bytes(12)),
+                  mode=None).encryptor()
 
 
 def _fill_words(enc: CipherContext, words: np.ndarray) -> None:
@@ -155,6 +165,59 @@ def expand_mask(
         return out
 
     _rejection_fill(enc, out, modulus, dtype)
+    return out
+
+
+def expand_mask_range(
+    seed: bytes,
+    context: bytes,
+    start: int,
+    stop: int,
+    modulus: int,
+    *,
+    cipher: StreamCipher = StreamCipher.AES128_CTR,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Positions ``[start, stop)`` of ``expand_mask(seed, context, L, modulus)`` for any
+    ``L >= stop``, without generating the keystream before ``start``.
+
+    Only for a power-of-two ``modulus``: then output word i is keystream bytes
+    ``[i * w, (i + 1) * w)`` (w the word width), so the stream cipher can start at
+    the block holding ``start * w`` (spec §4.6: AES-CTR's counter block, ChaCha20's
+    block counter) and skip the bytes before it. For other moduli rejection
+    sampling makes positions data-dependent, and this is refused (ConfigError).
+    Lets workers regenerate one coordinate range of every mask (spec §8.5).
+    """
+    if not isinstance(seed, bytes | bytearray) or len(seed) != SEED_LEN:
+        raise CryptoError(f"mask seed must be exactly {SEED_LEN} bytes")
+    if not isinstance(context, bytes | bytearray):
+        raise ConfigError("context must be bytes (build it with encode_context)")
+    if not isinstance(cipher, StreamCipher):
+        raise ConfigError("cipher must be a StreamCipher")
+    if not (is_int_like(start) and is_int_like(stop)) or not 0 <= start <= stop:
+        raise ConfigError("a mask range needs integers 0 <= start <= stop")
+    dtype = mask_dtype(modulus)
+    modulus = int(modulus)
+    if modulus & (modulus - 1):
+        raise ConfigError("a mask range needs a power-of-two modulus: rejection sampling "
+                          "makes positions data-dependent for other moduli")
+    start, stop = int(start), int(stop)
+    if out is None:
+        out = np.empty(stop - start, dtype=dtype)
+    else:
+        _check_out(out, dtype, stop - start)
+    if stop == start:
+        return out
+    counter, skip = divmod(start * dtype.itemsize, _BLOCK[cipher])
+    if cipher is StreamCipher.CHACHA20 and counter + 1 + (stop - start) * dtype.itemsize \
+            // _BLOCK[cipher] >= 1 << 32:
+        raise ConfigError("mask range beyond ChaCha20's 32-bit block counter")
+    enc = _encryptor(bytes(seed), bytes(context), cipher, counter)
+    if skip:
+        enc.update(bytes(skip))
+    _fill_words(enc, out)
+    if modulus != 1 << (8 * dtype.itemsize):
+        np.bitwise_and(out, dtype.type(modulus - 1), out=out)
     return out
 
 

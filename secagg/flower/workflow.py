@@ -51,7 +51,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from secagg.checks import is_plain_int, is_plain_number
-from secagg.config import Mode, SessionConfig, SessionSettings
+from secagg.config import Mode, SessionConfig, SessionSettings, SettingsViews
 from secagg.errors import ConfigError, ProtocolError
 from secagg.flower.common import (
     RECORD_KEY,
@@ -106,7 +106,7 @@ class FlowerRoundOutcome:
     config: SessionConfig
 
 
-class SecAggPlusWorkflow:
+class SecAggPlusWorkflow(SettingsViews):
     """Drop-in for ``flwr.server.workflow.SecAggPlusWorkflow`` running secagg's protocol.
 
     Parameters named like Flower's mean the same thing:
@@ -225,18 +225,6 @@ class SecAggPlusWorkflow:
     @property
     def mode(self) -> Mode:
         return self.settings.mode
-
-    @property
-    def min_cohort(self) -> int:
-        return self.settings.min_cohort
-
-    @property
-    def dropout_rate(self) -> float:
-        return float(self.settings.dropout_rate)
-
-    @property
-    def corruption_rate(self) -> float:
-        return float(self.settings.corruption_rate)
 
     def __repr__(self) -> str:
         return (f"SecAggPlusWorkflow(num_shares={self.num_shares}, "

@@ -11,27 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from secagg import masking
+from secagg import messages as msgs
 from secagg.config import PROTOCOL_VERSION, SessionConfig
 from secagg.crypto import aead, shamir, signatures
 from secagg.crypto.agreement import X25519PrivateKey
 from secagg.crypto.entropy import DeterministicEntropy
 from secagg.crypto.kdf import encode_context
 from secagg.crypto.prg import StreamCipher
-from secagg.messages import (
-    Abort,
-    AdvertiseKeys,
-    CiphertextBundle,
-    ConsistencyRequest,
-    ConsistencySignature,
-    KeyBroadcast,
-    KeyEntry,
-    MaskedInput,
-    Message,
-    ShareKeys,
-    ShareKind,
-    UnmaskRequest,
-    UnmaskResponse,
-)
 from secagg.packing import pack
 from secagg.vectors.codec import (
     FORMAT,
@@ -343,25 +329,26 @@ def _file_messages() -> list[Json]:
     def b(n: int) -> bytes:
         return ent.random_bytes(n)
 
-    msgs: list[tuple[str, Message]] = [
-        ("advertise-keys", AdvertiseKeys(3, b(32), b(32))),
-        ("advertise-keys-signed", AdvertiseKeys(3, b(32), b(32), b(64))),
-        ("key-broadcast", KeyBroadcast((KeyEntry(1, b(32), b(32)), KeyEntry(3, b(32), b(32)),
-                                        KeyEntry(9, b(32), b(32))))),
-        ("share-keys", ShareKeys(3, ((1, b(102)), (9, b(102))), b(32))),
-        ("ciphertext-bundle", CiphertextBundle(((1, b(102)), (9, b(102))))),
-        ("masked-input", MaskedInput(3, 20, 5, pack(np.array([0, 1, 2**20 - 1, 12345, 99],
-                                                             dtype=np.uint32), 20))),
-        ("unmask-request", UnmaskRequest((1, 3), (9,))),
-        ("unmask-response", UnmaskResponse(3, ((1, ShareKind.SELF_MASK_SEED, b(33)),
-                                               (9, ShareKind.MASK_KEY, b(33))))),
-        ("consistency-request", ConsistencyRequest((1, 3), (9,), ((1, b(64)),))),
-        ("consistency-signature", ConsistencySignature(3, b(64))),
-        ("abort", Abort("only 2 masked inputs arrived, fewer than t = 3")),
+    samples: list[tuple[str, msgs.Message]] = [
+        ("advertise-keys", msgs.AdvertiseKeys(3, b(32), b(32))),
+        ("advertise-keys-signed", msgs.AdvertiseKeys(3, b(32), b(32), b(64))),
+        ("key-broadcast", msgs.KeyBroadcast((msgs.KeyEntry(1, b(32), b(32)),
+                                             msgs.KeyEntry(3, b(32), b(32)),
+                                             msgs.KeyEntry(9, b(32), b(32))))),
+        ("share-keys", msgs.ShareKeys(3, ((1, b(102)), (9, b(102))), b(32))),
+        ("ciphertext-bundle", msgs.CiphertextBundle(((1, b(102)), (9, b(102))))),
+        ("masked-input", msgs.MaskedInput(3, 20, 5, pack(np.array([0, 1, 2**20 - 1, 12345, 99],
+                                                                  dtype=np.uint32), 20))),
+        ("unmask-request", msgs.UnmaskRequest((1, 3), (9,))),
+        ("unmask-response", msgs.UnmaskResponse(3, ((1, msgs.ShareKind.SELF_MASK_SEED, b(33)),
+                                                    (9, msgs.ShareKind.MASK_KEY, b(33))))),
+        ("consistency-request", msgs.ConsistencyRequest((1, 3), (9,), ((1, b(64)),))),
+        ("consistency-signature", msgs.ConsistencySignature(3, b(64))),
+        ("abort", msgs.Abort("only 2 masked inputs arrived, fewer than t = 3")),
     ]
     return [_vector(name, f"{type(m).__name__} (type {int(m.TYPE)}), spec sections 7.4, 15.4",
                     "message", {"type": type(m).__name__, "fields": message_fields(m)})
-            for name, m in msgs]
+            for name, m in samples]
 
 
 def _session_config() -> SessionConfig:

@@ -13,6 +13,7 @@ import numpy as np
 
 from secagg import graph as graphs
 from secagg import masking, quantize
+from secagg import messages as msgs
 from secagg.config import SessionConfig
 from secagg.crypto import aead, shamir, signatures
 from secagg.crypto.agreement import X25519PrivateKey, agree, validate_public_key
@@ -22,22 +23,6 @@ from secagg.crypto.labels import Label
 from secagg.crypto.prg import StreamCipher, expand_mask
 from secagg.errors import SecAggError
 from secagg.identity import advertise_statement, view_statement
-from secagg.messages import (
-    Abort,
-    AdvertiseKeys,
-    CiphertextBundle,
-    ConsistencyRequest,
-    ConsistencySignature,
-    KeyBroadcast,
-    KeyEntry,
-    MaskedInput,
-    Message,
-    ShareKeys,
-    ShareKind,
-    UnmaskRequest,
-    UnmaskResponse,
-    decode,
-)
 from secagg.packing import pack, unpack
 from secagg.vectors.codec import (
     Json,
@@ -306,81 +291,82 @@ def _k_harary_config(inp: Json) -> Json:
             "neighbours": {str(u): list(cfg.neighbours(u)) for u in cfg.cohort}}
 
 
-def message_fields(msg: Message) -> Json:
+def message_fields(msg: msgs.Message) -> Json:
     """The fields of a message as JSON (bytes in hex), inverse of :func:`message_from_fields`."""
-    if isinstance(msg, AdvertiseKeys):
+    if isinstance(msg, msgs.AdvertiseKeys):
         return {"sender": msg.sender, "enc_pk": _hex(msg.enc_pk), "mask_pk": _hex(msg.mask_pk),
                 "signature": _hex(msg.signature)}
-    if isinstance(msg, KeyBroadcast):
+    if isinstance(msg, msgs.KeyBroadcast):
         return {"entries": [{"client_id": e.client_id, "enc_pk": _hex(e.enc_pk),
                              "mask_pk": _hex(e.mask_pk), "signature": _hex(e.signature)}
                             for e in msg.entries]}
-    if isinstance(msg, ShareKeys):
+    if isinstance(msg, msgs.ShareKeys):
         return {"sender": msg.sender, "self_mask_commitment": _hex(msg.self_mask_commitment),
                 "ciphertexts": [{"receiver": r, "ciphertext": _hex(c)}
                                 for r, c in msg.ciphertexts]}
-    if isinstance(msg, CiphertextBundle):
+    if isinstance(msg, msgs.CiphertextBundle):
         return {"ciphertexts": [{"sender": s, "ciphertext": _hex(c)}
                                 for s, c in msg.ciphertexts]}
-    if isinstance(msg, MaskedInput):
+    if isinstance(msg, msgs.MaskedInput):
         return {"sender": msg.sender, "bits": msg.bits, "count": msg.count,
                 "packed": _hex(msg.packed)}
-    if isinstance(msg, UnmaskRequest):
+    if isinstance(msg, msgs.UnmaskRequest):
         return {"alive": list(msg.alive), "dropped": list(msg.dropped)}
-    if isinstance(msg, UnmaskResponse):
+    if isinstance(msg, msgs.UnmaskResponse):
         return {"sender": msg.sender, "shares": [{"owner": o, "kind": int(k), "share": _hex(s)}
                                                  for o, k, s in msg.shares]}
-    if isinstance(msg, ConsistencyRequest):
+    if isinstance(msg, msgs.ConsistencyRequest):
         return {"alive": list(msg.alive), "dropped": list(msg.dropped),
                 "signatures": [{"signer": s, "signature": _hex(g)} for s, g in msg.signatures]}
-    if isinstance(msg, ConsistencySignature):
+    if isinstance(msg, msgs.ConsistencySignature):
         return {"sender": msg.sender, "signature": _hex(msg.signature)}
-    if isinstance(msg, Abort):
+    if isinstance(msg, msgs.Abort):
         return {"reason": msg.reason}
     raise TypeError(f"not a message: {type(msg).__name__}")
 
 
-def message_from_fields(type_name: str, f: Json) -> Message:
+def message_from_fields(type_name: str, f: Json) -> msgs.Message:
     """Build the message named ``type_name`` from JSON fields (see :func:`message_fields`)."""
     if type_name == "AdvertiseKeys":
-        return AdvertiseKeys(int(f["sender"]), _unhex(f["enc_pk"]), _unhex(f["mask_pk"]),
-                             _unhex(f["signature"]))
+        return msgs.AdvertiseKeys(int(f["sender"]), _unhex(f["enc_pk"]), _unhex(f["mask_pk"]),
+                                  _unhex(f["signature"]))
     if type_name == "KeyBroadcast":
-        return KeyBroadcast(tuple(KeyEntry(int(e["client_id"]), _unhex(e["enc_pk"]),
-                                           _unhex(e["mask_pk"]), _unhex(e["signature"]))
-                                  for e in f["entries"]))
+        return msgs.KeyBroadcast(tuple(msgs.KeyEntry(int(e["client_id"]), _unhex(e["enc_pk"]),
+                                                     _unhex(e["mask_pk"]), _unhex(e["signature"]))
+                                       for e in f["entries"]))
     if type_name == "ShareKeys":
-        return ShareKeys(int(f["sender"]), tuple((int(c["receiver"]), _unhex(c["ciphertext"]))
-                                                 for c in f["ciphertexts"]),
-                         _unhex(f["self_mask_commitment"]))
+        return msgs.ShareKeys(int(f["sender"]), tuple((int(c["receiver"]), _unhex(c["ciphertext"]))
+                                                      for c in f["ciphertexts"]),
+                              _unhex(f["self_mask_commitment"]))
     if type_name == "CiphertextBundle":
-        return CiphertextBundle(tuple((int(c["sender"]), _unhex(c["ciphertext"]))
-                                      for c in f["ciphertexts"]))
+        return msgs.CiphertextBundle(tuple((int(c["sender"]), _unhex(c["ciphertext"]))
+                                           for c in f["ciphertexts"]))
     if type_name == "MaskedInput":
-        return MaskedInput(int(f["sender"]), int(f["bits"]), int(f["count"]),
-                           _unhex(f["packed"]))
+        return msgs.MaskedInput(int(f["sender"]), int(f["bits"]), int(f["count"]),
+                                _unhex(f["packed"]))
     if type_name == "UnmaskRequest":
-        return UnmaskRequest(tuple(int(x) for x in f["alive"]),
-                             tuple(int(x) for x in f["dropped"]))
+        return msgs.UnmaskRequest(tuple(int(x) for x in f["alive"]),
+                                  tuple(int(x) for x in f["dropped"]))
     if type_name == "UnmaskResponse":
-        return UnmaskResponse(int(f["sender"]), tuple(
-            (int(s["owner"]), ShareKind(int(s["kind"])), _unhex(s["share"])) for s in f["shares"]))
+        return msgs.UnmaskResponse(int(f["sender"]), tuple(
+            (int(s["owner"]), msgs.ShareKind(int(s["kind"])), _unhex(s["share"]))
+            for s in f["shares"]))
     if type_name == "ConsistencyRequest":
-        return ConsistencyRequest(tuple(int(x) for x in f["alive"]),
-                                  tuple(int(x) for x in f["dropped"]),
-                                  tuple((int(s["signer"]), _unhex(s["signature"]))
-                                        for s in f["signatures"]))
+        return msgs.ConsistencyRequest(tuple(int(x) for x in f["alive"]),
+                                       tuple(int(x) for x in f["dropped"]),
+                                       tuple((int(s["signer"]), _unhex(s["signature"]))
+                                             for s in f["signatures"]))
     if type_name == "ConsistencySignature":
-        return ConsistencySignature(int(f["sender"]), _unhex(f["signature"]))
+        return msgs.ConsistencySignature(int(f["sender"]), _unhex(f["signature"]))
     if type_name == "Abort":
-        return Abort(str(f["reason"]))
+        return msgs.Abort(str(f["reason"]))
     raise ValueError(f"unknown message type {type_name!r}")
 
 
 def _k_message(inp: Json) -> Json:
     msg = message_from_fields(inp["type"], inp["fields"])
     data = msg.encode()
-    back = decode(data)
+    back = msgs.decode(data)
     if back != msg or type(back).__name__ != inp["type"]:
         raise ValueError("decode(encode(message)) differs from the message")
     return {"type_code": int(msg.TYPE), "encoding": _hex(data)}

@@ -1,0 +1,337 @@
+"""FedAvg with distributed differential privacy (spec §21), next to central DP and no DP.
+
+Each round every cohort client trains locally (:func:`fl.fedavg._local_updates`,
+the same minibatches as FedAvg), clips its update to L2 norm ``clip`` and encodes
+it with :func:`secagg.dp.pipeline.encode_client` (rotation, scaling, conditional
+rounding, its integer noise share, wrap into Z_{2^B}). A real secure-aggregation
+session over Z_{2^B} (:func:`secagg.sim.run_simulation`, dropouts as in FedAvg)
+sums the encoded vectors; the server decodes the mean of the included clients with
+:func:`secagg.dp.pipeline.decode_mean` and the accountant charges the round with
+the included count (§21.6): fewer survivors, less noise, a larger ε. A round whose
+session aborts, or that includes fewer clients than the survivor floor, is not
+released (old model kept) and not charged.
+
+**Weights are uniform**: every client's clipped update counts once, whatever its
+number of examples. A weight inside the masked vector would be part of the
+contribution the noise must hide; uniform weights keep the sensitivity at the
+clip norm alone.
+
+**Binding** (§21.1): ``DPParams.binding()`` and the model layout are hashed into
+the session's task hash, so the session id (and with it the rotation signs) is
+bound to the DP parameters; a client holding other parameters ends up in another
+session.
+
+**Survivor floor**: the noise is sized so that the floor's clients alone meet the
+target; the floor is the most dropouts the session itself tolerates:
+``max(t, n - floor(δn))`` on a Harary graph (δ the declared dropout rate, spec
+§8.0), ``t`` on the complete graph.
+
+**Accounting**: every round includes the whole cohort, so no amplification by
+sampling is claimed (sampling rate 1; a fixed-size cohort is not Poisson
+sampling, and charging it as q = 1 is an upper bound). ε grows roughly like
+``sqrt(rounds)/n`` at fixed noise: to keep ε, the noise multiplier grows like
+``sqrt(rounds)``, and the error of the mean falls like ``1/n``.
+
+Next to it, from the same start, with the same cohorts and the same included
+clients, two twins train on the same minibatches: **central DP** (the plaintext
+mean of the same L2-clipped updates plus a continuous Gaussian of standard
+deviation ``z_c·clip/m`` added once by a trusted server, ``z_c`` from
+``dp-accounting`` for the same ε, δ and rounds, :mod:`secagg.dp.central`; a
+baseline simulation, its noise from numpy) and **no DP** (the plain uniform mean,
+unclipped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fl.data import FederatedData
+from fl.fedavg import (
+    RANDOM_DROP_POINT,
+    FedAvgConfig,
+    Progress,
+    _add,
+    _local_updates,
+)
+from fl.models import Metrics, Model
+from secagg import graph as graphs
+from secagg.config import SessionConfig
+from secagg.crypto.prg import mask_dtype
+from secagg.dp.accountant import DPAccountant
+from secagg.dp.central import central_noise_multiplier
+from secagg.dp.errors import DPConfigError
+from secagg.dp.params import DPParams, check_mechanism
+from secagg.dp.pipeline import decode_mean, encode_client
+from secagg.dp.planning import Plan, format_plan, plan
+from secagg.dp.rounding import clip_l2
+from secagg.quantize import Layout, flatten, unflatten
+from secagg.rounds import SEMI_HONEST_ROUNDS, Round
+from secagg.sim import random_schedule, run_simulation
+
+F64 = np.ndarray
+
+
+@dataclass(frozen=True)
+class DPOptions:
+    """The privacy target of a DP training run (``secagg train --dp``)."""
+
+    mechanism: str = "skellam"
+    epsilon: float = 8.0
+    delta: float = 1e-5
+    bits: int = 16
+    clip: float = 1.0  # L2 norm of a client's update
+    max_wrap: float = 1e-4
+
+    def __post_init__(self) -> None:
+        check_mechanism(self.mechanism)
+        if self.epsilon <= 0 or not 0 < self.delta < 1 or self.clip <= 0:
+            raise DPConfigError("epsilon and clip must be positive and delta in (0, 1)")
+
+
+@dataclass
+class DPRoundRecord:
+    """What one DP round did; ``asdict`` is a ``rounds`` entry of ``secagg train --dp --json``."""
+
+    round: int
+    cohort: list[int]
+    drop_at: str
+    dropped: list[int]
+    included: list[int]
+    aborted: bool
+    abort_reason: str | None
+    accuracy_secure: float
+    accuracy_central_dp: float
+    accuracy_plaintext: float
+    loss_secure: float
+    epsilon_round: float | None
+    epsilon: float
+    secagg_seconds: float
+    train_seconds: float
+    bytes_up_per_element: float | None
+    clipped_fraction: float
+
+
+@dataclass
+class DPTrainingHistory:
+    """Every round plus the plan and the accountant's total."""
+
+    config: FedAvgConfig
+    options: DPOptions
+    plan: Plan
+    central_noise_multiplier: float
+    initial_accuracy: float
+    rounds: list[DPRoundRecord] = field(default_factory=list)
+
+    @property
+    def epsilon(self) -> float:
+        return self.rounds[-1].epsilon if self.rounds else 0.0
+
+    def _final(self, name: str) -> float:
+        return float(getattr(self.rounds[-1], name)) if self.rounds else self.initial_accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.plan.params
+        sizes = [r.bytes_up_per_element for r in self.rounds if r.bytes_up_per_element]
+        per_element = max(sizes) if sizes else None
+        return {
+            "config": self.config.to_dict(),
+            "dp_plan": self.plan.to_json(),
+            "initial_accuracy": self.initial_accuracy,
+            "final_accuracy_secure": self._final("accuracy_secure"),
+            "final_accuracy_central_dp": self._final("accuracy_central_dp"),
+            "final_accuracy_plaintext": self._final("accuracy_plaintext"),
+            "epsilon": self.epsilon, "delta": self.options.delta,
+            "epsilon_target": self.options.epsilon,
+            "mechanism": p.mechanism, "bits": p.bits, "dp_clip": p.clip,
+            "survivor_floor": p.floor, "noise_multiplier": self.plan.noise_multiplier,
+            "central_noise_multiplier": self.central_noise_multiplier,
+            "bytes_up_per_element": per_element,
+            "bytes_up_per_parameter": None if per_element is None
+            else per_element * p.padded_dim / p.dim,
+            "secagg_seconds": sum(r.secagg_seconds for r in self.rounds),
+            "aborted_rounds": [r.round for r in self.rounds if r.aborted],
+            "max_aggregation_error": None, "within_bound": True,
+            "rounds": [asdict(r) for r in self.rounds],
+        }
+
+
+def survivor_floor(config: SessionConfig) -> int:
+    """Fewest included clients a session of ``config`` can finish with (§21.6, §8.0)."""
+    floor = config.threshold
+    if config.graph is graphs.GraphKind.HARARY and config.degree < config.n - 1:
+        floor = max(floor, config.n - graphs.tolerated_dropouts(config.n, config.dropout_ppm))
+    return floor
+
+
+def _task_hash(layout: Layout, params: DPParams) -> bytes:
+    """The session's task hash: model layout and DP parameters (§21.1 binding)."""
+    h = hashlib.sha256(b"secagg-fl-dp-v1")
+    h.update(repr((layout.shapes, layout.dtypes)).encode())
+    h.update(params.binding())
+    return h.digest()
+
+
+@dataclass
+class _DPStep:
+    included: list[int]
+    reason: str | None
+    mean: F64 | None
+    seconds: float
+    bytes_per_element: float | None
+
+
+class _DPTrainer:
+    """The round loop's state: three models (distributed DP, central DP, no DP) and the
+    accountant. Cohorts, dropouts and SGD seeds follow :class:`fl.fedavg._Trainer`."""
+
+    def __init__(self, data: FederatedData, model: Model, config: FedAvgConfig,
+                 options: DPOptions, progress: Progress | None) -> None:
+        self.data, self.model, self.config, self.progress = data, model, config, progress
+        self.ids = sorted(data.clients)
+        self.k = len(self.ids) if config.cohort_size is None else config.cohort_size
+        if self.k > len(self.ids):
+            raise DPConfigError(f"cohort_size {self.k} exceeds the {len(self.ids)} clients")
+        start = model.get_weights()
+        flat, self.layout = flatten(start)
+        # the session's own floor, for a cohort of this size (ids do not matter)
+        probe = SessionConfig.create(self.ids[:self.k], 1, 2**options.bits,
+                                     settings=config.session_settings(), check_memory=False)
+        self.plan = plan(self.k, flat.size, options.clip, options.epsilon, options.delta,
+                         config.rounds, options.bits, options.mechanism,
+                         survivor_floor=survivor_floor(probe), max_wrap=options.max_wrap)
+        self.params = self.plan.params
+        self.z_central = central_noise_multiplier(options.epsilon, options.delta, config.rounds)
+        self.accountant = DPAccountant(self.params, options.delta)
+        self.rng = np.random.default_rng([config.seed, 0xF1])
+        self.noise_rng = np.random.default_rng()  # central baseline only (simulation)
+        self.secure, self.central = start, [w.copy() for w in start]
+        self.plain = [w.copy() for w in start]
+
+    def evaluate(self, weights: list[np.ndarray]) -> Metrics:
+        self.model.set_weights(weights)
+        return self.model.evaluate(self.data.x_test, self.data.y_test)
+
+    def _flat_updates(self, ids: Sequence[int], start: list[np.ndarray], r: int,
+                      stage: str) -> dict[int, F64]:
+        ups = _local_updates(self.model, self.data, ids, start, self.config, r,
+                             self.progress, stage)
+        return {u: flatten(a)[0] for u, a in ups.items()}
+
+    def _secure_step(self, updates: dict[int, F64], schedule: dict[Round, set[int]],
+                     r: int) -> _DPStep:
+        t0 = time.perf_counter()
+        cohort = sorted(updates)
+        config = SessionConfig.create(
+            cohort, self.params.padded_dim, 2**self.params.bits,
+            settings=self.config.session_settings(), round_index=r,
+            task_hash=_task_hash(self.layout, self.params), check_memory=False)
+        sid = config.session_id
+        dtype = mask_dtype(config.modulus)  # the client's input dtype for Z_{2^B}
+        encoded = {u: encode_client(updates[u], self.params, sid, r).astype(dtype)
+                   for u in cohort}
+        run = run_simulation(config, encoded, schedule, threads=self.config.threads)
+        report = run.report
+        masked = report.bytes_up_per_round.get(Round.MASKED_INPUT.label)
+        per_element = None
+        if masked and report.included:
+            # bytes_up_per_round is averaged over the whole cohort; count the senders
+            senders = len(config.cohort) - len(schedule.get(Round.ADVERTISE_KEYS, ()))
+            senders -= len(schedule.get(Round.SHARE_KEYS, ()))
+            senders -= len(schedule.get(Round.MASKED_INPUT, ()))
+            per_element = masked * config.n / max(1, senders) / config.dim
+        if run.result is None:
+            return _DPStep([], report.abort_reason or "the session did not finish", None,
+                           time.perf_counter() - t0, per_element)
+        included = sorted(run.result.included)
+        if len(included) < self.params.floor:
+            return _DPStep(included, f"{len(included)} included, below the survivor floor "
+                           f"{self.params.floor}: not released", None,
+                           time.perf_counter() - t0, per_element)
+        mean = decode_mean(run.result.sum, self.params, sid, len(included), r)
+        return _DPStep(included, None, mean, time.perf_counter() - t0, per_element)
+
+    def _twins(self, r: int, included: list[int]) -> None:
+        """Central DP and no DP over the same included clients, same minibatches."""
+        if not included:
+            return
+        m, clip = len(included), self.params.clip
+        ups = self._flat_updates(included, self.central, r, "central")
+        mean = sum(clip_l2(ups[u], clip) for u in included) / m
+        sd = self.z_central * clip / m
+        mean = mean + self.noise_rng.normal(0.0, sd, mean.shape)
+        self.central = _add(self.central, unflatten(mean, self.layout))
+        ups = self._flat_updates(included, self.plain, r, "plaintext")
+        self.plain = _add(self.plain, unflatten(sum(ups[u] for u in included) / m,
+                                                self.layout))
+
+    def round(self, r: int) -> DPRoundRecord:
+        config = self.config
+        cohort = sorted(self.rng.choice(self.ids, size=self.k, replace=False).tolist())
+        point = (Round.from_label(config.drop_at) if config.drop_at != RANDOM_DROP_POINT
+                 else SEMI_HONEST_ROUNDS[int(self.rng.integers(len(SEMI_HONEST_ROUNDS)))])
+        schedule = random_schedule(cohort, config.dropout, point, self.rng)
+        t0 = time.perf_counter()
+        updates = self._flat_updates(cohort, self.secure, r, "train")
+        train_seconds = time.perf_counter() - t0
+        clipped = sum(float(np.linalg.norm(v)) > self.params.clip for v in updates.values())
+        if self.progress:
+            self.progress(r, "secagg", 0, 1)
+        step = self._secure_step(updates, schedule, r)
+        charge = None
+        released = step.mean is not None
+        if step.mean is not None:
+            self.secure = _add(self.secure, unflatten(step.mean, self.layout))
+            charge = self.accountant.charge(len(step.included))
+        self._twins(r, step.included if released else [])
+        m_secure = self.evaluate(self.secure)
+        return DPRoundRecord(
+            round=r, cohort=cohort, drop_at=point.label,
+            dropped=sorted(set(cohort) - set(step.included)), included=step.included,
+            aborted=not released, abort_reason=step.reason,
+            accuracy_secure=m_secure.accuracy,
+            accuracy_central_dp=self.evaluate(self.central).accuracy,
+            accuracy_plaintext=self.evaluate(self.plain).accuracy,
+            loss_secure=m_secure.loss,
+            epsilon_round=None if charge is None else charge.epsilon_round,
+            epsilon=self.accountant.epsilon, secagg_seconds=step.seconds,
+            train_seconds=train_seconds, bytes_up_per_element=step.bytes_per_element,
+            clipped_fraction=clipped / len(cohort),
+        )
+
+
+def run_dp_training(
+    data: FederatedData,
+    model: Model,
+    config: FedAvgConfig,
+    options: DPOptions,
+    *,
+    progress: Progress | None = None,
+    on_round: Callable[[DPRoundRecord], None] | None = None,
+    on_plan: Callable[[str], None] | None = None,
+) -> DPTrainingHistory:
+    """Train ``model`` (its weights are the start) by distributed-DP FedAvg and its twins.
+
+    ``config`` gives the FL hyper-parameters (its ``clip`` and ``bits`` are not
+    used: the DP clip is ``options.clip``, an L2 norm, and the ring width
+    ``options.bits``). Raises :class:`DPConfigError` for a target the
+    planner refuses (§21.8). ``on_plan`` hears the plan (``format_plan``) before
+    the first round. On return ``model`` holds the distributed-DP model.
+    """
+    trainer = _DPTrainer(data, model, config, options, progress)
+    if on_plan:
+        on_plan(format_plan(trainer.plan))
+    history = DPTrainingHistory(config, options, trainer.plan, trainer.z_central,
+                                model.evaluate(data.x_test, data.y_test).accuracy)
+    for r in range(1, config.rounds + 1):
+        record = trainer.round(r)
+        history.rounds.append(record)
+        if on_round:
+            on_round(record)
+    model.set_weights(trainer.secure)
+    return history

@@ -1,0 +1,194 @@
+"""Engines that run the server's unmasking jobs (pure functions) on several workers.
+
+Why an abstraction: the sans-IO :class:`~secagg.server.ServerProtocol` must not own
+processes or sockets, yet its unmasking (X25519, HKDF, keystream) is the one part
+worth spreading over cores or machines. The driver that owns the process lifetime
+(the simulator, a transport) makes an engine and hands it to the server; the server
+only calls :meth:`Engine.map` with the pure functions of :mod:`secagg.unmask`.
+
+* :class:`InlineEngine` runs jobs one after another in this process (tests,
+  and a reference for the others);
+* :class:`ProcessEngine` runs them on a local pool of worker processes;
+* :class:`RayEngine` runs them as Ray tasks (extra ``ray``): on a local Ray it
+  starts itself, or on an existing cluster (``address``).
+
+Jobs carry the reconstructed secrets a worker needs (spec §8.5): run workers
+only where the server itself runs (one host, or a cluster the operator controls).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.context import BaseContext
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from secagg.errors import ConfigError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Runs pure, picklable functions on ``workers`` workers; results in input order."""
+
+    @property
+    def workers(self) -> int: ...
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]: ...
+
+
+class InlineEngine:
+    """Every job in this process, in order: ``workers`` only says how to split the work."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self._workers = _check_workers(workers)
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        return [fn(item) for item in items]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __repr__(self) -> str:
+        return f"InlineEngine(workers={self._workers})"
+
+
+def _warm(_: int) -> int:
+    """Import and compile the kernels in a fresh worker, so no session pays for it."""
+    from secagg.kernels.warmup import warm_up
+
+    warm_up(1 << 32)
+    return os.getpid()
+
+
+class ProcessEngine:
+    """A local pool of ``workers`` processes, started (and warmed) when made.
+
+    ``forkserver`` where the platform has it (a clean server process imports the
+    unmasking code once and forks the workers from it: no copy of this process's
+    threads or locks, unlike ``fork``), else ``spawn``. Close it (or use it as a
+    context manager) to stop the workers.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._workers = _check_workers(workers)
+        context: BaseContext
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["secagg.unmask", "secagg.kernels.warmup"])
+        else:  # pragma: no cover - platforms without forkserver (Windows)
+            context = multiprocessing.get_context("spawn")
+        self._pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=context)
+        # start every worker now: a pool starts processes lazily, on first use
+        list(self._pool.map(_warm, range(self._workers)))
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        return list(self._pool.map(fn, items))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ProcessEngine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ProcessEngine(workers={self._workers})"
+
+
+def _call(fn: Callable[[T], R], item: T) -> R:
+    """One job as a Ray task (module-level, so Ray pickles it by reference)."""
+    return fn(item)
+
+
+class RayEngine:
+    """Jobs as Ray tasks, at most ``workers`` at a time on the local Ray this starts.
+
+    With ``address`` (e.g. ``"auto"`` or ``"ray://head:10001"``) it joins an existing
+    cluster instead, whose nodes must be able to import ``secagg`` (install it there or
+    pass a ``runtime_env``); the cluster's scheduler then decides where each job runs.
+    A Ray that this engine started is shut down by :meth:`close`.
+    """
+
+    def __init__(self, workers: int, *, address: str | None = None) -> None:
+        self._workers = _check_workers(workers)
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--engine ray needs Ray: install the 'ray' extra "
+                              "(pip install 'secagg[ray]')") from None
+        self._ray = ray
+        self._owned = not ray.is_initialized()
+        if self._owned:
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                       "configure_logging": False}
+            if address is None:
+                options["num_cpus"] = self._workers
+            ray.init(address=address, **options)
+        self._task = ray.remote(num_cpus=1)(_call)
+        # Ray starts its worker processes lazily: start them now, not in the first session
+        self.map(_warm, range(self._workers))
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        refs = [self._task.remote(fn, item) for item in items]
+        return list(self._ray.get(refs))
+
+    def close(self) -> None:
+        if self._owned and self._ray.is_initialized():
+            self._ray.shutdown()
+
+    def __enter__(self) -> RayEngine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RayEngine(workers={self._workers})"
+
+
+def _check_workers(workers: object) -> int:
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError("workers must be a positive integer")
+    return workers
+
+
+#: The engines ``--engine`` names.
+ENGINES = ("process", "ray", "inline")
+
+
+def make_engine(workers: int, kind: str = "process", *, address: str | None = None
+                ) -> InlineEngine | ProcessEngine | RayEngine | None:
+    """The engine for ``--workers K --engine kind``; None for one local process worker
+    (the threaded, in-process path). ``address``: a Ray cluster to join (ray only)."""
+    _check_workers(workers)
+    if kind not in ENGINES:
+        raise ConfigError(f"unknown engine {kind!r} ({', '.join(ENGINES)})")
+    if address is not None and kind != "ray":
+        raise ConfigError("a Ray address needs the ray engine")
+    if kind == "ray":
+        return RayEngine(workers, address=address)
+    if workers == 1:
+        return None
+    return ProcessEngine(workers) if kind == "process" else InlineEngine(workers)
+
+
+__all__ = ["ENGINES", "Engine", "InlineEngine", "ProcessEngine", "RayEngine", "make_engine"]

@@ -1,0 +1,134 @@
+"""Privacy accounting of secagg.dp: RDP curves, subsampling, dropouts (spec §21.6-§21.7)."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from secagg.dp import central, rdp
+from secagg.dp.accountant import DPAccountant, round_rdp
+from secagg.dp.errors import BelowSurvivorFloorError, DependencyMissingError
+from secagg.dp.params import DPParams, client_share
+
+dpa = pytest.importorskip("dp_accounting")
+
+
+def gaussian_eps(z: float, rounds: int, delta: float, q: float = 1.0) -> float:
+    return central.central_epsilon(z, rounds, delta, q)
+
+
+def test_conversion_matches_dp_accounting() -> None:
+    for z, rounds in ((0.8, 1), (1.0, 10), (3.0, 500)):
+        ours = rdp.epsilon_from_rdp(rdp.rdp_gaussian(z) * rounds, 1e-5)
+        assert ours == pytest.approx(gaussian_eps(z, rounds, 1e-5), rel=1e-9)
+
+
+@pytest.mark.parametrize("m", [1, 10, 100])
+def test_ddg_large_noise_limit_is_the_gaussian(m: int) -> None:
+    sigma2, d2, dim = 1e6, 100.0, 1024
+    ours = rdp.epsilon_from_rdp(rdp.rdp_ddg(m, sigma2, d2, d2 * d2, dim) * 20, 1e-5)
+    z = (m * sigma2) ** 0.5 / d2
+    assert ours == pytest.approx(gaussian_eps(z, 20, 1e-5), rel=1e-3)
+    assert ours >= gaussian_eps(z, 20, 1e-5) * (1 - 1e-12)
+
+
+def test_skellam_large_noise_limit_is_the_gaussian() -> None:
+    mu, d2, m = 1e7, 100.0, 10
+    ours = rdp.epsilon_from_rdp(rdp.rdp_skellam(m, mu, d2, d2 * d2) * 20, 1e-5)
+    z = (2 * m * mu) ** 0.5 / d2
+    assert ours == pytest.approx(gaussian_eps(z, 20, 1e-5), rel=1e-3)
+
+
+def test_ddg_penalty_for_small_shares() -> None:
+    """With tiny per-client sigma the tau term makes DDG strictly worse than the Gaussian."""
+    small = rdp.ddg_rho(100, 0.3, 5.0, 25.0, 1024)
+    assert small > 5.0**2 / (2 * 100 * 0.3)
+
+
+def test_subsampling_bound_is_never_below_the_tight_gaussian() -> None:
+    for z, q in ((0.8, 0.01), (1.2, 0.1), (2.0, 0.5)):
+        ours = rdp.epsilon_from_rdp(rdp.poisson_subsample(rdp.rdp_gaussian(z), q) * 100, 1e-5)
+        tight = gaussian_eps(z, 100, 1e-5, q)
+        assert tight * (1 - 1e-9) <= ours <= 1.4 * tight
+
+
+def test_monotonicity() -> None:
+    base = dict(mechanism="ddg", dim=1000, clip=1.0, gamma=100.0, bits=20, floor=10, clients=10)
+    eps = [DPAccountant(DPParams(noise=Fraction(v), **base), 1e-5).charge(10).epsilon_round
+           for v in (100, 400, 1600)]
+    assert eps[0] > eps[1] > eps[2]
+    acc = DPAccountant(DPParams(noise=Fraction(400), **base), 1e-5)
+    totals = [acc.charge(10).epsilon_total for _ in range(5)]
+    assert all(a < b for a, b in itertools.pairwise(totals))
+    sampled = [DPAccountant(DPParams(noise=Fraction(400), sampling_rate=q, **base), 1e-5)
+               .charge(10).epsilon_round for q in (0.05, 0.2, 1.0)]
+    assert sampled[0] < sampled[1] < sampled[2]
+
+
+@pytest.mark.parametrize("mechanism", ["ddg", "skellam"])
+@pytest.mark.parametrize("drop", [0.0, 0.1, 0.3])
+def test_dropout_epsilon_never_under_reported(mechanism: str, drop: float) -> None:
+    n, floor, rounds = 100, 70, 20
+    share = client_share(mechanism, 40_000.0, floor)  # type: ignore[arg-type]
+    params = DPParams(mechanism, dim=4096, clip=1.0, gamma=100.0, bits=20,  # type: ignore[arg-type]
+                      noise=share, floor=floor, clients=n)
+    acc = DPAccountant(params, 1e-5)
+    rng = np.random.default_rng(1)  # which clients drop: a test fixture, not noise
+    included = [n - int(rng.binomial(n, drop)) if drop else n for _ in range(rounds)]
+    included = [max(floor, k) for k in included]
+    for k in included:
+        acc.charge(k)
+    recomputed = rdp.epsilon_from_rdp(sum(round_rdp(params, k) for k in included), 1e-5)
+    assert acc.epsilon >= recomputed * (1 - 1e-12)
+    full = rdp.epsilon_from_rdp(round_rdp(params, n) * rounds, 1e-5)
+    assert acc.epsilon >= full * (1 - 1e-12)
+    # the floor's noise alone meets what was planned: variance at the floor >= target
+    assert floor * params.client_variance() >= 40_000.0
+
+
+def test_below_floor_is_refused_and_not_charged() -> None:
+    params = DPParams("ddg", dim=64, clip=1.0, gamma=10.0, bits=16, noise=Fraction(50),
+                      floor=7, clients=10)
+    acc = DPAccountant(params, 1e-5)
+    with pytest.raises(BelowSurvivorFloorError, match="survivor floor"):
+        acc.charge(6)
+    assert acc.history == [] and acc.epsilon == 0.0
+
+
+def test_central_noise_multiplier_meets_target() -> None:
+    z = central.central_noise_multiplier(8.0, 1e-5, 50, 0.1)
+    assert central.central_epsilon(z, 50, 1e-5, 0.1) <= 8.0
+    assert central.central_epsilon(z / 1.01, 50, 1e-5, 0.1) > 8.0
+
+
+def test_missing_dp_accounting_has_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.import_module
+
+    def fake(name: str, package: str | None = None) -> object:
+        if name == "dp_accounting":
+            raise ImportError(name)
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    with pytest.raises(DependencyMissingError, match=r"secagg\[dp\]"):
+        central.dp_accounting()
+
+
+def test_skellam_matches_the_papers_scaled_form() -> None:
+    """AKL21 Cor. 4.1 is stated for scale s, sum variance mu and real sensitivities; the
+    integer-unit form used here must agree for any s."""
+    a = rdp.orders_array()
+    for s, d2_real, m, mu_c in ((1.0, 1.0, 10, 50.0), (37.5, 0.8, 100, 3e4), (512.0, 2.0, 7, 1e6)):
+        d2 = s * d2_real
+        d1 = min(d2 * d2, 32 * d2)
+        var_paper = 2 * m * mu_c / s**2  # variance of the sum, in real units
+        l2, l1 = d2 / s, d1 / s
+        paper = a / (2 * var_paper) * l2**2 + np.minimum(
+            ((2 * a - 1) * s * l2**2 + 6 * l1) / (4 * s**3 * var_paper**2),
+            3 * l1 / (2 * s * var_paper),
+        )
+        assert np.allclose(rdp.rdp_skellam(m, mu_c, d2, d1), paper, rtol=1e-12)
