@@ -434,6 +434,19 @@ def finish_transcript(writer: TranscriptWriter, result: object, abort_reason: st
 TranscriptSink = TranscriptRecorder | TranscriptWriter
 
 
+def hash_vectors(transcript: Transcript) -> Transcript:
+    """``transcript`` with its masked inputs and sum recorded by their SHA-256 (version 2)."""
+    records = tuple(hashed_record(r.direction, r.round, r.client, r.data)
+                    if r.direction is Direction.UP and r.round == int(Round.MASKED_INPUT)
+                    and not r.hashed else r for r in transcript.records)
+    result = transcript.result
+    if result is not None and result.sha256 is None:
+        result = PublishedResult(result.included, result.bits, result.count, b"",
+                                 digest(result.packed))
+    return Transcript(transcript.config, transcript.trust_store, records, result,
+                      transcript.abort_reason, transcript.ended)
+
+
 def hashed_record(direction: Direction, round_number: int, client: int,
                   data: bytes) -> Record:
     """``data`` recorded by its SHA-256, keeping the :data:`MASKED_HEAD` first bytes."""

@@ -186,3 +186,23 @@ def test_file_round_trip_and_cli(semi: tuple[Transcript, list[Receipt]], tmp_pat
                      str(tmp_path / "receipts")]) == 2
     with pytest.raises(ReceiptError):
         Receipt.from_json('{"format": "secagg-receipt", "version": 9}')
+
+
+@pytest.mark.parametrize(("mode", "vectors"), [("semi-honest", "full"), ("active", "hash")])
+def test_simulate_cli_receipts_then_audit(tmp_path: Path, mode: str, vectors: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path, receipts = tmp_path / "t.jsonl", tmp_path / "receipts"
+    assert cli.main(["simulate", "--clients", "12", "--dim", "32", "--mode", mode,
+                     "--dropout", "0.1", "--drop-at", "masked-input", "--seed", "2",
+                     "--threads", "1", "--transcript", str(path), "--transcript-vectors",
+                     vectors, "--receipts", str(receipts), "--json"]) == 0
+    assert Transcript.read(path).hashed is (vectors == "hash")
+    kept = list(receipts.glob("receipt-*.json"))
+    assert len(kept) == 12
+    assert all((Receipt.read(p).signature is not None) is (mode == "active") for p in kept)
+    capsys.readouterr()
+    assert cli.main(["audit", str(path), "--receipts", str(receipts)]) == 0
+    out = capsys.readouterr().out
+    assert "A12" in out and out.splitlines()[-1].startswith("verdict: PASS")
+    assert cli.main(["simulate", "--clients", "12", "--dim", "8", "--receipts",
+                     str(receipts)]) == 2

@@ -17,13 +17,16 @@ from secagg.cli.plugins import SubParsers
 from secagg.cli.progress import StageBar
 from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
+from secagg.crypto.signatures import SigningKey
 from secagg.engine import ENGINES, make_engine
 from secagg.errors import SecAggError
 from secagg.graph import GraphKind
+from secagg.identity import TrustStore, generate_identities
 from secagg.measure import simulate
+from secagg.receipt import ReceiptObserver
 from secagg.rounds import Round
 from secagg.sim import Schedule, SimulationReport, random_schedule
-from secagg.transcript import TranscriptRecorder
+from secagg.transcript import TranscriptRecorder, hash_vectors
 
 
 def register(sub: SubParsers) -> None:
@@ -76,6 +79,11 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--transcript", metavar="FILE", default=None,
                    help="write the session's public transcript (every message as sent, the "
                    "config, the result; no secrets) to FILE, for 'secagg audit FILE'")
+    p.add_argument("--transcript-vectors", choices=["full", "hash"], default="full",
+                   help="with --transcript: masked vectors whole or by their SHA-256 (§18.5)")
+    p.add_argument("--receipts", metavar="DIR", default=None,
+                   help="with --transcript: every client keeps its receipt in DIR, for "
+                   "'secagg audit FILE --receipts DIR' (spec §18.6)")
     p.set_defaults(func=run)
 
 
@@ -116,12 +124,9 @@ def run(args: argparse.Namespace) -> int:
     except SecAggError as exc:
         print(f"secagg simulate: refused: {exc}", file=sys.stderr)
         return 2
-    if args.transcript and args.transport != "inproc":
-        print("secagg simulate: refused: --transcript needs --transport inproc", file=sys.stderr)
-        return 2
-    if (args.workers != 1 or args.engine != "process") and args.transport != "inproc":
-        print("secagg simulate: refused: --workers and --engine need --transport inproc",
-              file=sys.stderr)
+    refusal = _option_refusal(args)
+    if refusal:
+        print(f"secagg simulate: refused: {refusal}", file=sys.stderr)
         return 2
     if args.transport == "grpc":
         from secagg.transport.simulate import run_grpc_simulation
@@ -152,24 +157,54 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.exact else 3
 
 
+def _option_refusal(args: argparse.Namespace) -> str:
+    """Why these options cannot go together ('' when they can)."""
+    if args.transcript and args.transport != "inproc":
+        return "--transcript needs --transport inproc"
+    if args.receipts and not args.transcript:
+        return "--receipts needs --transcript"
+    if (args.workers != 1 or args.engine != "process") and args.transport != "inproc":
+        return "--workers and --engine need --transport inproc"
+    return ""
+
+
 def _run_inproc(args: argparse.Namespace, config: SessionConfig,
                 make_input: Callable[[int], np.ndarray], schedule: Schedule,
                 bar: StageBar | None) -> SimulationReport:
-    """The in-process session, on ``--workers`` worker processes (stopped after it)."""
+    """The in-process session, on ``--workers`` worker processes (stopped after it),
+    writing its transcript and receipts when asked (§18.5, §18.6)."""
     # the simulated clients accept the cohort floor the operator chose
     recorder = TranscriptRecorder() if args.transcript else None
+    receipts = ReceiptObserver(config.session_id, config.cohort) if args.receipts else None
+    identities: dict[int, SigningKey] | None = None
+    store: TrustStore | None = None
+    if receipts is not None and config.mode is Mode.ACTIVE:
+        # receipts are signed with the identities, so the CLI makes them here
+        identities, store = generate_identities(config.cohort)
     engine = make_engine(args.workers, args.engine, address=args.ray_address)
     try:
         report = simulate(config, make_input, schedule, threads=args.threads,
                           progress=bar.update if bar else None,
                           client_min_cohort=args.min_cohort, transcript=recorder,
-                          engine=engine)
+                          engine=engine, observers=[receipts] if receipts else [],
+                          identities=identities, trust_store=store)
     finally:
         if engine is not None:
             engine.close()
     if recorder is not None:
-        recorder.write(args.transcript)
+        _write_transcript(recorder, args.transcript, args.transcript_vectors)
+    if receipts is not None:
+        for receipt in receipts.receipts(identities):
+            receipt.write(args.receipts)
     return report
+
+
+def _write_transcript(recorder: TranscriptRecorder, path: str, vectors: str) -> None:
+    """The recorded transcript, whole or with the masked vectors and sum hashed (§18.5)."""
+    transcript = recorder.build()
+    if vectors == "hash":
+        transcript = hash_vectors(transcript)
+    transcript.write(path)
 
 
 def _print_table(r: SimulationReport, wall: float, args: argparse.Namespace) -> None:
