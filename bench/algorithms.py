@@ -20,16 +20,12 @@ Writes ``bench/results/algorithms.json`` and its section of ``bench/README.md``.
 
 from __future__ import annotations
 
-import argparse
-import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS_DIR, machine
-from bench.report import STANDALONE_MARK, write_standalone_section
+from bench.common import machine, machine_line, pct
+from bench.report import STANDALONE_MARK, standalone_main
 from fl.data import federate
 from fl.fedavg import FedAvgConfig, TrainingHistory, run_fedavg
 from fl.models import make_model
@@ -99,10 +95,6 @@ def _rounds_cell(values: list[int | None]) -> str:
     return cell + (f", never in {never}" if never else "")
 
 
-def _pct(values: list[float]) -> str:
-    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
-
-
 def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     lines = [
@@ -124,8 +116,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {alg} | {alpha:g} | {_rounds_cell([r['rounds_to_target_secure'] for r in rs])} | "
             f"{_rounds_cell([r['rounds_to_target_plaintext'] for r in rs])} | "
-            f"{_pct([r['final_accuracy_secure'] for r in rs])} | "
-            f"{_pct([r['final_accuracy_plaintext'] for r in rs])} | {100 * gap:.2f} points | "
+            f"{pct([r['final_accuracy_secure'] for r in rs])} | "
+            f"{pct([r['final_accuracy_plaintext'] for r in rs])} | {100 * gap:.2f} points | "
             f"{'yes' if all(r['within_bound'] for r in rs) else 'NO'} |")
     lines += [
         "",
@@ -140,28 +132,15 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for (alg, alpha), rs in sorted(_group(rows, "mlp").items(), key=lambda kv: kv[0][::-1]):
         lines.append(
-            f"| {alg} | {alpha:g} | {_pct([r['personal_accuracy_mean'] for r in rs])} | "
-            f"{_pct([r['personal_accuracy_worst10'] for r in rs])} | "
-            f"{_pct([r['final_accuracy_secure'] for r in rs])} |")
-    m = result["machine"]
-    lines += ["", f"Machine: {m.get('cpu')} ({m.get('cpu_count')} cores), "
-              f"Python {m.get('python')}."]
+            f"| {alg} | {alpha:g} | {pct([r['personal_accuracy_mean'] for r in rs])} | "
+            f"{pct([r['personal_accuracy_worst10'] for r in rs])} | "
+            f"{pct([r['final_accuracy_secure'] for r in rs])} |")
+    lines += ["", machine_line(result["machine"])]
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke size, temporary folder")
-    args = parser.parse_args()
-    result = run(args.quick)
-    out = Path(tempfile.mkdtemp(prefix="algorithms-quick-")) if args.quick else RESULTS_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "algorithms.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    text = markdown(result)
-    if not args.quick:
-        write_standalone_section(out.parent / "README.md", TITLE, text)
-    print(text)
-    print(f"wrote {out / 'algorithms.json'}")
+    standalone_main(__doc__, "algorithms", TITLE, run, markdown)
 
 
 if __name__ == "__main__":

@@ -283,3 +283,13 @@ def fmt(value: float | None, spec: str = ".3g") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return format(value, spec)
+
+
+def pct(values: Sequence[float]) -> str:
+    """Mean ± standard deviation of fractions, in percent, for a table cell."""
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+
+
+def machine_line(m: Mapping[str, Any]) -> str:
+    """The closing 'Machine: ...' sentence of a standalone suite's section."""
+    return f"Machine: {m.get('cpu')} ({m.get('cpu_count')} cores), Python {m.get('python')}."

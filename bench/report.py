@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -353,6 +354,27 @@ def write_standalone_section(readme: Path, title: str, body: str) -> None:
     sections = [s for s in sections if s.split("\n", 1)[0] != title]
     sections.append(f"{title}\n\n{body.strip()}\n")
     readme.write_text("\n## ".join([head.rstrip("\n") + "\n", *sections]))
+
+
+def standalone_main(doc: str, name: str, title: str, run: Callable[[bool], dict[str, Any]],
+                    markdown: Callable[[dict[str, Any]], str]) -> None:
+    """Entry point shared by the standalone suites (``bench.algorithms``, ``bench.lora``).
+
+    Runs the suite, writes ``<name>.json`` (into a temporary folder with
+    ``--quick``) and, at full size, the suite's own section of ``bench/README.md``.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke size, temporary folder")
+    args = parser.parse_args()
+    result = run(args.quick)
+    out = Path(tempfile.mkdtemp(prefix=f"{name}-quick-")) if args.quick else RESULTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    text = markdown(result)
+    if not args.quick:
+        write_standalone_section(out.parent / "README.md", title, text)
+    print(text)
+    print(f"wrote {out / f'{name}.json'}")
 
 
 def _relative(path: Path, start: Path) -> str:
