@@ -26,7 +26,7 @@ from secagg.errors import SecAggError
 from secagg.graph import GraphKind
 
 if TYPE_CHECKING:
-    from fl.fedavg import Progress, RoundRecord
+    from fl.fedavg import FedAvgConfig, Progress, RoundRecord
 
 #: ``--mu`` when ``--algorithm fedprox`` is given without it
 FEDPROX_DEFAULT_MU = 0.01
@@ -103,6 +103,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def fedavg_config(args: argparse.Namespace, **extra: Any) -> FedAvgConfig:
+    """The training settings shared by ``secagg train`` and ``secagg train --dp``.
+
+    ``extra`` adds the fields only one of the two jobs sets (the DP job leaves
+    clipping and the algorithm to its own options). Refuses ``--clients`` < 1.
+    """
+    from fl.fedavg import FedAvgConfig
+
+    if args.clients < 1:
+        raise SecAggError("--clients must be >= 1")
+    return FedAvgConfig(
+        rounds=args.rounds, cohort_size=args.cohort, local_epochs=args.local_epochs,
+        lr=args.lr, batch_size=args.batch_size, mu=args.mu, dropout=args.dropout,
+        drop_at=args.drop_at, graph=args.graph, declared_dropout=args.declared_dropout,
+        bits=args.bits, seed=args.seed, **extra,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from fl.dp_cli import resolve_defaults, run_dp
 
@@ -118,20 +136,13 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     # heavy imports (scikit-learn, matplotlib) only when training
     from fl.data import federate
-    from fl.fedavg import FedAvgConfig, run_fedavg
+    from fl.fedavg import run_fedavg
     from fl.models import make_model
     from fl.plot import plot_accuracy
 
     try:
-        if args.clients < 1:
-            raise SecAggError("--clients must be >= 1")
-        config = FedAvgConfig(
-            rounds=args.rounds, cohort_size=args.cohort, local_epochs=args.local_epochs,
-            lr=args.lr, batch_size=args.batch_size, mu=args.mu, dropout=args.dropout,
-            drop_at=args.drop_at, graph=args.graph, declared_dropout=args.declared_dropout,
-            clip=args.clip, bits=args.bits, seed=args.seed, algorithm=args.algorithm,
-            control_clip=args.control_clip, ditto_lambda=args.ditto_lambda,
-        )
+        config = fedavg_config(args, clip=args.clip, algorithm=args.algorithm,
+                               control_clip=args.control_clip, ditto_lambda=args.ditto_lambda)
         data = federate(args.dataset, args.clients, iid=args.iid, alpha=args.alpha,
                         seed=args.seed)
         model = make_model(args.model, data.num_features, data.num_classes, seed=args.seed)

@@ -61,20 +61,13 @@ def resolve_defaults(args: argparse.Namespace) -> None:
 def run_dp(args: argparse.Namespace) -> int:
     """``secagg train --dp``: exit 0 done, 2 refused (bad option or unsafe DP setting)."""
     start = time.perf_counter()
+    from fl.cli import fedavg_config
     from fl.data import federate
     from fl.dp_training import DPOptions, run_dp_training
-    from fl.fedavg import FedAvgConfig
     from fl.models import make_model
 
     try:
-        if args.clients < 1:
-            raise SecAggError("--clients must be >= 1")
-        config = FedAvgConfig(
-            rounds=args.rounds, cohort_size=args.cohort, local_epochs=args.local_epochs,
-            lr=args.lr, batch_size=args.batch_size, mu=args.mu, dropout=args.dropout,
-            drop_at=args.drop_at, graph=args.graph, declared_dropout=args.declared_dropout,
-            bits=args.bits, seed=args.seed,
-        )
+        config = fedavg_config(args)
         options = DPOptions(mechanism=args.dp, epsilon=args.epsilon, delta=args.delta,
                             bits=args.bits, clip=args.dp_clip)
         data = federate(args.dataset, args.clients, iid=args.iid, alpha=args.alpha,
