@@ -57,6 +57,7 @@ from fl.fedavg import (
     RANDOM_DROP_POINT,
     FedAvgConfig,
     Progress,
+    RoundOutcome,
     _local_updates,
 )
 from fl.models import Metrics, Model
@@ -95,16 +96,9 @@ class DPOptions:
 
 
 @dataclass
-class DPRoundRecord:
+class DPRoundRecord(RoundOutcome):
     """What one DP round did; ``asdict`` is a ``rounds`` entry of ``secagg train --dp --json``."""
 
-    round: int
-    cohort: list[int]
-    drop_at: str
-    dropped: list[int]
-    included: list[int]
-    aborted: bool
-    abort_reason: str | None
     accuracy_secure: float
     accuracy_central_dp: float
     accuracy_plaintext: float

@@ -141,8 +141,12 @@ class FedAvgConfig:
 
 
 @dataclass
-class RoundRecord:
-    """What one FL round did. ``to_dict`` field names are part of ``secagg train --json``."""
+class RoundOutcome:
+    """Who took part in one round and whether it released a sum (§9 dropouts).
+
+    The leading fields of both round records (``secagg train`` and ``--dp``), kept
+    in one place so their JSON shares the same first keys.
+    """
 
     round: int
     cohort: list[int]
@@ -151,6 +155,12 @@ class RoundRecord:
     included: list[int]
     aborted: bool
     abort_reason: str | None
+
+
+@dataclass
+class RoundRecord(RoundOutcome):
+    """What one FL round did. ``to_dict`` field names are part of ``secagg train --json``."""
+
     total_weight: int
     accuracy_secure: float
     accuracy_plaintext: float | None
