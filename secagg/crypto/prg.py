@@ -109,6 +109,30 @@ def _fill_words(enc: CipherContext, words: np.ndarray) -> None:
         words.byteswap(inplace=True)
 
 
+def _check_key(seed: bytes, context: bytes, cipher: StreamCipher) -> None:
+    """Refuse a malformed seed, context or cipher before any keystream is made."""
+    if not isinstance(seed, bytes | bytearray) or len(seed) != SEED_LEN:
+        raise CryptoError(f"mask seed must be exactly {SEED_LEN} bytes")
+    if not isinstance(context, bytes | bytearray):
+        raise ConfigError("context must be bytes (build it with encode_context)")
+    if not isinstance(cipher, StreamCipher):
+        raise ConfigError("cipher must be a StreamCipher")
+
+
+def _output(out: np.ndarray | None, dtype: np.dtype, length: int) -> np.ndarray:
+    """A fresh output array, or the caller's ``out`` once it is checked to fit."""
+    if out is None:
+        return np.empty(length, dtype=dtype)
+    _check_out(out, dtype, length)
+    return out
+
+
+def _keep_low_bits(out: np.ndarray, modulus: int, dtype: np.dtype) -> None:
+    """Reduce keystream words mod a power-of-two ``modulus`` (exactly uniform), in place."""
+    if modulus != 1 << (8 * dtype.itemsize):
+        np.bitwise_and(out, dtype.type(modulus - 1), out=out)
+
+
 def _check_out(out: np.ndarray, dtype: np.dtype, length: int) -> None:
     """Refuse an output buffer that would be silently reinterpreted or copied."""
     if not isinstance(out, np.ndarray):
@@ -138,21 +162,13 @@ def expand_mask(
     length ``length``; it is filled in place and returned (lets the caller
     reuse one scratch buffer per worker thread).
     """
-    if not isinstance(seed, bytes | bytearray) or len(seed) != SEED_LEN:
-        raise CryptoError(f"mask seed must be exactly {SEED_LEN} bytes")
-    if not isinstance(context, bytes | bytearray):
-        raise ConfigError("context must be bytes (build it with encode_context)")
-    if not isinstance(cipher, StreamCipher):
-        raise ConfigError("cipher must be a StreamCipher")
+    _check_key(seed, context, cipher)
     if not is_int_like(length) or length < 0:
         raise ConfigError("length must be a non-negative integer")
     length = int(length)
     dtype = mask_dtype(modulus)
     modulus = int(modulus)
-    if out is None:
-        out = np.empty(length, dtype=dtype)
-    else:
-        _check_out(out, dtype, length)
+    out = _output(out, dtype, length)
     if length == 0:
         return out
 
@@ -160,8 +176,7 @@ def expand_mask(
     _fill_words(enc, out)
 
     if modulus & (modulus - 1) == 0:  # power of two: low bits are exactly uniform
-        if modulus != 1 << (8 * dtype.itemsize):
-            np.bitwise_and(out, dtype.type(modulus - 1), out=out)
+        _keep_low_bits(out, modulus, dtype)
         return out
 
     _rejection_fill(enc, out, modulus, dtype)
@@ -188,12 +203,7 @@ def expand_mask_range(
     sampling makes positions data-dependent, and this is refused (ConfigError).
     Lets workers regenerate one coordinate range of every mask (spec §8.5).
     """
-    if not isinstance(seed, bytes | bytearray) or len(seed) != SEED_LEN:
-        raise CryptoError(f"mask seed must be exactly {SEED_LEN} bytes")
-    if not isinstance(context, bytes | bytearray):
-        raise ConfigError("context must be bytes (build it with encode_context)")
-    if not isinstance(cipher, StreamCipher):
-        raise ConfigError("cipher must be a StreamCipher")
+    _check_key(seed, context, cipher)
     if not (is_int_like(start) and is_int_like(stop)) or not 0 <= start <= stop:
         raise ConfigError("a mask range needs integers 0 <= start <= stop")
     dtype = mask_dtype(modulus)
@@ -202,10 +212,7 @@ def expand_mask_range(
         raise ConfigError("a mask range needs a power-of-two modulus: rejection sampling "
                           "makes positions data-dependent for other moduli")
     start, stop = int(start), int(stop)
-    if out is None:
-        out = np.empty(stop - start, dtype=dtype)
-    else:
-        _check_out(out, dtype, stop - start)
+    out = _output(out, dtype, stop - start)
     if stop == start:
         return out
     counter, skip = divmod(start * dtype.itemsize, _BLOCK[cipher])
@@ -216,8 +223,7 @@ def expand_mask_range(
     if skip:
         enc.update(bytes(skip))
     _fill_words(enc, out)
-    if modulus != 1 << (8 * dtype.itemsize):
-        np.bitwise_and(out, dtype.type(modulus - 1), out=out)
+    _keep_low_bits(out, modulus, dtype)
     return out
 
 
