@@ -114,7 +114,7 @@ def _transcript(args: argparse.Namespace) -> int:
     try:
         transcript = Transcript.read(args.transcript)
         store = _trust_store(args.trust_store) if args.trust_store else None
-        task_hash = _task_hash(args.task_hash) if args.task_hash else None
+        task_hash = _hex32(args.task_hash, "--task-hash") if args.task_hash else None
         receipts = _receipts(args.receipts) if args.receipts else None
     except SecAggError as exc:
         print(f"secagg audit: {exc}", file=sys.stderr)
@@ -140,7 +140,7 @@ def _log(args: argparse.Namespace) -> int:
     from secagg.session_log import read_log, verify_log
 
     try:
-        key = None if args.server_key is None else _hex_key(args.server_key)
+        key = None if args.server_key is None else _hex32(args.server_key, "--server-key")
         log = read_log(args.log)
         findings = verify_log(args.log, server_key=key, transcripts=args.transcripts)
     except SecAggError as exc:
@@ -160,13 +160,14 @@ def _log(args: argparse.Namespace) -> int:
     return 0 if not findings else 1
 
 
-def _hex_key(text: str) -> bytes:
+def _hex32(text: str, option: str) -> bytes:
+    """A 32-byte value given in hex on the command line (--server-key, --task-hash)."""
     try:
         value = bytes.fromhex(text)
     except ValueError:
-        raise SecAggError("--server-key must be hex") from None
+        raise SecAggError(f"{option} must be hex") from None
     if len(value) != 32:
-        raise SecAggError("--server-key must be 32 bytes (64 hex digits)")
+        raise SecAggError(f"{option} must be 32 bytes (64 hex digits)")
     return value
 
 
@@ -180,16 +181,6 @@ def _receipts(path: str) -> list[Receipt]:
 
 def _trust_store(path: str) -> TrustStore:
     return DirectoryTrustStore(path) if Path(path).is_dir() else FileTrustStore(path)
-
-
-def _task_hash(text: str) -> bytes:
-    try:
-        value = bytes.fromhex(text)
-    except ValueError:
-        raise SecAggError("--task-hash must be hex") from None
-    if len(value) != 32:
-        raise SecAggError("--task-hash must be 32 bytes (64 hex digits)")
-    return value
 
 
 def _attacks(args: argparse.Namespace) -> int:
