@@ -30,6 +30,7 @@ from secagg.transport import secagg_pb2_grpc as pb_grpc
 from secagg.transport.client import channel_options, demo_input
 from secagg.transport.local import LocalCluster, expected_sum
 from secagg.transport.server import ServerSettings, SessionOutcome, TransportServer
+from tests.thread_clients import run_thread_clients
 
 pytestmark = pytest.mark.slow
 
@@ -387,27 +388,9 @@ def _one_session_with_threads(
 ) -> tuple[SessionOutcome, dict[int, int]]:
     """Clients 1..n, each a thread with its demo input, against ``server`` (started on
     ``port``) for its one session; the outcome and each client's exit code."""
-    from secagg.transport.client import ClientSettings, TransportClient
-
-    codes: dict[int, int] = {}
-
-    def client(u: int) -> None:
-        c = TransportClient(
-            ClientSettings(server=f"127.0.0.1:{port}", client_id=u, connect_timeout=20,
-                           client_kwargs=client_kwargs(u)),
-            lambda cfg: demo_input(SEED, u, cfg.round_index, cfg.dim, cfg.modulus),
-            credentials=None)
-        codes[u] = c.run()
-
-    threads = [threading.Thread(target=client, args=(u,), daemon=True) for u in range(1, n + 1)]
-    for t in threads:
-        t.start()
-    try:
-        (outcome,) = server.run()
-    finally:
-        server.shutdown()
-    for t in threads:
-        t.join(timeout=20)
+    outcomes, codes = run_thread_clients(server, port, n, SEED,
+                                         lambda u: {"client_kwargs": client_kwargs(u)})
+    (outcome,) = outcomes
     return outcome, codes
 
 

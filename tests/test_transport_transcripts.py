@@ -4,7 +4,6 @@ the recorded identity keys). Library API, in-process threads, plaintext, small."
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ from secagg.identity import generate_identities
 from secagg.receipt import read_receipts
 from secagg.session_log import verify_log
 from secagg.transcript import Transcript
-from secagg.transport.client import ClientSettings, TransportClient, demo_input
 from secagg.transport.server import ServerSettings, TransportServer
+from tests.thread_clients import run_thread_clients
 
 pytestmark = pytest.mark.slow
 
@@ -43,27 +42,12 @@ def run_cluster(tmp: Path, *, vectors: str, mode: Mode = Mode.SEMI_HONEST,
                               **(server_kwargs or {}))
     server = TransportServer(settings, credentials=None, protocol_kwargs=protocol_kwargs)
     port = server.start()
-    codes: dict[int, int] = {}
 
-    def client(u: int) -> None:
+    def client_settings(u: int) -> dict[str, Any]:
         kw = {"min_cohort": 3, **extra, **({"identity": keys[u]} if keys else {})}
-        c = TransportClient(
-            ClientSettings(server=f"127.0.0.1:{port}", client_id=u, connect_timeout=20,
-                           sessions=sessions, client_kwargs=kw,
-                           **((client_kwargs or {}).get(u, {}))),
-            lambda cfg: demo_input(SEED, u, cfg.round_index, cfg.dim, cfg.modulus),
-            credentials=None)
-        codes[u] = c.run()
+        return {"sessions": sessions, "client_kwargs": kw, **((client_kwargs or {}).get(u, {}))}
 
-    threads = [threading.Thread(target=client, args=(u,), daemon=True) for u in range(1, N + 1)]
-    for t in threads:
-        t.start()
-    try:
-        outcomes = server.run()
-    finally:
-        server.shutdown()
-    for t in threads:
-        t.join(timeout=20)
+    outcomes, codes = run_thread_clients(server, port, N, SEED, client_settings)
     assert codes == dict.fromkeys(range(1, N + 1), 0)
     return outcomes
 
