@@ -54,11 +54,11 @@ import numpy as np
 from fl.algorithms import RunState
 from fl.data import FederatedData
 from fl.fedavg import (
-    RANDOM_DROP_POINT,
     FedAvgConfig,
     Progress,
     RoundOutcome,
     _local_updates,
+    draw_round,
 )
 from fl.models import Metrics, Model
 from secagg import graph as graphs
@@ -72,8 +72,8 @@ from secagg.dp.pipeline import decode_mean, encode_client
 from secagg.dp.planning import Plan, format_plan, plan
 from secagg.dp.rounding import clip_l2
 from secagg.quantize import Layout, flatten, unflatten
-from secagg.rounds import SEMI_HONEST_ROUNDS, Round
-from secagg.sim import random_schedule, run_simulation
+from secagg.rounds import Round
+from secagg.sim import run_simulation
 
 F64 = np.ndarray
 
@@ -267,10 +267,7 @@ class _DPTrainer:
 
     def round(self, r: int) -> DPRoundRecord:
         config = self.config
-        cohort = sorted(self.rng.choice(self.ids, size=self.k, replace=False).tolist())
-        point = (Round.from_label(config.drop_at) if config.drop_at != RANDOM_DROP_POINT
-                 else SEMI_HONEST_ROUNDS[int(self.rng.integers(len(SEMI_HONEST_ROUNDS)))])
-        schedule = random_schedule(cohort, config.dropout, point, self.rng)
+        cohort, point, schedule = draw_round(self.rng, self.ids, self.k, config)
         t0 = time.perf_counter()
         updates = self._flat_updates(cohort, self.secure, r, "train")
         train_seconds = time.perf_counter() - t0

@@ -140,6 +140,17 @@ class FedAvgConfig:
         return out
 
 
+def draw_round(rng: np.random.Generator, ids: Sequence[int], k: int,
+               config: FedAvgConfig) -> tuple[list[int], Round, dict[Round, set[int]]]:
+    """One round's random draws, shared by ``run_fedavg`` and the DP job: a cohort
+    of ``k`` of ``ids``, the protocol round its dropouts happen at (``--drop-at``,
+    or a random one) and who drops there. The draw order is part of reproducibility."""
+    cohort = sorted(rng.choice(ids, size=k, replace=False).tolist())
+    point = (Round.from_label(config.drop_at) if config.drop_at != RANDOM_DROP_POINT
+             else SEMI_HONEST_ROUNDS[int(rng.integers(len(SEMI_HONEST_ROUNDS)))])
+    return cohort, point, random_schedule(cohort, config.dropout, point, rng)
+
+
 @dataclass
 class RoundOutcome:
     """Who took part in one round and whether it released a sum (§9 dropouts).
@@ -350,10 +361,7 @@ class _Trainer:
 
     def round(self, r: int) -> RoundRecord:
         config = self.config
-        cohort = sorted(self.rng.choice(self.ids, size=self.k, replace=False).tolist())
-        point = (Round.from_label(config.drop_at) if config.drop_at != RANDOM_DROP_POINT
-                 else SEMI_HONEST_ROUNDS[int(self.rng.integers(len(SEMI_HONEST_ROUNDS)))])
-        schedule = random_schedule(cohort, config.dropout, point, self.rng)
+        cohort, point, schedule = draw_round(self.rng, self.ids, self.k, config)
         t0 = time.perf_counter()
         updates = _local_updates(self.model, self.data, cohort, self.secure, config, r,
                                  self.progress, "train")
