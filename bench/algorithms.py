@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import machine, machine_line, pct
+from bench.common import accuracy_cells, bound_cell, machine, pct, with_machine
 from bench.report import STANDALONE_MARK, standalone_main
 from fl.data import federate
 from fl.fedavg import FedAvgConfig, TrainingHistory, run_fedavg
@@ -116,9 +116,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {alg} | {alpha:g} | {_rounds_cell([r['rounds_to_target_secure'] for r in rs])} | "
             f"{_rounds_cell([r['rounds_to_target_plaintext'] for r in rs])} | "
-            f"{pct([r['final_accuracy_secure'] for r in rs])} | "
-            f"{pct([r['final_accuracy_plaintext'] for r in rs])} | {100 * gap:.2f} points | "
-            f"{'yes' if all(r['within_bound'] for r in rs) else 'NO'} |")
+            f"{accuracy_cells(rs)} | {100 * gap:.2f} points | {bound_cell(rs)} |")
     lines += [
         "",
         "Personalization (one-hidden-layer MLP): each client's accuracy on its own test part "
@@ -135,8 +133,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {alg} | {alpha:g} | {pct([r['personal_accuracy_mean'] for r in rs])} | "
             f"{pct([r['personal_accuracy_worst10'] for r in rs])} | "
             f"{pct([r['final_accuracy_secure'] for r in rs])} |")
-    lines += ["", machine_line(result["machine"])]
-    return "\n".join(lines)
+    return with_machine(lines, result["machine"])
 
 
 def main() -> None:

@@ -290,6 +290,18 @@ def pct(values: Sequence[float]) -> str:
     return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
 
 
-def machine_line(m: Mapping[str, Any]) -> str:
-    """The closing 'Machine: ...' sentence of a standalone suite's section."""
-    return f"Machine: {m.get('cpu')} ({m.get('cpu_count')} cores), Python {m.get('python')}."
+def accuracy_cells(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The 'final secure | final plaintext' accuracy cells (%) of runs with a plaintext twin."""
+    return (f"{pct([r['final_accuracy_secure'] for r in rows])} | "
+            f"{pct([r['final_accuracy_plaintext'] for r in rows])}")
+
+
+def bound_cell(rows: Sequence[Mapping[str, Any]]) -> str:
+    """'yes' when every run's secure mean stayed within its quantization bound."""
+    return "yes" if all(r["within_bound"] for r in rows) else "NO"
+
+
+def with_machine(lines: list[str], m: Mapping[str, Any]) -> str:
+    """A standalone suite's section: ``lines`` closed by the 'Machine: ...' sentence."""
+    closing = f"Machine: {m.get('cpu')} ({m.get('cpu_count')} cores), Python {m.get('python')}."
+    return "\n".join([*lines, "", closing])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import machine, machine_line, pct
+from bench.common import accuracy_cells, bound_cell, machine, pct, with_machine
 from bench.report import STANDALONE_MARK, standalone_main
 
 TITLE = "LoRA fine-tuning: adapters against the full model"
@@ -53,11 +53,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | {rs[0]['scalars_per_update']} | "
             f"{rs[0]['bytes_up_per_client_per_round']} | "
-            f"{pct([r['final_accuracy_secure'] for r in rs])} | "
-            f"{pct([r['final_accuracy_plaintext'] for r in rs])} | "
-            f"{'yes' if all(r['within_bound'] for r in rs) else 'NO'} |")
-    lines += ["", machine_line(result["machine"])]
-    return "\n".join(lines)
+            f"{accuracy_cells(rs)} | {bound_cell(rs)} |")
+    return with_machine(lines, result["machine"])
 
 
 def main() -> None:
