@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import accuracy_cells, bound_cell, machine, pct, with_machine
+from bench.common import accuracy_cells, bound_cell, machine, pct, table_row, with_machine
 from bench.report import STANDALONE_MARK, standalone_main
 from fl.data import federate
 from fl.fedavg import FedAvgConfig, TrainingHistory, run_fedavg
@@ -129,10 +129,9 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for (alg, alpha), rs in sorted(_group(rows, "mlp").items(), key=lambda kv: kv[0][::-1]):
-        lines.append(
-            f"| {alg} | {alpha:g} | {pct([r['personal_accuracy_mean'] for r in rs])} | "
-            f"{pct([r['personal_accuracy_worst10'] for r in rs])} | "
-            f"{pct([r['final_accuracy_secure'] for r in rs])} |")
+        lines.append(table_row([alg, f"{alpha:g}", pct([r["personal_accuracy_mean"] for r in rs]),
+                                pct([r["personal_accuracy_worst10"] for r in rs]),
+                                pct([r["final_accuracy_secure"] for r in rs])]))
     return with_machine(lines, result["machine"])
 
 

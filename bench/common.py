@@ -290,6 +290,11 @@ def pct(values: Sequence[float]) -> str:
     return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
 
 
+def table_row(cells: Sequence[Any]) -> str:
+    """One markdown table row: ``| a | b | c |``."""
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def accuracy_cells(rows: Sequence[Mapping[str, Any]]) -> str:
     """The 'final secure | final plaintext' accuracy cells (%) of runs with a plaintext twin."""
     return (f"{pct([r['final_accuracy_secure'] for r in rows])} | "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import accuracy_cells, bound_cell, machine, pct, with_machine
+from bench.common import accuracy_cells, bound_cell, machine, pct, table_row, with_machine
 from bench.report import STANDALONE_MARK, standalone_main
 
 TITLE = "LoRA fine-tuning: adapters against the full model"
@@ -50,10 +50,9 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for name, label in (("lora", f"LoRA rank {rows[0]['rank']}"), ("full", "full model")):
         rs = [r[name] for r in rows]
-        lines.append(
-            f"| {label} | {rs[0]['scalars_per_update']} | "
-            f"{rs[0]['bytes_up_per_client_per_round']} | "
-            f"{accuracy_cells(rs)} | {bound_cell(rs)} |")
+        lines.append(table_row([label, rs[0]["scalars_per_update"],
+                                rs[0]["bytes_up_per_client_per_round"], accuracy_cells(rs),
+                                bound_cell(rs)]))
     return with_machine(lines, result["machine"])
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS_DIR, fmt
+from bench.common import RESULTS_DIR, fmt, table_row
 
 SUITE_ORDER = ("flower", "scaling", "dropout", "primitives", "protocol")
 Payloads = Mapping[str, Mapping[str, Any]]
@@ -103,7 +103,7 @@ def targets(p: Payloads) -> list[tuple[str, str, str, str]]:
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines += [table_row(row) for row in rows]
     return lines
 
 
