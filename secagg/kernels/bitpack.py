@@ -26,6 +26,20 @@ _BYTE = np.uint64(0xFF)
 _LOW32 = np.uint64(0xFFFFFFFF)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _emit_bytes(out: np.ndarray, pos: int, acc: np.uint64,
+                nacc: np.uint64) -> tuple[int, np.uint64, np.uint64]:  # pragma: no cover
+    """Write the whole bytes pending in ``acc`` (``nacc`` bits) to ``out`` from ``pos``;
+    the new position and the fewer than 8 bits left. Inlined: this is the packer's hot loop."""
+    eight = np.uint64(8)
+    while nacc >= eight:
+        out[pos] = np.uint8(acc & _BYTE)
+        pos += 1
+        acc >>= eight
+        nacc -= eight
+    return pos, acc, nacc
+
+
 @njit(cache=True, nogil=True)
 def pack_bits(values: np.ndarray, bits: int, out: np.ndarray) -> None:  # pragma: no cover
     """Pack ``values`` (each ``< 2**bits``) into the ``uint8`` buffer ``out``.
@@ -39,24 +53,13 @@ def pack_bits(values: np.ndarray, bits: int, out: np.ndarray) -> None:  # pragma
     acc = _ZERO
     nacc = _ZERO  # pending bits in acc, always < 8 between steps
     pos = 0
-    eight = np.uint64(8)
     for i in range(values.shape[0]):
         v = np.uint64(values[i])
         acc |= (v & _LOW32) << nacc
-        nacc += lo_bits
-        while nacc >= eight:
-            out[pos] = np.uint8(acc & _BYTE)
-            pos += 1
-            acc >>= eight
-            nacc -= eight
+        pos, acc, nacc = _emit_bytes(out, pos, acc, nacc + lo_bits)
         if hi_bits > _ZERO:
             acc |= (v >> np.uint64(32)) << nacc
-            nacc += hi_bits
-            while nacc >= eight:
-                out[pos] = np.uint8(acc & _BYTE)
-                pos += 1
-                acc >>= eight
-                nacc -= eight
+            pos, acc, nacc = _emit_bytes(out, pos, acc, nacc + hi_bits)
     if nacc > _ZERO:
         out[pos] = np.uint8(acc & _BYTE)
 
