@@ -174,10 +174,7 @@ class UploadGate:
             raise RefusedError(grpc.StatusCode.INVALID_ARGUMENT, "empty message stream") from None
         except grpc.RpcError:
             raise self._cut(watch) from None
-        with self._lock:
-            if watch.cancelled:
-                raise self._cut(watch)
-            watch.phase = Phase.WAITING
+        self._enter(watch, Phase.WAITING)
         return first
 
     def read_rest(self, first: pb.ClientChunk, chunks: Iterator[pb.ClientChunk], limit: int,
@@ -203,11 +200,18 @@ class UploadGate:
             raise RefusedError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         except grpc.RpcError:  # cancelled by its client, or by the watchdog
             raise self._cut(watch) from None
+        self._enter(watch, Phase.DONE)
+        return data
+
+    def _enter(self, watch: Watch, phase: Phase) -> None:
+        """Move a call that the watchdog has not cancelled to ``phase``; refuse one it has.
+
+        Under the lock, so the watchdog never cancels a call between the check and the
+        phase change."""
         with self._lock:
             if watch.cancelled:
                 raise self._cut(watch)
-            watch.phase = Phase.DONE
-        return data
+            watch.phase = phase
 
     def _cut(self, watch: Watch) -> RefusedError:
         return RefusedError(grpc.StatusCode.CANCELLED, watch.reason or "call cancelled")
