@@ -56,10 +56,7 @@ InputProvider = Callable[[SessionConfig], np.ndarray]
 def channel_options() -> list[tuple[str, int | str]]:
     """Explicit message limits and fast reconnection (a restarted server is found in ~1 s)."""
     return [
-        ("grpc.max_receive_message_length", framing.GRPC_MESSAGE_LIMIT),
-        ("grpc.max_send_message_length", framing.GRPC_MESSAGE_LIMIT),
-        ("grpc.keepalive_time_ms", 20_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
+        *framing.GRPC_SHARED_OPTIONS,
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1_000),

@@ -29,6 +29,14 @@ from secagg.rounds import Round
 CHUNK_BYTES: Final = 1 << 20
 #: gRPC's per-message limit on both sides: one chunk plus its protobuf fields.
 GRPC_MESSAGE_LIMIT: Final = CHUNK_BYTES + (64 << 10)
+#: The channel options client and server must agree on: the message limits above and
+#: keepalive pings every 20 s (the server's ping policy admits them); each side adds its own.
+GRPC_SHARED_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
+    ("grpc.max_receive_message_length", GRPC_MESSAGE_LIMIT),
+    ("grpc.max_send_message_length", GRPC_MESSAGE_LIMIT),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+)
 TRANSPORT_VERSION: Final = 1
 _HEADER: Final = 4  # "SA", version, type
 _SLACK: Final = 1024  # room for fields added by later message versions (active mode)

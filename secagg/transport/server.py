@@ -88,10 +88,7 @@ class TransportServer:
         workers = 3 * settings.clients + 16
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="secagg-rpc")
         options = [
-            ("grpc.max_receive_message_length", framing.GRPC_MESSAGE_LIMIT),
-            ("grpc.max_send_message_length", framing.GRPC_MESSAGE_LIMIT),
-            ("grpc.keepalive_time_ms", 20_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
+            *framing.GRPC_SHARED_OPTIONS,
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.so_reuseport", 0),
