@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 from secagg.errors import ConfigError
 
@@ -61,6 +61,30 @@ class InlineEngine:
         return f"InlineEngine(workers={self._workers})"
 
 
+class _PoolEngine:
+    """What the engines with workers to release share: ``workers``, ``repr`` and use
+    as a context manager that closes them."""
+
+    _workers: int
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def close(self) -> None:
+        """Release the workers."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(workers={self._workers})"
+
+
 def _warm(_: int) -> int:
     """Import and compile the kernels in a fresh worker, so no session pays for it."""
     from secagg.kernels.warmup import warm_up
@@ -69,7 +93,7 @@ def _warm(_: int) -> int:
     return os.getpid()
 
 
-class ProcessEngine:
+class ProcessEngine(_PoolEngine):
     """A local pool of ``workers`` processes, started (and warmed) when made.
 
     ``start_method``: by default ``forkserver`` where the platform has it (a clean
@@ -94,24 +118,12 @@ class ProcessEngine:
         # start every worker now: a pool starts processes lazily, on first use
         list(self._pool.map(_warm, range(self._workers)))
 
-    @property
-    def workers(self) -> int:
-        return self._workers
-
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         return list(self._pool.map(fn, items))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> ProcessEngine:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"ProcessEngine(workers={self._workers})"
 
 
 def _call(fn: Callable[[T], R], item: T) -> R:
@@ -119,7 +131,7 @@ def _call(fn: Callable[[T], R], item: T) -> R:
     return fn(item)
 
 
-class RayEngine:
+class RayEngine(_PoolEngine):
     """Jobs as Ray tasks, at most ``workers`` at a time on the local Ray this starts.
 
     With ``address`` (e.g. ``"auto"`` or ``"ray://head:10001"``) it joins an existing
@@ -147,10 +159,6 @@ class RayEngine:
         # Ray starts its worker processes lazily: start them now, not in the first session
         self.map(_warm, range(self._workers))
 
-    @property
-    def workers(self) -> int:
-        return self._workers
-
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         refs = [self._task.remote(fn, item) for item in items]
         return list(self._ray.get(refs))
@@ -159,14 +167,6 @@ class RayEngine:
         if self._owned and self._ray.is_initialized():
             self._ray.shutdown()
 
-    def __enter__(self) -> RayEngine:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"RayEngine(workers={self._workers})"
 
 
 def _check_workers(workers: object) -> int:
