@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -141,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     from fl.plot import plot_accuracy
 
     try:
+        out = writable_dir(args.out)  # before any training: nothing is lost at the end
         config = fedavg_config(args, clip=args.clip, algorithm=args.algorithm,
                                control_clip=args.control_clip, ditto_lambda=args.ditto_lambda)
         data = federate(args.dataset, args.clients, iid=args.iid, alpha=args.alpha,
@@ -158,8 +160,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"secagg train: refused: {exc}", file=sys.stderr)
         return 2
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / "train.json", out / "train.png"
     split = "IID" if args.iid else f"Dirichlet alpha={args.alpha:g}"
     title = (f"{args.dataset}, {args.clients} clients ({split}), {args.model}, "
@@ -244,3 +244,16 @@ def _round_progress(bar: StageBar, rounds: int) -> Progress:
         bar.update(f"round {fl_round}/{rounds} {_STAGES.get(stage, stage)}", done, total)
 
     return show
+
+
+def writable_dir(path: str | Path) -> Path:
+    """``path`` as a folder this process can write into (created if missing), or a
+    one-line SecAggError: checked before training so a bad ``--out`` loses no work."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SecAggError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise SecAggError(f"--out {out}: the folder is not writable")
+    return out

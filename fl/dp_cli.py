@@ -61,12 +61,13 @@ def resolve_defaults(args: argparse.Namespace) -> None:
 def run_dp(args: argparse.Namespace) -> int:
     """``secagg train --dp``: exit 0 done, 2 refused (bad option or unsafe DP setting)."""
     start = time.perf_counter()
-    from fl.cli import fedavg_config
+    from fl.cli import fedavg_config, writable_dir
     from fl.data import federate
     from fl.dp_training import DPOptions, run_dp_training
     from fl.models import make_model
 
     try:
+        writable_dir(args.out)  # before any training: nothing is lost at the end
         config = fedavg_config(args)
         options = DPOptions(mechanism=args.dp, epsilon=args.epsilon, delta=args.delta,
                             bits=args.bits, clip=args.dp_clip)

@@ -331,7 +331,9 @@ def test_cli_vectors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     fake.check_vectors = check_vectors  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "secagg.vectors", fake)
     monkeypatch.setattr("secagg.vectors", fake, raising=False)
-    good = tmp_path / "good"
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
     assert cli.main(["audit", "--vectors", str(good)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == ["PASS  kdf/one  (reproduced)", "PASS  prg/two  (x)"]
@@ -353,3 +355,10 @@ def test_recorder_bounds() -> None:
     rec.publish_result(np.zeros(4, dtype=np.uint32), [1, 2], 1 << 32)
     built = rec.build()
     assert built.result is not None and built.result.count == 4 and built.ended
+
+
+def test_cli_vectors_missing_folder_is_refused(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["audit", "--vectors", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no such folder" in err and len(err.splitlines()) == 1

@@ -127,3 +127,11 @@ def test_python_dash_m(module: str) -> None:
                           text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"secagg {secagg.__version__}"
+
+
+def test_simulate_reports_a_negative_cohort_as_given(capsys: pytest.CaptureFixture[str]) -> None:
+    from secagg.cli import main
+
+    assert main(["simulate", "--clients", "-5", "--dim", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "got -5" in err and len(err.splitlines()) == 1

@@ -67,3 +67,16 @@ def test_help_lists_the_trainer(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert info.value.code == 0
     assert "train" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra", [[], ["--dp", "ddg", "--epsilon", "8", "--delta", "1e-5"]])
+def test_unwritable_out_is_refused_before_training(
+        extra: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = main(["train", "--rounds", "1", "--out", str(blocker / "sub"), *extra])
+    assert code == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("secagg train: refused: --out") and len(err.splitlines()) == 1
+    assert "round" not in captured.out  # no training output: refused before it started

@@ -103,7 +103,11 @@ def run(args: argparse.Namespace) -> int:
     if args.attacks:
         return _attacks(args)
     if args.vectors:
-        return _vectors(Path(args.vectors), args.json)
+        folder = Path(args.vectors)
+        if not folder.is_dir():
+            print(f"secagg audit: refused: --vectors {folder}: no such folder", file=sys.stderr)
+            return 2
+        return _vectors(folder, args.json)
     return _transcript(args)
 
 

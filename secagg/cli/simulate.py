@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
             kwargs["min_cohort"] = args.min_cohort
         if not 1 <= args.modulus_bits <= 64:
             raise SecAggError("--modulus-bits must be in [1, 64]")
+        if args.clients < 3:
+            raise SecAggError(f"--clients must be at least 3, got {args.clients}")
         config = SessionConfig.create(
             range(1, args.clients + 1),
             args.dim,
