@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from secagg.cli.args import hex32
 from secagg.cli.plugins import SubParsers
 from secagg.config import DEFAULT_MIN_COHORT
 from secagg.errors import SecAggError
@@ -118,7 +119,7 @@ def _transcript(args: argparse.Namespace) -> int:
     try:
         transcript = Transcript.read(args.transcript)
         store = _trust_store(args.trust_store) if args.trust_store else None
-        task_hash = _hex32(args.task_hash, "--task-hash") if args.task_hash else None
+        task_hash = hex32(args.task_hash, "--task-hash") if args.task_hash else None
         receipts = _receipts(args.receipts) if args.receipts else None
     except SecAggError as exc:
         print(f"secagg audit: {exc}", file=sys.stderr)
@@ -144,7 +145,7 @@ def _log(args: argparse.Namespace) -> int:
     from secagg.session_log import read_log, verify_log
 
     try:
-        key = None if args.server_key is None else _hex32(args.server_key, "--server-key")
+        key = None if args.server_key is None else hex32(args.server_key, "--server-key")
         log = read_log(args.log)
         findings = verify_log(args.log, server_key=key, transcripts=args.transcripts)
     except SecAggError as exc:
@@ -162,17 +163,6 @@ def _log(args: argparse.Namespace) -> int:
         print("verdict: " + ("PASS (chain, signatures and logged transcripts hold)"
                              if not findings else f"FAIL ({len(findings)} findings)"))
     return 0 if not findings else 1
-
-
-def _hex32(text: str, option: str) -> bytes:
-    """A 32-byte value given in hex on the command line (--server-key, --task-hash)."""
-    try:
-        value = bytes.fromhex(text)
-    except ValueError:
-        raise SecAggError(f"{option} must be hex") from None
-    if len(value) != 32:
-        raise SecAggError(f"{option} must be 32 bytes (64 hex digits)")
-    return value
 
 
 def _receipts(path: str) -> list[Receipt]:

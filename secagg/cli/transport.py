@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from secagg.cli.args import hex32
 from secagg.cli.plugins import SubParsers
 from secagg.config import Mode, SessionConfig, SessionSettings
 from secagg.crypto.prg import mask_dtype
@@ -101,7 +102,7 @@ def run_server(args: argparse.Namespace) -> int:
             # commands do not distribute yet; the library API takes them (spec §17)
             raise ConfigError(f"--mode {args.mode} is only available through the library API "
                               "(TransportServer protocol_kwargs / TransportClient client_kwargs)")
-        task = None if args.task_hash is None else _hex32(args.task_hash)
+        task = None if args.task_hash is None else hex32(args.task_hash, "--task-hash")
         settings = ServerSettings(
             clients=args.clients, dim=args.dim, modulus=1 << args.modulus_bits,
             session=SessionSettings.build(
@@ -285,16 +286,6 @@ def _use_tls(args: argparse.Namespace, who: str) -> bool:
     if args.certs is None:
         raise ConfigError(f"the {who} needs --certs DIR (mutual TLS), or --insecure for plaintext")
     return True
-
-
-def _hex32(text: str) -> bytes:
-    try:
-        value = bytes.fromhex(text)
-    except ValueError:
-        raise ConfigError("--task-hash must be 64 hex digits") from None
-    if len(value) != 32:
-        raise ConfigError("--task-hash must be 64 hex digits")
-    return value
 
 
 def _emitter(as_json: bool, text: Any) -> Any:
