@@ -50,6 +50,7 @@ from secagg.transcript import MASKED_HEAD, Direction, Record, Transcript
 from secagg.wire import MAX_U32, Reader
 
 if TYPE_CHECKING:
+    from secagg.audit_policy import AuditPolicy
     from secagg.receipt import Receipt
 
 __all__ = ["RULES", "AuditReport", "Rule", "RuleResult", "Status", "audit_transcript"]
@@ -107,7 +108,8 @@ class RuleResult:
 class AuditReport:
     """Verdict per rule. ``ok`` only when every rule passed (a skipped rule is not a pass),
     except the rules in ``unchecked``: those the transcript's form rules out by design
-    (A11 when the masked vectors are recorded as hashes, spec §18.5), skipped and said so."""
+    (A11 when the masked vectors are recorded as hashes, spec §18.5) or the auditor's
+    policy does not ask for (A14 without a round index, §18.8), skipped and said so."""
 
     results: tuple[RuleResult, ...]
     unchecked: frozenset[str] = frozenset()
@@ -152,22 +154,33 @@ def audit_transcript(
     min_cohort: int = DEFAULT_MIN_COHORT,
     task_hash: bytes | None = None,
     receipts: Sequence[Receipt] | None = None,
+    policy: AuditPolicy | None = None,
 ) -> AuditReport:
-    """Check ``transcript`` against rules A1..A11 (and A12 when ``receipts`` are given).
+    """Check ``transcript`` against rules A1..A11 (A12 when ``receipts`` are given, A13 and
+    A14 when a ``policy`` is).
 
     ``trust_store`` overrides the identity keys recorded in the transcript
     (active mode); ``min_cohort`` is the smallest cohort the auditor accepts
     (the clients' default floor, spec §15.8); ``task_hash``, when given, is the
     model hash the session must carry; ``receipts`` are clients' receipts
-    (spec §18.6), checked against the transcript by rule A12.
+    (spec §18.6), checked against the transcript by rule A12; ``policy`` is the
+    auditor's :class:`~secagg.audit_policy.AuditPolicy`, which the declared rates,
+    threshold, degree (A13) and round index (A14) must meet (spec §18.8).
     """
     report = _Audit(transcript, trust_store, min_cohort, task_hash).run()
-    if receipts is None:
-        return report
-    from secagg.receipt_audit import check_receipts
+    results, unchecked = list(report.results), set(report.unchecked)
+    if receipts is not None:
+        from secagg.receipt_audit import check_receipts
 
-    extra = check_receipts(transcript, receipts, trust_store=trust_store)
-    return AuditReport((*report.results, extra), report.unchecked)
+        results.append(check_receipts(transcript, receipts, trust_store=trust_store))
+    if policy is not None:
+        from secagg.audit_policy import check_policy
+
+        extra = check_policy(transcript, policy, receipts)
+        results.extend(extra)
+        unchecked |= {r.rule.id for r in extra
+                      if r.status is Status.SKIP and r.note.startswith("not checked")}
+    return AuditReport(tuple(results), frozenset(unchecked))
 
 
 # --- the audit ----------------------------------------------------------------------------

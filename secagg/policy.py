@@ -19,7 +19,8 @@ from secagg.checks import is_plain_int, is_plain_rate
 from secagg.config import Mode, SessionConfig
 from secagg.errors import ConfigError
 
-__all__ = ["ClientPolicy", "check_rates", "default_policy"]
+__all__ = ["ClientPolicy", "check_rates", "default_policy", "required_ppm",
+           "show_ppm"]
 
 _PPM = 1_000_000
 
@@ -92,15 +93,22 @@ def check_rates(config: SessionConfig, policy: ClientPolicy) -> None:
         ("corruption rate", config.corruption_ppm, policy.min_corruption_rate),
         ("dropout rate", config.dropout_ppm, policy.min_dropout_rate),
     ):
-        required = math.ceil(_rate(minimum, what) * _PPM)
+        required = required_ppm(minimum, what)
         if ppm < required:
             raise ConfigError(
-                f"the session declares a {what} {_show(ppm)} below this client's minimum "
-                f"{_show(required)}: the server's config cannot lower a client's policy"
+                f"the session declares a {what} {show_ppm(ppm)} below this client's minimum "
+                f"{show_ppm(required)}: the server's config cannot lower a client's policy"
             )
 
 
-def _show(ppm: int) -> str:
+def required_ppm(minimum: float, what: str) -> int:
+    """The smallest stored rate (ppm, §2.5) that meets a policy minimum: ``ceil(min · 10^6)``
+    (the auditor's rule A13 applies the same bound, spec §18.8)."""
+    return math.ceil(_rate(minimum, what) * _PPM)
+
+
+def show_ppm(ppm: int) -> str:
+    """A stored rate as the number it stands for (50000 -> "0.05")."""
     return f"{ppm / _PPM:g}"
 
 
