@@ -11,7 +11,9 @@ unmasking set Q), the message each client should have received, and the result.
 It then compares those with what the server actually sent and published.
 
 The rules are numbered A1..A11 (spec §18.2); each cites the server rule it
-checks. The auditor is independent of :mod:`secagg.server`: it shares only the
+checks. A12 (client receipts, :mod:`secagg.receipt_audit`) and A13-A14 (the declared
+parameters against the auditor's policy, :mod:`secagg.audit_policy`) are added when
+their evidence is given. The auditor is independent of :mod:`secagg.server`: it shares only the
 codec and the cryptographic primitives, so a bug in the server's bookkeeping
 shows up as a violation instead of being reproduced. Client messages the
 server had to refuse (duplicates, wrong lengths, bad signatures, out-of-field
