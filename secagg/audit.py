@@ -179,9 +179,8 @@ def audit_transcript(
         from secagg.audit_policy import check_policy
 
         extra = check_policy(transcript, policy, receipts)
-        results.extend(extra)
-        unchecked |= {r.rule.id for r in extra
-                      if r.status is Status.SKIP and r.note.startswith("not checked")}
+        results.extend(extra.results)
+        unchecked |= extra.unchecked
     return AuditReport(tuple(results), frozenset(unchecked))
 
 

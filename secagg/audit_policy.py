@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from secagg import graph as graphs
-from secagg.audit import Rule, RuleResult, Status
+from secagg.audit import AuditReport, Rule, RuleResult, Status
 from secagg.checks import is_plain_int
 from secagg.config import SessionConfig
 from secagg.errors import ConfigError, SecAggError
@@ -105,16 +105,19 @@ class AuditPolicy:
 
 
 def check_policy(transcript: Transcript, policy: AuditPolicy,
-                 receipts: Sequence[Receipt] | None = None) -> tuple[RuleResult, RuleResult]:
+                 receipts: Sequence[Receipt] | None = None) -> AuditReport:
     """A13 and A14 on the transcript's config; findings name the clients that accepted it
-    in round 0 (by their receipts when given, else by their round-0 messages)."""
+    in round 0 (by their receipts when given, else by their round-0 messages). A14 is in
+    ``unchecked`` when the policy names no round index."""
     try:
         cfg = SessionConfig.decode(transcript.config)
     except SecAggError:
-        return (RuleResult(PARAMETER_RULE, Status.SKIP, (), "configuration unusable"),
-                RuleResult(ROUND_INDEX_RULE, Status.SKIP, (), "configuration unusable"))
+        return AuditReport(tuple(RuleResult(r, Status.SKIP, (), "configuration unusable")
+                                 for r in POLICY_RULES))
     who = _accepted_by(transcript, cfg, receipts)
-    return _parameters(cfg, policy.client, who), _round_index(cfg, policy.round_index, who)
+    unchecked = frozenset({ROUND_INDEX_RULE.id} if policy.round_index is None else ())
+    return AuditReport((_parameters(cfg, policy.client, who),
+                        _round_index(cfg, policy.round_index, who)), unchecked)
 
 
 def _accepted_by(transcript: Transcript, cfg: SessionConfig,

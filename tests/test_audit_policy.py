@@ -21,12 +21,13 @@ from secagg.attacks import SCENARIOS, Harness, Setting
 from secagg.attacks.harness import Attack
 from secagg.attacks.scenarios import POLICY_CORRUPTION
 from secagg.audit import AuditReport, Status, audit_transcript
-from secagg.audit_policy import AuditPolicy, ranges
-from secagg.config import Mode
+from secagg.audit_policy import AuditPolicy, check_policy, ranges
+from secagg.config import Mode, SessionConfig
 from secagg.errors import ConfigError
 from secagg.graph import GraphKind
 from secagg.policy import ClientPolicy
 from secagg.receipt import Receipt, ReceiptObserver
+from secagg.transcript import TranscriptRecorder
 
 #: the round index every scenario's honest config carries (attacks.harness.session_config)
 SCHEDULED = 7
@@ -117,6 +118,26 @@ def test_unsafe_threshold_at_the_policy_rates() -> None:
     report = audit_transcript(h.transcript(), receipts=receipts, policy=POLICY)
     a13 = next(r for r in report.results if r.rule.id == "A13").findings
     assert len(a13) == 2 and "Harary (k, t) = (2, 2) at n = 20, unsafe" in a13[1]
+
+
+def test_complete_graph_threshold_at_the_policy_rates() -> None:
+    """Active complete graph, n = 10, t = 7 declared for 5 % corrupt: at a policy of 40 %
+    (4 corrupt clients) 2t = 14 no longer exceeds n + C = 14 (§15.1), so A13 names the
+    threshold as well as the rate; the round index matches, so A14 passes."""
+    config = SessionConfig.create(range(1, 11), 4, 1 << 16, mode=Mode.ACTIVE, round_index=3)
+    recorder = TranscriptRecorder()
+    recorder.begin(config, None)
+    recorder.publish_abort("nothing sent")
+    policy = AuditPolicy(ClientPolicy(min_corruption_rate=0.4), round_index=3)
+    report = check_policy(recorder.build(), policy)
+    a13, a14 = report.results
+    assert a13.status is Status.FAIL and a14.status is Status.PASS and not report.unchecked
+    assert a13.findings[0].startswith("round 0: no client (none advertised keys) accepted a "
+                                      "config declaring a corruption rate 0.05, below the "
+                                      "policy's 0.4")
+    assert "complete-graph t = 7 at n = 10, unsafe at the policy's rates (corruption 0.4" \
+        in a13.findings[1]
+    assert not check_policy(recorder.build(), AuditPolicy(round_index=3)).failed
 
 
 def test_without_a_round_index_a14_is_not_checked() -> None:
