@@ -61,7 +61,8 @@ class AuditPolicy:
     demanded (:class:`~secagg.policy.ClientPolicy`, defaults 0.05, 0, 24 bits); the
     auditor applies it in both modes, since a semi-honest client does not. ``round_index``:
     the round index the deployment scheduled for this session (the FL round, or the gRPC
-    server's first round plus the session's sequence in its log); None leaves A14 unchecked.
+    server's first round plus the session's sequence, the number in the transcript's file
+    name); None leaves A14 unchecked.
     """
 
     client: ClientPolicy = field(default_factory=ClientPolicy)
