@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"secagg simulate: refused: {refusal}", file=sys.stderr)
         return 2
     if args.transport == "grpc":
-        from secagg.transport.simulate import run_grpc_simulation
+        from secagg.cli.grpc_simulate import run_grpc_simulation
 
         return run_grpc_simulation(args, config, schedule, seed)
     show_progress = not args.json and sys.stderr.isatty()
