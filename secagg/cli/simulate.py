@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from secagg.cli.args import writable_file
 from secagg.cli.plugins import SubParsers
 from secagg.cli.progress import StageBar
 from secagg.config import Mode, SessionConfig
@@ -167,6 +168,11 @@ def _option_refusal(args: argparse.Namespace) -> str:
         return "--receipts needs --transcript"
     if (args.workers != 1 or args.engine != "process") and args.transport != "inproc":
         return "--workers and --engine need --transport inproc"
+    if args.transcript:
+        try:  # before the session: a run must not fail at the end on where it writes
+            writable_file(args.transcript, "--transcript")
+        except SecAggError as exc:
+            return str(exc)
     return ""
 
 
