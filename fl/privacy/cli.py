@@ -98,7 +98,7 @@ def _attack(args: argparse.Namespace) -> dict[str, Any]:
                           f"{exc.name} is missing") from None
     from fl.cli import check_extras
 
-    check_extras("secagg attack")  # scikit-learn (ROC) and matplotlib (pictures): refused before any work
+    check_extras("secagg attack")  # scikit-learn (ROC), matplotlib (pictures): before any work
     torch.set_num_threads(1)  # small model: threads only spin (fl.torch_adapter)
     dp = DPConfig(multiplier=args.dp, clip_norm=args.dp_clip)
     out = Path(args.out)
