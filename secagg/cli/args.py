@@ -39,7 +39,8 @@ def writable_file(path: str | Path, option: str) -> Path:
     if p.is_dir():
         raise ConfigError(f"{option} {p}: is a folder, not a file")
     if not folder.is_dir():
-        raise ConfigError(f"{option} {p}: the folder {folder} does not exist")
+        why = "is not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(f"{option} {p}: {folder} {why}")
     if p.exists() and not os.access(p, os.W_OK):
         raise ConfigError(f"{option} {p}: the file is not writable")
     if not os.access(folder, os.W_OK | os.X_OK):
