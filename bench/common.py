@@ -126,7 +126,12 @@ def output_dir(args: argparse.Namespace, suite: str) -> Path:
         path = quick_dir(f"secagg-bench-{suite}-")
     else:
         path = RESULTS_DIR
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a refusal is one line and exit status 2, never a traceback
+        print(f"secagg bench {suite}: refused: --out {path}: cannot create the folder "
+              f"({exc.strerror})", file=sys.stderr)
+        raise SystemExit(2) from None
     return path
 
 

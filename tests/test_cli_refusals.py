@@ -81,3 +81,15 @@ def test_the_server_writes_out_where_it_was_checked(tmp_path: Path) -> None:
     assert npz_path(tmp_path / "sums.npz") == tmp_path / "sums.npz"
     np.savez(tmp_path / "sums", a=np.zeros(1))
     assert (tmp_path / "sums.npz").exists()
+
+
+@pytest.mark.parametrize("suite", ["dp", "primitives"])
+def test_bench_refuses_an_unusable_out_in_one_line_before_running(
+        suite: str, files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["bench", suite, "--quick", "--out", files["blocked"]])
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing measured, nothing printed
+    assert captured.err == (f"secagg bench {suite}: refused: --out {files['blocked']}: cannot "
+                            "create the folder (Not a directory)\n")
