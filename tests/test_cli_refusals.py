@@ -52,7 +52,10 @@ CASES: list[tuple[list[str], str]] = [
     (["audit", "--explore", "0"], "positive"),
     (["dp", "plan", "--clients", "10", "--dim", "10", "--clip", "1", "--epsilon", "-1",
       "--delta", "1e-5", "--rounds", "1"], "epsilon"),
+    (["dp", "plan", "--clients", "200", "--dim", "650", "--clip", "1", "--epsilon", "0.001",
+      "--delta", "1e-5", "--rounds", "10"], "unreachable"),  # was an OverflowError
     (["train", "--min-cohort", "2", "--out", "{folder}"], "min_cohort"),
+    (["train", "--dp", "ddg", "--epsilon", "0.001", "--out", "{folder}"], "unreachable"),
     (["train", "--out", "{blocked}"], "--out"),
 ]
 
