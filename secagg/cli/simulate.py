@@ -166,6 +166,8 @@ def _option_refusal(args: argparse.Namespace) -> str:
         return "--transcript needs --transport inproc"
     if args.receipts and not args.transcript:
         return "--receipts needs --transcript"
+    if args.threads is not None and args.threads < 1:
+        return f"--threads must be at least 1, got {args.threads}"
     if (args.workers != 1 or args.engine != "process") and args.transport != "inproc":
         return "--workers and --engine need --transport inproc"
     if args.transcript:

@@ -25,6 +25,9 @@ from secagg.crypto.prg import mask_dtype
 from secagg.errors import ConfigError, SecAggError
 from secagg.graph import GraphKind
 
+#: client ids are u32 and 0 is reserved (spec §2.1)
+MAX_CLIENT_ID = 2**32 - 1
+
 INSECURE_WARNING = (
     "WARNING: --insecure: plaintext gRPC. Anyone on the network path can read and alter "
     "messages, and client ids are claimed, not authenticated. Use only for local experiments."
@@ -198,6 +201,8 @@ def run_client(args: argparse.Namespace) -> int:
 
     emit = _emitter(args.json, _client_line)
     try:
+        if not 1 <= args.id <= MAX_CLIENT_ID:
+            raise ConfigError(f"--id must be in [1, {MAX_CLIENT_ID}], got {args.id}")
         fixed = None if args.input is None else _load_input(args.input)
         settings = ClientSettings(
             server=args.server, client_id=args.id, connect_timeout=args.connect_timeout,
@@ -286,6 +291,9 @@ def run_certs_init(args: argparse.Namespace) -> int:
         )
     except SecAggError as exc:
         print(f"secagg certs: refused: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"secagg certs: refused: {args.directory}: {exc.strerror}", file=sys.stderr)
         return 2
     print(f"CA, server and {len(paths.clients)} client certificates in {paths.directory} "
           f"(valid {args.days} days; keep ca.key private)")
