@@ -87,6 +87,7 @@ __all__ = [
     "AggregationResult",
     "ClippingWarning",
     "SecureAggregator",
+    "protocol_ids",
     "weighted_mean",
 ]
 
@@ -158,6 +159,8 @@ class AggregationResult(Generic[ClientId]):
     @property
     def dropped(self) -> tuple[ClientId, ...]:
         """Clients of the cohort whose updates are not in the mean (the caller's ids)."""
+        if not self.protocol_ids:  # built without the mapping: the ids were the protocol's
+            return tuple(self.report.dropped_ids)  # type: ignore[arg-type]  # ClientId is int
         gone = set(self.report.dropped_ids)
         return tuple(c for c, p in self.protocol_ids.items() if p in gone)
 
