@@ -114,7 +114,7 @@ codes = [
     main(["dp", "plan", "--clients", "100", "--dim", "100", "--clip", "1", "--epsilon", "8",
           "--delta", "1e-5", "--rounds", "10", "--bits", "16"]),
 ]
-import secagg.transport.server, secagg.transport.client, secagg.aggregator, secagg.flower
+import secagg.transport.server, secagg.transport.client, secagg.aggregator, secagg.cli.quantize
 assert not [m for m in sys.modules if m.partition(".")[0] in ("sklearn", "matplotlib")]
 print("codes", codes)
 """
