@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,torch,flower,dp,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train,torch,flower,dp,ray]'
 	touch $(STAMP)
 
 run: $(STAMP)

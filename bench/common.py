@@ -3,7 +3,8 @@
 Every suite writes one JSON file (the machine, the command, every measured row),
 one CSV of the rows and its PNG plots. A full run writes into ``bench/results/``
 (committed with the report); ``--quick`` runs write into a fresh temporary
-folder (or ``--out``), so a smoke test never overwrites the published numbers.
+folder (or ``--out``), so a smoke test never overwrites the published numbers; that
+folder is removed when the process exits (:func:`quick_dir`; ``--out DIR`` keeps them).
 
 Times on the shared 2-core machine are noisy, so every claim is a ratio measured
 in the same run: ours against the hardware floor (measured beside each session
@@ -13,12 +14,14 @@ by :func:`secagg.sim.simulate`), and ours against Flower on the same inputs.
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import datetime as dt
 import json
 import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -91,7 +94,8 @@ def suite_parser(suite: str, doc: str | None) -> argparse.ArgumentParser:
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options every suite shares, so `secagg bench SUITE` reads the same everywhere."""
     parser.add_argument("--quick", action="store_true",
-                        help="small n and m (seconds), written to a temporary folder (CI)")
+                        help="small n and m (seconds), written to a temporary folder removed "
+                             "at exit (CI; --out DIR keeps the files)")
     parser.add_argument("--out", default=None,
                         help="output folder (default: bench/results for a full run, "
                              "a new temporary folder with --quick)")
@@ -101,15 +105,33 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="write JSON and CSV only")
 
 
+def quick_dir(prefix: str) -> Path:
+    """A fresh temporary folder for a ``--quick`` run, removed when the process exits.
+
+    Quick runs are smoke tests: their files are read (or printed) during the run and are
+    not worth keeping; leaving one folder per run in the system's temp directory is how
+    CI machines fill up. ``--out DIR`` is the way to keep them.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def output_dir(args: argparse.Namespace, suite: str) -> Path:
-    """Where this run writes: ``--out``, else a temp folder for --quick, else bench/results."""
+    """Where this run writes: ``--out``, else a temp folder for --quick (removed at exit),
+    else bench/results."""
     if args.out:
         path = Path(args.out)
     elif args.quick:
-        path = Path(tempfile.mkdtemp(prefix=f"secagg-bench-{suite}-"))
+        path = quick_dir(f"secagg-bench-{suite}-")
     else:
         path = RESULTS_DIR
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a refusal is one line and exit status 2, never a traceback
+        print(f"secagg bench {suite}: refused: --out {path}: cannot create the folder "
+              f"({exc.strerror})", file=sys.stderr)
+        raise SystemExit(2) from None
     return path
 
 

@@ -143,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epsilon", type=float, default=8.0)
     parser.add_argument("--delta", type=float, default=1e-5)
     args = parser.parse_args(argv)
+    out = output_dir(args, "dp")  # before the work: a bad --out is refused at once
     rng = np.random.default_rng(args.seed)
     n, dim, trials, sessions = (20, 60, 5, 40) if args.quick else (100, 500, 20, 400)
     start = time.perf_counter()
@@ -152,7 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in rows:
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in r.items()))
-    out = output_dir(args, "dp")
     payload = {"suite": "dp", "quick": bool(args.quick), "machine": machine(),
                "command": command_line("dp", argv), "clients": n, "dim": dim,
                "rows": rows, "wall_seconds": time.perf_counter() - start}

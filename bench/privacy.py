@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from bench.common import quick_dir
 from fl.privacy import experiments as ex
 from fl.privacy.inversion import InversionConfig
 from fl.privacy.updates import DPConfig
@@ -45,7 +45,7 @@ DP_MULTIPLIERS_QUICK = [1.0]
 def run(quick: bool, out: Path) -> dict[str, Any]:
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="privacy-bench-"))
+    scratch = quick_dir("privacy-bench-")  # reconstructions not kept: removed at exit
     cfg = InversionConfig(iterations=150, restarts=1) if quick else InversionConfig()
     grid = INVERSION_QUICK if quick else INVERSION_FULL
     rows: list[dict[str, Any]] = []
@@ -103,7 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke size, temporary folder")
     args = parser.parse_args()
-    out = Path(tempfile.mkdtemp(prefix="privacy-quick-")) if args.quick else OUT
+    out = quick_dir("privacy-quick-") if args.quick else OUT
     result = run(args.quick, out)
     print(markdown(result))
     print(f"wrote {out}")

@@ -17,12 +17,11 @@ import argparse
 import json
 import math
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS_DIR, fmt, table_row
+from bench.common import RESULTS_DIR, fmt, quick_dir, table_row
 
 SUITE_ORDER = ("flower", "scaling", "dropout", "primitives", "protocol")
 Payloads = Mapping[str, Mapping[str, Any]]
@@ -367,7 +366,7 @@ def standalone_main(doc: str, name: str, title: str, run: Callable[[bool], dict[
     parser.add_argument("--quick", action="store_true", help="smoke size, temporary folder")
     args = parser.parse_args()
     result = run(args.quick)
-    out = Path(tempfile.mkdtemp(prefix=f"{name}-quick-")) if args.quick else RESULTS_DIR
+    out = quick_dir(f"{name}-quick-") if args.quick else RESULTS_DIR
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     text = markdown(result)

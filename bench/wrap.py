@@ -49,8 +49,8 @@ def _wrap(suite: str, main: Callable[[list[str]], int], argv: Sequence[str] | No
     args, rest = _split(f"secagg bench {suite}", argv)
     if "-h" in rest or "--help" in rest:
         return main(rest)
+    out = output_dir(args, suite)  # before the work: a bad --out is refused at once
     code, res = _run_json(main, rest)
-    out = output_dir(args, suite)
     payload, rows = show(res)
     files = finish(args, out, suite, payload, rows, argv)
     print(f"wrote {', '.join(str(f) for f in files)}", file=sys.stderr)

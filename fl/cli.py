@@ -56,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="number of clients (default 20; 200 with --dp)")
     p.add_argument("--cohort", type=int, default=None,
                    help="clients sampled per round (default: all)")
+    p.add_argument("--min-cohort", type=int, default=d.min_cohort,
+                   help="the minimum cohort: a run whose per-round cohort is smaller is "
+                   "refused before training, since a sum over few clients reveals too much "
+                   "about each (default %(default)s; at least 3)")
     p.add_argument("--rounds", type=int, default=d.rounds, help="FL rounds (default %(default)s)")
     p.add_argument("--local-epochs", type=int, default=None,
                    help=f"local SGD epochs per round (default {d.local_epochs}; 3 with --dp)")
@@ -118,13 +122,27 @@ def fedavg_config(args: argparse.Namespace, **extra: Any) -> FedAvgConfig:
         rounds=args.rounds, cohort_size=args.cohort, local_epochs=args.local_epochs,
         lr=args.lr, batch_size=args.batch_size, mu=args.mu, dropout=args.dropout,
         drop_at=args.drop_at, graph=args.graph, declared_dropout=args.declared_dropout,
-        bits=args.bits, seed=args.seed, **extra,
+        bits=args.bits, seed=args.seed, min_cohort=args.min_cohort, **extra,
     )
+
+
+def check_extras(command: str = "secagg train") -> None:
+    """Refuse (MissingExtraError, one line) before any work when the ``train`` extra is
+    missing: scikit-learn for the data sets, matplotlib for the PNG written at the end."""
+    from secagg.extras import require
+
+    require("sklearn.datasets", "train", command)
+    require("matplotlib.figure", "train", command)
 
 
 def run(args: argparse.Namespace) -> int:
     from fl.dp_cli import resolve_defaults, run_dp
 
+    try:
+        check_extras()
+    except SecAggError as exc:
+        print(f"secagg train: refused: {exc}", file=sys.stderr)
+        return 2
     resolve_defaults(args)  # --clients, --local-epochs, --alpha: FedAvg's or the DP job's
     if args.mu is None:
         args.mu = FEDPROX_DEFAULT_MU if args.algorithm == "fedprox" else 0.0
@@ -137,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     # heavy imports (scikit-learn, matplotlib) only when training
     from fl.data import federate
-    from fl.fedavg import run_fedavg
+    from fl.fedavg import check_run, run_fedavg
     from fl.models import make_model
     from fl.plot import plot_accuracy
 
@@ -148,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         data = federate(args.dataset, args.clients, iid=args.iid, alpha=args.alpha,
                         seed=args.seed)
         model = make_model(args.model, data.num_features, data.num_classes, seed=args.seed)
+        check_run(data, model, config)  # every refusal before the header is printed
         bar = StageBar() if not args.json and sys.stderr.isatty() else None
         if not args.json:
             _print_header(args, data.num_train)

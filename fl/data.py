@@ -94,10 +94,12 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _loaders() -> dict[str, Callable[[], object]]:
-    # imported here: scikit-learn takes ~1 s to import and only this module needs it
-    from sklearn.datasets import load_breast_cancer, load_digits
+    # imported here: scikit-learn takes ~1 s to import, only this module needs it, and
+    # it is the optional `train` extra (a one-line MissingExtraError when absent)
+    from secagg.extras import require
 
-    return {"digits": load_digits, "breast_cancer": load_breast_cancer}
+    datasets = require("sklearn.datasets", "train", "fl.data's bundled data sets")
+    return {"digits": datasets.load_digits, "breast_cancer": datasets.load_breast_cancer}
 
 
 def partition(

@@ -144,8 +144,11 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 def _plot(history: DPTrainingHistory, path: Path, title: str) -> None:
     """Accuracy per round: distributed DP, central DP, no DP (matplotlib Agg canvas)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from secagg.extras import require
+
+    FigureCanvasAgg = require("matplotlib.backends.backend_agg", "train",
+                              "the accuracy plot").FigureCanvasAgg
+    Figure = require("matplotlib.figure", "train", "the accuracy plot").Figure
 
     rounds = [0] + [r.round for r in history.rounds]
     fig = Figure(figsize=(7.0, 4.2), dpi=120)

@@ -44,7 +44,7 @@ from fl.algorithms import ClientUpdate, RunState
 from fl.data import FederatedData
 from fl.models import Metrics, Model, check_training_args
 from secagg.aggregator import AggregationAborted, SecureAggregator, weighted_mean
-from secagg.config import SessionSettings
+from secagg.config import DEFAULT_MIN_COHORT, SessionSettings
 from secagg.errors import ConfigError
 from secagg.graph import GraphKind
 from secagg.quantize import flatten
@@ -69,8 +69,12 @@ class FedAvgConfig:
     ``drop_at`` (``"random"``: a random one per FL round). ``declared_dropout``
     is what the SecAgg+ parameter finder provisions the graph for; keep it
     above ``dropout``. ``settings`` (a :class:`~secagg.config.SessionSettings`)
-    gives every session choice at once; when given, ``graph`` and
-    ``declared_dropout`` are taken from it. ``clip`` bounds each coordinate of an update and
+    gives every session choice at once; when given, ``graph``,
+    ``declared_dropout`` and ``min_cohort`` are taken from it. ``min_cohort`` is the
+    protocol's minimum cohort (§2.4, default 10): a run whose per-round cohort is
+    smaller is refused before any training, since a sum over so few clients reveals
+    too much about each (``secagg attack inversion`` recovers images from a 5-client
+    sum). ``clip`` bounds each coordinate of an update and
     ``bits`` is the quantization resolution; ``max_weight`` is the public cap
     on a client's weight (``None``: the federation's total number of training
     examples, which no single client can exceed). ``algorithm`` is one of
@@ -101,6 +105,7 @@ class FedAvgConfig:
     seed: int = 0
     plaintext_baseline: bool = True
     settings: SessionSettings | None = None
+    min_cohort: int = DEFAULT_MIN_COHORT
 
     def __post_init__(self) -> None:
         if self.settings is not None:
@@ -108,6 +113,7 @@ class FedAvgConfig:
                 raise ConfigError("settings must be a SessionSettings")
             object.__setattr__(self, "graph", self.settings.graph.value)
             object.__setattr__(self, "declared_dropout", float(self.settings.dropout_rate))
+            object.__setattr__(self, "min_cohort", self.settings.min_cohort)
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise ConfigError("rounds must be an int >= 1")
         check_training_args(self.local_epochs, self.lr, self.batch_size, self.mu)
@@ -128,7 +134,8 @@ class FedAvgConfig:
         ``declared_dropout`` (the other choices at their defaults)."""
         if self.settings is not None:
             return self.settings
-        return SessionSettings.build(graph=self.graph, dropout_rate=self.declared_dropout)
+        return SessionSettings.build(graph=self.graph, dropout_rate=self.declared_dropout,
+                                     min_cohort=self.min_cohort)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (``settings`` only when given, with enums as their names)."""
@@ -410,6 +417,14 @@ class _Trainer:
         """Each client's accuracy on its own test part with the model it would use."""
         per = algorithms.client_metrics(self.model, self.data, state, self.config.algorithm)
         return {u: m.accuracy for u, m in per.items()}
+
+
+def check_run(data: FederatedData, model: Model, config: FedAvgConfig) -> None:
+    """Refuse (ConfigError) what :func:`run_fedavg` would refuse before its first round:
+    a cohort above the clients or below ``min_cohort``, no Harary parameters, an
+    algorithm the model cannot run. Cheap (no training); ``secagg train`` calls it
+    before printing anything."""
+    _Trainer(data, model, config, None)
 
 
 def run_fedavg(

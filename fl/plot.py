@@ -14,8 +14,11 @@ from fl.fedavg import TrainingHistory
 
 def plot_accuracy(history: TrainingHistory, path: Path, *, title: str = "") -> Path:
     """Test accuracy vs round, secure vs plaintext FedAvg; aborted rounds marked."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from secagg.extras import require
+
+    FigureCanvasAgg = require("matplotlib.backends.backend_agg", "train",
+                              "the accuracy plot").FigureCanvasAgg
+    Figure = require("matplotlib.figure", "train", "the accuracy plot").Figure
 
     rounds = [0] + [r.round for r in history.rounds]
     secure = [history.initial_accuracy] + [r.accuracy_secure for r in history.rounds]

@@ -21,17 +21,45 @@ The mean equals the plaintext weighted mean of the *clipped* updates of the
 included clients within :attr:`SecureAggregator.error_bound` per coordinate
 (one quantization step); :func:`weighted_mean` is that plaintext oracle.
 
-This is the simulation entry point (every client in one process). Deployments
-drive :class:`secagg.client.ClientProtocol` and :class:`secagg.server.ServerProtocol`
-over their own transport with the same quantization steps; see the README.
+**A simulation, for research and testing.** Every client and the server run in
+this one process, so the server code could read any update: nothing is protected
+here. Use it to measure what secure aggregation costs and how it behaves under
+dropouts. Real deployments put each client on its own device: the gRPC transport
+(``secagg server`` / ``secagg client``, :mod:`secagg.transport`), the Flower mod
+(:mod:`secagg.flower`), or :class:`secagg.client.ClientProtocol` and
+:class:`secagg.server.ServerProtocol` over your own transport with the same
+quantization steps; see the README.
+
+**Client ids** may be any hashable values (strings, UUIDs, ints). When every id is
+already a valid protocol id (an int in ``[1, 2**32 - 1]``) it is used as it is;
+otherwise the ids are numbered 1..n in the caller's order inside
+(:attr:`AggregationResult.protocol_ids`). ``included``, ``dropped``, ``weights`` and
+``dropouts`` always speak the caller's ids; only ``report`` speaks protocol ids.
+
+**Aggregate deltas, not weights.** Clipping to ``[-clip, clip]`` and a quantization
+step of ``2 clip / (2**bits - 1)`` suit values near zero. A model's weights are not
+(a bias of 5.0 clips to 1.0, and a step sized for the weights' whole range is coarse);
+the change each client made in a round is. Send ``local - global`` and add the mean
+delta to the global model::
+
+    deltas = {u: [lw - gw for lw, gw in zip(local[u], global_w)] for u in local}
+    result = SecureAggregator(clip=0.1).aggregate(deltas, weights)
+    global_w = [gw + d for gw, d in zip(global_w, result.mean)]
+
+:attr:`AggregationResult.clipped_fraction` says how much clipping bent the mean; past
+``clip_warning`` (default 5% of the coordinates) a :class:`ClippingWarning` is issued
+with :func:`warnings.warn` (a ``UserWarning``: filter it, or turn it into an error,
+with the :mod:`warnings` machinery; ``clip_warning=None`` never warns).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -54,14 +82,38 @@ from secagg.session import DropoutSchedule
 from secagg.sim import SimulationReport, simulate
 
 __all__ = [
+    "DEFAULT_CLIP_WARNING",
     "AggregationAborted",
     "AggregationResult",
+    "ClippingWarning",
     "SecureAggregator",
+    "protocol_ids",
     "weighted_mean",
 ]
 
+#: a caller's client id: any hashable (mapped to protocol ids inside)
+ClientId = TypeVar("ClientId", bound=Hashable)
+
 #: dropouts: round (or its public label) -> clients that stop there (the driver's type)
 Schedule = DropoutSchedule
+
+#: the caller's dropouts: round (or its label) -> the caller's ids that stop there
+CallerSchedule = (Mapping[Round, Iterable[ClientId]] | Mapping[str, Iterable[ClientId]]
+                  | Mapping[Round | str, Iterable[ClientId]])
+
+#: share of clipped coordinates above which :meth:`SecureAggregator.aggregate` warns
+DEFAULT_CLIP_WARNING = 0.05
+
+#: the largest protocol client id (§2: ids are u32, 0 excluded)
+_MAX_ID = 2**32 - 1
+
+
+class ClippingWarning(UserWarning):
+    """Many update coordinates were clipped: the mean is biased towards zero.
+
+    Raise ``clip`` (or send deltas instead of weights); filter this category with
+    :mod:`warnings` to silence it or turn it into an error.
+    """
 
 
 class AggregationAborted(AbortError):  # noqa: N818  (an AbortError; the name says what happened)
@@ -80,28 +132,37 @@ class AggregationAborted(AbortError):  # noqa: N818  (an AbortError; the name sa
 
 
 @dataclass(frozen=True, eq=False)
-class AggregationResult:
+class AggregationResult(Generic[ClientId]):
     """The outcome of one secure aggregation.
 
     ``mean`` is the weighted mean of the included clients' updates, in the
     update's shapes and dtypes; ``included`` the clients whose updates are in
-    it (sorted); ``total_weight`` their summed weight (what the server learns
+    it, by the caller's ids (sorted when they are protocol ids, else in the
+    caller's order); ``total_weight`` their summed weight (what the server learns
     besides the sum); ``seconds`` the wall time of the whole call (encoding,
     every client's and the server's protocol work, decoding); ``report`` the
-    simulator's measurements.
+    simulator's measurements (in protocol ids, see ``protocol_ids``);
+    ``clipped_fraction`` the share of the cohort's update coordinates that lay
+    beyond ``±clip`` (the mean approximates the *clipped* updates' mean).
     """
 
     mean: list[np.ndarray]
-    included: tuple[int, ...]
+    included: tuple[ClientId, ...]
     total_weight: int
     report: SimulationReport
     seconds: float
     quantization: QuantizationConfig = field(repr=False)
+    clipped_fraction: float = 0.0
+    #: the caller's id -> the protocol id it had in the session
+    protocol_ids: Mapping[ClientId, int] = field(default_factory=dict, repr=False)
 
     @property
-    def dropped(self) -> tuple[int, ...]:
-        """Clients of the cohort whose updates are not in the mean."""
-        return tuple(self.report.dropped_ids)
+    def dropped(self) -> tuple[ClientId, ...]:
+        """Clients of the cohort whose updates are not in the mean (the caller's ids)."""
+        if not self.protocol_ids:  # built without the mapping: the ids were the protocol's
+            return tuple(self.report.dropped_ids)  # type: ignore[arg-type]  # ClientId is int
+        gone = set(self.report.dropped_ids)
+        return tuple(c for c, p in self.protocol_ids.items() if p in gone)
 
 
 class SecureAggregator(SettingsViews):
@@ -124,7 +185,11 @@ class SecureAggregator(SettingsViews):
     (default: the machine's available memory) is refused (:mod:`secagg.budget`).
     ``threads`` is the server's unmasking thread count; ``seed`` makes the
     stochastic rounding reproducible (the protocol's keys always come from the
-    operating system).
+    operating system). ``clip_warning`` is the share of clipped coordinates past
+    which :meth:`aggregate` issues a :class:`ClippingWarning` (``None``: never).
+
+    A simulation for research and testing: every client runs in this process (see
+    the module docstring for deployments, client ids, and why to aggregate deltas).
     """
 
     def __init__(
@@ -143,6 +208,7 @@ class SecureAggregator(SettingsViews):
         threads: int | None = None,
         seed: int | None = None,
         memory_limit: int | None = None,
+        clip_warning: float | None = DEFAULT_CLIP_WARNING,
     ) -> None:
         # validate the quantization parameters now (with n = 1) so a bad clip,
         # bits or max_weight is refused at construction, not mid-training
@@ -159,6 +225,10 @@ class SecureAggregator(SettingsViews):
         #: bytes a session may use (None: the machine's available memory), see secagg.budget
         self.memory_limit = memory_limit
         self._rng = np.random.default_rng(seed)
+        if clip_warning is not None and not 0.0 <= float(clip_warning) <= 1.0:
+            raise ConfigError("clip_warning must be a fraction in [0, 1] or None")
+        #: share of clipped coordinates past which aggregate() warns (None: never)
+        self.clip_warning = None if clip_warning is None else float(clip_warning)
 
     # read-only views of the settings, kept for callers of the former attributes
     @property
@@ -215,38 +285,39 @@ class SecureAggregator(SettingsViews):
 
     def aggregate(
         self,
-        updates_by_client: Mapping[int, Sequence[np.ndarray]],
-        weights: Mapping[int, int] | None = None,
+        updates_by_client: Mapping[ClientId, Sequence[np.ndarray]],
+        weights: Mapping[ClientId, int] | None = None,
         *,
-        dropouts: Schedule | None = None,
+        dropouts: CallerSchedule[ClientId] | None = None,
         round_index: int = 0,
-    ) -> AggregationResult:
+    ) -> AggregationResult[ClientId]:
         """Securely compute ``Σ w_u x_u / Σ w_u`` over the clients that stay.
 
-        ``updates_by_client`` maps client id (1 .. 2**32 - 1) to its update;
+        ``updates_by_client`` maps a client id (any hashable) to its update;
         all updates must have the same shapes and dtypes. ``weights`` maps the
         same ids to positive ints <= ``max_weight`` (omit for equal weights).
         ``dropouts`` maps a :class:`~secagg.rounds.Round` (or its label) to the
         clients that stop sending at that round.
 
         Raises :class:`~secagg.errors.ConfigError` for mismatched shapes, ids,
-        weights or an unsafe session, and :class:`AggregationAborted` when too
-        few clients survive for the session to finish.
+        weights, an unknown drop point or an unsafe session, and
+        :class:`AggregationAborted` when too few clients survive for the session
+        to finish. Warns (:class:`ClippingWarning`) when more than
+        ``clip_warning`` of the coordinates were clipped.
         """
         if not isinstance(updates_by_client, Mapping) or not updates_by_client:
             raise ConfigError("updates_by_client must be a non-empty mapping of id -> arrays")
-        cohort = sorted(updates_by_client)
-        if not all(is_int_like(u) for u in cohort):
-            raise ConfigError("client ids must be ints")
-        cohort = [int(u) for u in cohort]
-        w = self._check_weights(cohort, weights)
-        flat, layout = self._flatten_all(cohort, updates_by_client)
+        ids = protocol_ids(list(updates_by_client))
+        cohort = sorted(ids.values())
+        w = self._check_weights(ids, weights)
+        flat, layout = self._flatten_all(ids, updates_by_client)
+        clipped = self._clipped_fraction(flat)
 
         start = time.perf_counter()
         config = self.session_config(cohort, layout, round_index=round_index)
         q = self.quantization(len(cohort))
         encoded = {u: encode(flat[u], q, weight=w[u], rng=self._rng) for u in cohort}
-        schedule = _check_schedule(dropouts, cohort)
+        schedule = _check_schedule(dropouts, ids)
         report = simulate(config, encoded, schedule, threads=self.threads)
         if report.aborted or report.sum is None:
             reason = report.abort_reason or "the session did not finish"
@@ -257,75 +328,115 @@ class SecureAggregator(SettingsViews):
         expected_weight = sum(w[u] for u in report.included_ids)
         if decoded.total_weight != expected_weight:  # same: a corrupted aggregate
             raise ProtocolError("aggregate weight differs from the included clients' weights")
-        mean = unflatten(decoded.mean, layout)
+        chosen = set(report.included_ids)
         return AggregationResult(
-            mean=mean,
-            included=tuple(report.included_ids),
+            mean=unflatten(decoded.mean, layout),
+            included=tuple(c for c, p in ids.items() if p in chosen),
             total_weight=decoded.total_weight,
             report=report,
             seconds=time.perf_counter() - start,
             quantization=q,
+            clipped_fraction=clipped,
+            protocol_ids=ids,
         )
 
+    def _clipped_fraction(self, flat: Mapping[int, np.ndarray]) -> float:
+        """Share of the coordinates beyond ``±clip``; warns past ``clip_warning``."""
+        total = sum(v.size for v in flat.values())
+        beyond = sum(int(np.count_nonzero(np.abs(v) > self.clip)) for v in flat.values())
+        fraction = beyond / total if total else 0.0
+        if self.clip_warning is not None and fraction > self.clip_warning:
+            warnings.warn(
+                f"{fraction:.1%} of the update coordinates lie beyond clip={self.clip:g} and "
+                f"were clipped (warning threshold {self.clip_warning:.1%}): the mean is biased; "
+                "raise clip, or aggregate deltas rather than weights",
+                ClippingWarning, stacklevel=3)
+        return fraction
+
     # -- validation ----------------------------------------------------------------------
-    def _check_weights(self, cohort: list[int],
-                       weights: Mapping[int, int] | None) -> dict[int, int]:
+    def _check_weights(self, ids: Mapping[ClientId, int],
+                       weights: Mapping[ClientId, int] | None) -> dict[int, int]:
+        """Each protocol id's weight, checked (the caller's ids name the clients)."""
         if weights is None:
-            return dict.fromkeys(cohort, 1)
-        if set(weights) != set(cohort):
+            return dict.fromkeys(ids.values(), 1)
+        if set(weights) != set(ids):
             raise ConfigError("weights must name exactly the clients that sent updates")
         out: dict[int, int] = {}
-        for u in cohort:
-            wu = weights[u]
+        for c, u in ids.items():
+            wu = weights[c]
             if not is_int_like(wu):
-                raise ConfigError(f"client {u}'s weight must be an int")
+                raise ConfigError(f"client {c!r}'s weight must be an int")
             if not 1 <= int(wu) <= self.max_weight:
                 raise ConfigError(
-                    f"client {u}'s weight must be in [1, max_weight={self.max_weight}]"
+                    f"client {c!r}'s weight must be in [1, max_weight={self.max_weight}]"
                 )
             out[u] = int(wu)
         return out
 
     @staticmethod
-    def _flatten_all(cohort: list[int], updates: Mapping[int, Sequence[np.ndarray]]
+    def _flatten_all(ids: Mapping[ClientId, int],
+                     updates: Mapping[ClientId, Sequence[np.ndarray]]
                      ) -> tuple[dict[int, np.ndarray], Layout]:
+        """Each protocol id's flat update; every update must share the first one's layout."""
         flat: dict[int, np.ndarray] = {}
         layout: Layout | None = None
-        for u in cohort:
-            vec, lay = flatten(updates[u])
+        for c, u in ids.items():
+            vec, lay = flatten(updates[c])
             if layout is None:
                 layout = lay
             elif lay != layout:
                 raise ConfigError(
-                    f"client {u}'s update has shapes {lay.shapes} / dtypes {lay.dtypes}, "
+                    f"client {c!r}'s update has shapes {lay.shapes} / dtypes {lay.dtypes}, "
                     f"expected {layout.shapes} / {layout.dtypes}"
                 )
             flat[u] = vec
-        assert layout is not None  # cohort is non-empty
+        assert layout is not None  # the cohort is non-empty
         if layout.size == 0:
             raise ConfigError("updates are empty (no scalars to aggregate)")
         return flat, layout
 
 
-def _check_schedule(dropouts: Schedule | None, cohort: list[int]) -> dict[Round, set[int]]:
-    """Normalise a dropout schedule, refusing unknown rounds and clients (ConfigError)."""
+def protocol_ids(clients: Sequence[ClientId]) -> dict[ClientId, int]:
+    """The caller's ids -> protocol ids (§2: distinct ints in ``[1, 2**32 - 1]``).
+
+    Ids that are all valid protocol ids already are kept (sorted, as the protocol
+    orders its cohort); any other hashables are numbered 1..n in the caller's order.
+    """
+    as_ints: dict[int, ClientId] = {}
+    for c in clients:
+        value: object = c  # narrowed below without losing c's type
+        if is_int_like(value) and 1 <= int(value) <= _MAX_ID:
+            as_ints[int(value)] = c
+    if len(as_ints) == len(clients):
+        return {as_ints[p]: p for p in sorted(as_ints)}
+    if len(clients) > _MAX_ID:
+        raise ConfigError(f"at most {_MAX_ID} clients")
+    return {c: i for i, c in enumerate(clients, start=1)}
+
+
+def _check_schedule(dropouts: CallerSchedule[ClientId] | None,
+                    ids: Mapping[ClientId, int]) -> dict[Round, set[int]]:
+    """Normalise a dropout schedule to protocol ids, refusing unknown rounds and clients."""
     out: dict[Round, set[int]] = {}
-    for point, ids in (dropouts or {}).items():
+    for point, named in (dropouts or {}).items():
         try:
             key = point if isinstance(point, Round) else Round.from_label(point)
         except ConfigError:
-            raise ConfigError(f"unknown drop point {point!r}") from None
-        out.setdefault(key, set()).update(int(u) for u in ids)
-    named = set().union(*out.values()) if out else set()
-    if not named <= set(cohort):
-        raise ConfigError("dropout schedule names clients that sent no update")
+            valid = ", ".join(r.label for r in Round)
+            raise ConfigError(f"unknown drop point {point!r}; valid drop points: {valid}"
+                              ) from None
+        unknown = [c for c in named if c not in ids]
+        if unknown:
+            raise ConfigError(f"dropout schedule names clients that sent no update: "
+                              f"{unknown[:5]!r}")
+        out.setdefault(key, set()).update(ids[c] for c in named)
     return out
 
 
 def weighted_mean(
-    updates_by_client: Mapping[int, Sequence[np.ndarray]],
-    weights: Mapping[int, int] | None,
-    ids: Iterable[int],
+    updates_by_client: Mapping[ClientId, Sequence[np.ndarray]],
+    weights: Mapping[ClientId, int] | None,
+    ids: Iterable[ClientId],
     *,
     clip: float | None = None,
 ) -> list[np.ndarray]:

@@ -17,6 +17,14 @@ class ConfigError(SecAggError):
     """A configuration is unsafe or inconsistent; refused before any work is done."""
 
 
+class MissingExtraError(SecAggError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install.
+
+    Also an :class:`ImportError`, so code that already treats a missing optional
+    module as "feature off" keeps working (see :mod:`secagg.extras`).
+    """
+
+
 class CryptoError(SecAggError):
     """A cryptographic operation failed (bad key, failed authentication, ...)."""
 

@@ -3,13 +3,17 @@ quantization bound, for every drop point, dtype and weighting; refusals are type
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 from secagg.aggregator import (
     AggregationAborted,
     AggregationResult,
+    ClippingWarning,
     SecureAggregator,
+    protocol_ids,
     weighted_mean,
 )
 from secagg.errors import AbortError, ConfigError
@@ -60,7 +64,8 @@ def test_clipping_is_what_the_mean_approximates() -> None:
     ups = updates(4, scale=2.0)  # many coordinates beyond the clip
     w = weights(4)
     agg = SecureAggregator(clip=0.5, max_weight=500, seed=1)
-    result = agg.aggregate(ups, w)
+    with pytest.warns(ClippingWarning):
+        result = agg.aggregate(ups, w)
     clipped = weighted_mean(ups, w, result.included, clip=0.5)
     raw = weighted_mean(ups, w, result.included)
     assert max_error(result, clipped) <= agg.error_bound
@@ -117,7 +122,8 @@ def test_refusals() -> None:
         agg.aggregate(ups, {**w, 1: 101})
     with pytest.raises(ConfigError, match="must be an int"):
         agg.aggregate(ups, {**w, 1: 2.0})  # type: ignore[dict-item]
-    with pytest.raises(ConfigError, match="unknown drop point"):
+    with pytest.raises(ConfigError, match="unknown drop point 'lunch'; valid drop points: "
+                       "advertise, share-keys, masked-input, consistency, unmask"):
         agg.aggregate(ups, w, dropouts={"lunch": {1}})
     with pytest.raises(ConfigError, match="no update"):
         agg.aggregate(ups, w, dropouts={"advertise": {99}})
@@ -127,8 +133,8 @@ def test_refusals() -> None:
         agg.aggregate({**ups, 2: [np.full((5, 3), np.nan), np.zeros(4)]}, w)
     with pytest.raises(ConfigError, match="below the minimum"):
         agg.aggregate(updates(n=5), weights(n=5, cap=100))
-    with pytest.raises(ConfigError):
-        agg.aggregate({0: ups[1], **{u: ups[u] for u in range(2, N + 1)}})  # id 0 is invalid
+    with pytest.raises(ConfigError, match="clip_warning"):
+        SecureAggregator(clip_warning=1.5)
     with pytest.raises(ConfigError, match="unknown graph"):
         SecureAggregator(graph="ring")
     with pytest.raises(ConfigError):
@@ -147,3 +153,69 @@ def test_weighted_mean_oracle() -> None:
     assert np.allclose(weighted_mean(ups, {1: 1, 2: 3}, [1, 2], clip=1.0)[0], [1.0, -0.5])
     with pytest.raises(ConfigError):
         weighted_mean(ups, None, [])
+
+
+def test_any_hashable_client_ids() -> None:
+    """Strings (or 0, or a mix) name clients; results speak the caller's ids."""
+    ints = updates(8)
+    names = {f"hospital-{u:02d}": arrays for u, arrays in ints.items()}
+    w = {name: u * 3 for name, u in zip(names, ints, strict=True)}
+    agg = SecureAggregator(max_weight=100, seed=3)
+    result = agg.aggregate(names, w, dropouts={Round.MASKED_INPUT: ["hospital-04"]})
+    assert result.dropped == ("hospital-04",)
+    assert result.included == tuple(n for n in names if n != "hospital-04")
+    assert result.protocol_ids["hospital-01"] == 1 and result.protocol_ids["hospital-12"] == N
+    assert result.report.dropped_ids == [4]  # the report speaks protocol ids
+    assert result.total_weight == sum(w[n] for n in result.included)
+    oracle = weighted_mean(names, w, result.included, clip=1.0)
+    assert max_error(result, oracle) <= agg.error_bound
+    with pytest.raises(ConfigError, match="no update"):
+        agg.aggregate(names, w, dropouts={"advertise": ["hospital-99"]})
+    with pytest.raises(ConfigError, match="client 'hospital-03''s weight"):
+        agg.aggregate(names, {**w, "hospital-03": 0})
+    # 0 is no protocol id, so these ints are numbered in the caller's order
+    zero = {u - 1: arrays for u, arrays in ints.items()}
+    assert agg.aggregate(zero).included == tuple(range(N))
+
+
+def test_protocol_ids_keep_valid_ints_and_number_the_rest() -> None:
+    assert protocol_ids([5, 2, 9]) == {2: 2, 5: 5, 9: 9}
+    assert protocol_ids(["b", "a"]) == {"b": 1, "a": 2}
+    assert protocol_ids([0, 7]) == {0: 1, 7: 2}
+    assert protocol_ids([3, "x"]) == {3: 1, "x": 2}
+
+
+def test_clipped_fraction_is_reported_and_warns_past_the_threshold() -> None:
+    ups = updates(9, scale=0.3)
+    quiet = SecureAggregator(clip=1.0, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ClippingWarning)  # under 5% clipped: no warning
+        result = quiet.aggregate(ups)
+    flat = np.concatenate([np.concatenate([a.ravel() for a in arrays]) for arrays in ups.values()])
+    expected = float(np.mean(np.abs(flat) > 1.0))
+    assert result.clipped_fraction == pytest.approx(expected)
+    assert expected < 0.05
+    tight = SecureAggregator(clip=0.1, seed=1)
+    with pytest.warns(ClippingWarning, match=r"lie beyond clip=0\.1 .*threshold 5\.0%"):
+        result = tight.aggregate(ups)
+    assert result.clipped_fraction == pytest.approx(float(np.mean(np.abs(flat) > 0.1)))
+    assert result.clipped_fraction > 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ClippingWarning)
+        SecureAggregator(clip=0.1, seed=1, clip_warning=None).aggregate(ups)
+        SecureAggregator(clip=0.1, seed=1, clip_warning=0.99).aggregate(ups)
+
+
+def test_aggregating_deltas_as_the_docstring_says() -> None:
+    """The module docstring's recipe: weights far outside the clip, deltas inside it."""
+    rng = np.random.default_rng(2)
+    global_w = [np.full(6, 5.0)]  # weights of magnitude 5: clipped to 1 if sent as they are
+    local = {u: [global_w[0] + rng.normal(0, 0.01, 6)] for u in range(1, N + 1)}
+    deltas = {u: [lw - gw for lw, gw in zip(local[u], global_w, strict=True)] for u in local}
+    result = SecureAggregator(clip=0.1, seed=0).aggregate(deltas)
+    new = [gw + d for gw, d in zip(global_w, result.mean, strict=True)]
+    exact = np.mean([local[u][0] for u in local], axis=0)
+    assert np.abs(new[0] - exact).max() <= SecureAggregator(clip=0.1).error_bound
+    with pytest.warns(ClippingWarning):
+        wrong = SecureAggregator(clip=1.0, seed=0).aggregate(local)
+    assert np.abs(wrong.mean[0] - exact).max() > 3.0  # the weights were clipped to 1

@@ -80,3 +80,29 @@ def test_unwritable_out_is_refused_before_training(
     err = captured.err.strip()
     assert err.startswith("secagg train: refused: --out") and len(err.splitlines()) == 1
     assert "round" not in captured.out  # no training output: refused before it started
+
+
+def test_min_cohort_is_checked_before_anything_is_printed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cohort below --min-cohort is refused in one line on stderr, with no table header."""
+    assert main(["train", "--cohort", "8", "--out", str(tmp_path)]) == 2  # default minimum 10
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("secagg train: refused: cohort of 8 clients is below the minimum "
+                          "of 10") and err.count("\n") == 1
+    assert main(["train", "--min-cohort", "2", "--out", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "min_cohort must be at least 3" in err
+    assert not (tmp_path / "train.json").exists()
+
+
+def test_min_cohort_lowered_explicitly(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--json", "--clients", "12", "--cohort", "6", "--min-cohort", "6",
+                 "--rounds", "1", "--local-epochs", "1", "--graph", "complete",
+                 "--dropout", "0", "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads(captured.out)
+    assert summary["config"]["min_cohort"] == 6
+    assert len(summary["rounds"][0]["cohort"]) == 6

@@ -96,6 +96,9 @@ def _attack(args: argparse.Namespace) -> dict[str, Any]:
     except ImportError as exc:
         raise ConfigError(f"secagg attack needs PyTorch and tqdm (pip install -e '.[torch]'): "
                           f"{exc.name} is missing") from None
+    from fl.cli import check_extras
+
+    check_extras("secagg attack")  # scikit-learn (ROC), matplotlib (pictures): before any work
     torch.set_num_threads(1)  # small model: threads only spin (fl.torch_adapter)
     dp = DPConfig(multiplier=args.dp, clip_norm=args.dp_clip)
     out = Path(args.out)

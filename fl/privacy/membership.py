@@ -64,7 +64,10 @@ class MembershipResult:
 
 def evaluate(member_scores: np.ndarray, non_member_scores: np.ndarray) -> MembershipResult:
     """AUC and TPR at 1% FPR (scikit-learn's ROC; linear interpolation at FPR = 0.01)."""
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from secagg.extras import require
+
+    metrics = require("sklearn.metrics", "train", "the membership attack's ROC")
+    roc_auc_score, roc_curve = metrics.roc_auc_score, metrics.roc_curve
 
     s = np.concatenate([member_scores, non_member_scores])
     truth = np.concatenate([np.ones(member_scores.shape[0]), np.zeros(non_member_scores.shape[0])])

@@ -11,8 +11,9 @@ import numpy as np
 
 def _pyplot() -> Any:
     """matplotlib.pyplot on the Agg backend (imported only when a picture is drawn)."""
-    import matplotlib
+    from secagg.extras import require
 
+    matplotlib = require("matplotlib", "train", "the attack pictures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

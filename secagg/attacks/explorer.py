@@ -560,28 +560,3 @@ def explore(sessions: int, *, seed: int = 0, modes: Sequence[Mode] = (Mode.SEMI_
         strategy, cfg = sample_strategy(rng, modes, kinds, policy)
         records.append(run_session(i, strategy, cfg))
     return ExploreReport(seed, tuple(records), time.perf_counter() - start)
-
-
-# --- command line -------------------------------------------------------------------------
-def _choice(value: str | None, kinds: type[Mode] | type[graphs.GraphKind]) -> list:  # type: ignore[type-arg]
-    return list(kinds) if value in (None, "both") else [kinds(value)]
-
-
-def run_cli(sessions: int, *, seed: int = 0, mode: str | None = "both",
-            graph: str | None = "both", as_json: bool = False) -> int:
-    """``secagg audit --explore N``: print what was explored and every leak; exit 0 only
-    when no leak is beyond the spec (1 otherwise; 2: bad options)."""
-    import json
-    import sys
-
-    if sessions < 1:
-        print("secagg audit: --explore needs a positive number of sessions", file=sys.stderr)
-        return 2
-    report = explore(sessions, seed=seed, modes=_choice(mode, Mode),
-                     kinds=_choice(graph, graphs.GraphKind))
-    if as_json:
-        print(json.dumps(report.to_dict(), sort_keys=True))
-    else:
-        for line in report.lines():
-            print(line)
-    return 1 if report.beyond_spec else 0

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from secagg.cli.args import writable_file
 from secagg.cli.plugins import SubParsers
 from secagg.cli.progress import StageBar
 from secagg.config import Mode, SessionConfig
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"secagg simulate: refused: {refusal}", file=sys.stderr)
         return 2
     if args.transport == "grpc":
-        from secagg.transport.simulate import run_grpc_simulation
+        from secagg.cli.grpc_simulate import run_grpc_simulation
 
         return run_grpc_simulation(args, config, schedule, seed)
     show_progress = not args.json and sys.stderr.isatty()
@@ -165,8 +166,15 @@ def _option_refusal(args: argparse.Namespace) -> str:
         return "--transcript needs --transport inproc"
     if args.receipts and not args.transcript:
         return "--receipts needs --transcript"
+    if args.threads is not None and args.threads < 1:
+        return f"--threads must be at least 1, got {args.threads}"
     if (args.workers != 1 or args.engine != "process") and args.transport != "inproc":
         return "--workers and --engine need --transport inproc"
+    if args.transcript:
+        try:  # before the session: a run must not fail at the end on where it writes
+            writable_file(args.transcript, "--transcript")
+        except SecAggError as exc:
+            return str(exc)
     return ""
 
 

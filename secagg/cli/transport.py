@@ -18,12 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from secagg.cli.args import hex32
+from secagg.cli.args import hex32, npz_path, writable_file
 from secagg.cli.plugins import SubParsers
 from secagg.config import Mode, SessionConfig, SessionSettings
 from secagg.crypto.prg import mask_dtype
 from secagg.errors import ConfigError, SecAggError
 from secagg.graph import GraphKind
+
+#: client ids are u32 and 0 is reserved (spec §2.1)
+MAX_CLIENT_ID = 2**32 - 1
 
 INSECURE_WARNING = (
     "WARNING: --insecure: plaintext gRPC. Anyone on the network path can read and alter "
@@ -94,7 +97,10 @@ def run_server(args: argparse.Namespace) -> int:
 
     emit = _emitter(args.json, _server_line)
     try:
-        credentials = certs.server_credentials(args.certs) if _use_tls(args, "server") else None
+        # every option is checked before anything is printed (the --insecure warning
+        # included) and before the server listens: nothing fails after the sessions
+        if args.out is not None:
+            args.out = writable_file(npz_path(args.out), "--out")
         if not 1 <= args.modulus_bits <= 64:
             raise ConfigError("--modulus-bits must be in [1, 64]")
         if args.mode is not None and args.mode != "semi-honest":
@@ -115,6 +121,7 @@ def run_server(args: argparse.Namespace) -> int:
             transcript_dir=args.transcript, transcript_vectors=args.transcript_vectors,
             session_log=args.session_log, session_log_key=args.log_key,
         )
+        credentials = certs.server_credentials(args.certs) if _use_tls(args, "server") else None
         server = TransportServer(settings, credentials=credentials,
                                  address=f"{args.host}:{args.port}", on_event=emit)
         server.start()
@@ -194,16 +201,18 @@ def run_client(args: argparse.Namespace) -> int:
 
     emit = _emitter(args.json, _client_line)
     try:
-        credentials = (certs.channel_credentials(args.certs, args.id)
-                       if _use_tls(args, "client") else None)
+        if not 1 <= args.id <= MAX_CLIENT_ID:
+            raise ConfigError(f"--id must be in [1, {MAX_CLIENT_ID}], got {args.id}")
+        fixed = None if args.input is None else _load_input(args.input)
         settings = ClientSettings(
             server=args.server, client_id=args.id, connect_timeout=args.connect_timeout,
             sessions=args.sessions, server_name=args.server_name, receipt_dir=args.receipts,
         )
+        credentials = (certs.channel_credentials(args.certs, args.id)
+                       if _use_tls(args, "client") else None)
     except SecAggError as exc:
         print(f"secagg client: refused: {exc}", file=sys.stderr)
         return 2
-    fixed = None if args.input is None else _load_input(args.input)
     seed = args.seed if args.seed is not None else secrets.randbits(32)
 
     def inputs(config: SessionConfig) -> np.ndarray:
@@ -216,11 +225,24 @@ def run_client(args: argparse.Namespace) -> int:
 
 
 def _load_input(path: Path) -> np.ndarray:
-    """The client's vector: a plain .npy array (never pickled objects)."""
-    vec: np.ndarray = np.load(path, allow_pickle=False)
+    """The client's vector: a plain .npy array (never pickled objects), already in Z_R.
+
+    A float update is refused here, in one line, with the command that quantizes it
+    (``secagg quantize``); whether the values fit the session's R is checked per session.
+    """
+    try:
+        vec: np.ndarray = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ConfigError(f"--input {path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--input {path}: not a readable .npy array ({exc})") from None
+    if not isinstance(vec, np.ndarray):  # an .npz archive loads as a mapping
+        raise ConfigError(f"--input {path}: an .npz archive, not one .npy array")
     if vec.ndim != 1 or vec.dtype not in (mask_dtype(2), mask_dtype(1 << 64)):
-        raise ConfigError(f"{path.name}: need a 1-d uint32 or uint64 array, got "
-                          f"{vec.ndim}-d {vec.dtype}")
+        raise ConfigError(
+            f"--input {path}: need a 1-d uint32 (R <= 2**32) or uint64 array already in Z_R, "
+            f"got {vec.ndim}-d {vec.dtype}; turn a float update into one with "
+            "'secagg quantize'")
     return vec
 
 
@@ -269,6 +291,9 @@ def run_certs_init(args: argparse.Namespace) -> int:
         )
     except SecAggError as exc:
         print(f"secagg certs: refused: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"secagg certs: refused: {args.directory}: {exc.strerror}", file=sys.stderr)
         return 2
     print(f"CA, server and {len(paths.clients)} client certificates in {paths.directory} "
           f"(valid {args.days} days; keep ca.key private)")

@@ -163,6 +163,8 @@ def central_mse(t: _Target) -> tuple[float, float]:
     lo, hi = 0.05, 0.05
     while _central_eps(hi, t) > t.epsilon:
         lo, hi = hi, hi * 2
+        if hi > 1e4:  # as _noise_multiplier: refused in one line, not an overflow later
+            raise DPConfigError("epsilon target unreachable with this cohort and rounds")
     for _ in range(40):
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if _central_eps(mid, t) > t.epsilon else (lo, mid)
