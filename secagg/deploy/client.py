@@ -152,10 +152,10 @@ class DeploymentClient:
 
     def close(self, timeout: float = 5.0) -> None:
         """Leave: a session in progress loses this client (the server drops it)."""
+        self._stop("the client was closed")  # first: frees a session waiting for an update
         self._transport.stop()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        self._stop("the client was closed")
 
     def __enter__(self) -> DeploymentClient:
         if not self._thread.is_alive() and self.exit_code is None:
