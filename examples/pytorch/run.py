@@ -19,7 +19,8 @@ never writes plaintext updates anywhere.
 
 ``--json`` prints one JSON object: ``final_accuracy``, ``initial_accuracy``,
 ``rounds`` (per round: ``included``, ``dropped``, their ids, ``error``, ``bound``,
-``within_bound``, ``accuracy``, ``aborted``), ``within_bound``, ``killed``, ``seconds``.
+``within_bound``, ``accuracy``, ``aborted``, ``seconds`` of the session),
+``within_bound``, ``killed``, ``seconds``.
 The exit status is 0 when every round finished and stayed within the bound.
 """
 
@@ -108,9 +109,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for proc in (server, *clients.values()):
             proc.kill()
     rounds = []
-    for e in (e for e in server.events if e.get("event") == "round-result"):
+    sessions = [e for e in server.events if e.get("event") == "session-end"]
+    results = [e for e in server.events if e.get("event") == "round-result"]
+    for e, session in zip(results, sessions, strict=True):  # one session per round
         row: dict[str, Any] = {"round": e["round"], "aborted": e["aborted"],
-                               "accuracy": e["accuracy"]}
+                               "accuracy": e["accuracy"], "seconds": session["wall_seconds"]}
         if not e["aborted"]:
             row.update(included=len(e["included_ids"]), dropped=len(e["dropped_ids"]),
                        included_ids=e["included_ids"], dropped_ids=e["dropped_ids"],
