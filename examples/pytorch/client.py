@@ -26,7 +26,7 @@ def wait_for(path: Path, client: DeploymentClient, timeout: float) -> bool:
     """Poll the model store until ``path`` exists (False if the client stopped first)."""
     deadline = time.monotonic() + timeout
     while not path.exists():
-        if not client.running or time.monotonic() > deadline:
+        if client.stopped or time.monotonic() > deadline:
             return False
         time.sleep(0.05)
     return True
@@ -51,7 +51,7 @@ def main() -> int:
     rng = np.random.default_rng([args.seed, args.id])
     client = DeploymentClient(task.params(args.clients), server=args.server, client_id=args.id,
                               certs_dir=args.certs, update_timeout=60.0)
-    with client:
+    try:  # the first submit connects: the server's first round waits while we train
         for r in range(args.rounds):
             path = task.model_file(args.work, r)
             if not wait_for(path, client, timeout=300.0):
@@ -70,6 +70,8 @@ def main() -> int:
                 break
             print(json.dumps({"event": "submitted", "client": args.id, "round": r,
                               "status": result.status}), flush=True)
+    finally:
+        client.close()
     return 0
 
 

@@ -19,7 +19,7 @@ never writes plaintext updates anywhere.
 
 ``--json`` prints one JSON object: ``final_accuracy``, ``initial_accuracy``,
 ``rounds`` (per round: ``included``, ``dropped``, their ids, ``error``, ``bound``,
-``within_bound``, ``accuracy``, ``aborted``, ``seconds`` of the session),
+``within_bound``, ``accuracy``, ``aborted`` (and its ``reason``), ``seconds`` of the session),
 ``within_bound``, ``killed``, ``seconds``.
 The exit status is 0 when every round finished and stayed within the bound.
 """
@@ -114,7 +114,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for e, session in zip(results, sessions, strict=True):  # one session per round
         row: dict[str, Any] = {"round": e["round"], "aborted": e["aborted"],
                                "accuracy": e["accuracy"], "seconds": session["wall_seconds"]}
-        if not e["aborted"]:
+        if e["aborted"]:
+            row["reason"] = e["reason"]
+        else:
             row.update(included=len(e["included_ids"]), dropped=len(e["dropped_ids"]),
                        included_ids=e["included_ids"], dropped_ids=e["dropped_ids"],
                        bound=e["error_bound"])
@@ -139,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--kill", type=int, default=0, help="clients to SIGKILL during a round")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--round-timeout", type=float, default=20.0)
+    p.add_argument("--round-timeout", type=float, default=30.0,
+                   help="seconds per protocol round, local training included (30)")
     p.add_argument("--timeout", type=float, default=300.0, help="bound on the whole run")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="no plaintext updates on disk, no within_bound check")

@@ -130,6 +130,7 @@ class DeploymentClient:
         self._cond = threading.Condition()
         self._pending: _Pending | None = None
         self._stopped = False
+        self._started = False
         self.exit_code: int | None = None
         settings = ClientSettings(server=server, client_id=client_id,
                                   connect_timeout=connect_timeout, server_name=server_name)
@@ -142,13 +143,22 @@ class DeploymentClient:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> DeploymentClient:
-        """Connect in the background (and keep reconnecting) until the server's goodbye."""
+        """Connect in the background (and keep reconnecting) until the server's goodbye.
+
+        :meth:`submit` starts a client not started yet, so a client that connects
+        only once its first update is ready is never waited for while it trains.
+        """
+        with self._cond:
+            if self._started:
+                return self
+            self._started = True
         self._thread.start()
         return self
 
     @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
+    def stopped(self) -> bool:
+        """True once the client has stopped: the server's goodbye, a refusal, ``close()``."""
+        return self._stopped
 
     def close(self, timeout: float = 5.0) -> None:
         """Leave: a session in progress loses this client (the server drops it)."""
@@ -158,9 +168,7 @@ class DeploymentClient:
             self._thread.join(timeout)
 
     def __enter__(self) -> DeploymentClient:
-        if not self._thread.is_alive() and self.exit_code is None:
-            self.start()
-        return self
+        return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -205,6 +213,7 @@ class DeploymentClient:
                 raise ConfigError("one update at a time: the previous submit has not returned")
             self._pending = pending
             self._cond.notify_all()
+        self.start()
         if not pending.done.wait(timeout):
             with self._cond:
                 taken = pending.config is not None
