@@ -1,4 +1,4 @@
-"""Deployment API: secure aggregation over gRPC for any training loop (spec §17).
+"""Deployment API: secure aggregation over gRPC for any training loop (spec §17.6).
 
 Between :class:`~secagg.aggregator.SecureAggregator` (every client in one
 process: a simulation) and the raw transport (``secagg server`` / ``secagg

@@ -1,4 +1,4 @@
-"""What the server and every client of a deployment agree on, and how it is bound (§3, §10).
+"""What the server and every client of a deployment agree on, and how it is bound (§17.6).
 
 A deployment quantizes each client's update with public parameters (clip range,
 bits, weight cap, largest cohort: together they fix the modulus, §10.1) into a
