@@ -5,7 +5,6 @@ SIGKILL are tested through examples/pytorch (tests/test_example_pytorch.py)."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -75,6 +74,7 @@ def _submit_all(clients: dict[int, DeploymentClient], updates: dict[int, Any],
             out[u] = clients[u].submit(updates[u], weights[u], model=model)
         except SecAggError as exc:
             out[u] = exc
+            clients[u].close()  # what a client refusing the server's parameters does
 
     threads = [threading.Thread(target=run, args=(u,), daemon=True) for u in updates]
     for t in threads:
@@ -143,8 +143,9 @@ def test_two_rounds_give_the_weighted_mean_in_the_model_shapes(
 @pytest.mark.slow
 def test_a_client_with_other_parameters_refuses_with_a_typed_error(
         server_factory: Callable[..., DeploymentServer], certs_dir: Path) -> None:
-    """Client 5 clips at 0.5: it refuses the session before any key; the others finish."""
-    server = server_factory(clients=5, round_timeout=2.0)
+    """Client 5 clips at 0.5: it refuses the session before any key (and, like a real
+    client would, leaves); the others finish without it."""
+    server = server_factory(clients=5)
     ids = range(1, 6)
     other = AggregationParams(clip=0.5, bits=16, max_weight=100, max_clients=10)
     clients = _clients(server, certs_dir, ids, {5: other})
@@ -241,12 +242,12 @@ def test_a_client_that_leaves_mid_round_is_dropped_without_waiting_for_the_deadl
             leaver.close()
 
         threading.Thread(target=leave, daemon=True).start()
-        start = time.monotonic()
         result = server.aggregate(MODEL)
         _join(threads)
         assert result.included == (1, 2, 3, 4) and result.dropped == (5,)
         assert all(results[u].status == "done" for u in range(1, 5))
-        assert time.monotonic() - start < 10.0  # the disconnect closed the round, not the deadline
+        # the disconnect closed the round, not its 20 s deadline
+        assert result.outcome.wall_seconds < 20.0, result.outcome.rounds
         want = weighted_mean(updates, None, range(1, 5), clip=PARAMS.clip)
         for got, ref in zip(result.mean, want, strict=True):
             assert np.max(np.abs(got.astype(np.float64) - ref)) <= result.error_bound
