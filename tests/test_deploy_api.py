@@ -35,7 +35,7 @@ MODEL = [np.zeros((3, 4), np.float32), np.zeros(5, np.float64), np.zeros((), np.
 
 @pytest.fixture(scope="module")
 def certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return certs.init_dev_ca(tmp_path_factory.mktemp("certs"), range(1, 7)).directory
+    return certs.init_dev_ca(tmp_path_factory.mktemp("certs"), range(1, 8)).directory
 
 
 @pytest.fixture()
@@ -57,9 +57,11 @@ def server_factory(certs_dir: Path) -> Iterator[Callable[..., DeploymentServer]]
 
 
 def _clients(server: DeploymentServer, certs_dir: Path, ids: range,
-             params: dict[int, AggregationParams] | None = None) -> dict[int, DeploymentClient]:
+             params: dict[int, AggregationParams] | None = None,
+             kwargs: dict[int, dict[str, Any]] | None = None) -> dict[int, DeploymentClient]:
     return {u: DeploymentClient((params or {}).get(u, PARAMS), server=f"127.0.0.1:{server.port}",
-                                client_id=u, certs_dir=certs_dir, connect_timeout=20).start()
+                                client_id=u, certs_dir=certs_dir, connect_timeout=20,
+                                client_kwargs=(kwargs or {}).get(u)).start()
             for u in ids}
 
 
@@ -74,7 +76,8 @@ def _submit_all(clients: dict[int, DeploymentClient], updates: dict[int, Any],
             out[u] = clients[u].submit(updates[u], weights[u], model=model)
         except SecAggError as exc:
             out[u] = exc
-            clients[u].close()  # what a client refusing the server's parameters does
+        if not getattr(out[u], "included", False):
+            clients[u].close()  # what a client refusing the server's session does
 
     threads = [threading.Thread(target=run, args=(u,), daemon=True) for u in updates]
     for t in threads:
@@ -143,19 +146,23 @@ def test_two_rounds_give_the_weighted_mean_in_the_model_shapes(
 @pytest.mark.slow
 def test_a_client_with_other_parameters_refuses_with_a_typed_error(
         server_factory: Callable[..., DeploymentServer], certs_dir: Path) -> None:
-    """Client 5 clips at 0.5: it refuses the session before any key (and, like a real
-    client would, leaves); the others finish without it."""
-    server = server_factory(clients=5)
-    ids = range(1, 6)
+    """Client 6 clips at 0.5: it refuses the session before any key (and, like a real
+    client would, leaves); client 7's own policy (min_cohort 10) refuses the cohort of 7;
+    the others finish without them."""
+    server = server_factory(clients=7)
+    ids = range(1, 8)
     other = AggregationParams(clip=0.5, bits=16, max_weight=100, max_clients=10)
-    clients = _clients(server, certs_dir, ids, {5: other})
+    clients = _clients(server, certs_dir, ids, {6: other}, {7: {"min_cohort": 10}})
     try:
         results, threads = _submit_all(clients, _updates(ids, 2), dict.fromkeys(ids, 1), MODEL)
         result = server.aggregate(MODEL)
         _join(threads)
-        assert isinstance(results[5], ParameterMismatchError)
-        assert "task hash differs" in str(results[5])
-        assert result.included == (1, 2, 3, 4) and result.dropped == (5,)
+        assert isinstance(results[6], ParameterMismatchError)
+        assert "task hash differs" in str(results[6])
+        assert results[7].status == "refused" and "minimum of 10" in results[7].reason
+        assert result.included == (1, 2, 3, 4, 5) and result.dropped == (6, 7)
+        # both left at once: the round did not wait for its deadline
+        assert result.outcome.wall_seconds < 10.0, result.outcome.rounds
     finally:
         for c in clients.values():
             c.close()

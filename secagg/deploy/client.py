@@ -103,6 +103,9 @@ class DeploymentClient:
     ``insecure=True``. ``update_timeout`` bounds how long a session opened by
     the server waits for :meth:`submit` (keep it below the server's round
     timeout). ``on_event`` receives the transport client's events.
+    ``client_kwargs`` go to every :class:`~secagg.client.ClientProtocol`: this
+    client's own ``min_cohort`` (a server's config cannot lower it), and active
+    mode's ``identity`` and ``trust_store`` (spec §15).
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class DeploymentClient:
         connect_timeout: float = 30.0,
         update_timeout: float = 60.0,
         on_event: Callable[[Event], None] | None = None,
+        client_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(params, AggregationParams):
             raise ConfigError("params must be an AggregationParams")
@@ -133,7 +137,8 @@ class DeploymentClient:
         self._started = False
         self.exit_code: int | None = None
         settings = ClientSettings(server=server, client_id=client_id,
-                                  connect_timeout=connect_timeout, server_name=server_name)
+                                  connect_timeout=connect_timeout, server_name=server_name,
+                                  client_kwargs=dict(client_kwargs or {}))
         self._transport = TransportClient(settings, self._input,
                                           credentials=_credentials(certs_dir, client_id,
                                                                    insecure),

@@ -119,6 +119,8 @@ class DeploymentServer:
     ``rejoin_grace`` the wait of later rounds for clients that are not
     connected (dropped ones rarely come back). ``on_event`` receives the
     transport's events (``session-open``, ``round``, ``session-end``...).
+    ``protocol_kwargs`` go to every :class:`~secagg.server.ServerProtocol` (active
+    mode's ``trust_store``, spec §15).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class DeploymentServer:
         threads: int | None = None,
         first_round: int = 0,
         on_event: Callable[[Event], None] | None = None,
+        protocol_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(params, AggregationParams):
             raise ConfigError("params must be an AggregationParams")
@@ -147,11 +150,12 @@ class DeploymentServer:
         transport_settings = ServerSettings(
             clients=clients, dim=1, modulus=self._quantization.modulus, session=self.settings,
             round_timeout=round_timeout, join_timeout=join_timeout, rejoin_grace=rejoin_grace,
-            threads=threads, keep_sums=1,
+            threads=threads,
         )
         self._transport = TransportServer(
             transport_settings, credentials=_credentials(certs_dir, insecure), address=address,
-            on_event=on_event, config_factory=self._session_config)
+            on_event=on_event, config_factory=self._session_config,
+            protocol_kwargs=protocol_kwargs)
         self._lock = threading.Lock()
         self._plan: _Plan | None = None
         self._sequence = 0
