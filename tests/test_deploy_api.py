@@ -216,7 +216,7 @@ def test_unusable_parameters_are_refused(kwargs: dict[str, Any]) -> None:
         AggregationParams(**kwargs)
 
 
-def test_weights_and_updates_are_checked_before_anything_is_sent(certs_dir: Path) -> None:
+def test_arguments_are_checked_before_anything_is_sent(certs_dir: Path) -> None:
     client = DeploymentClient(PARAMS, server="127.0.0.1:1", client_id=1, certs_dir=certs_dir)
     try:
         with pytest.raises(ConfigError, match="weight"):
@@ -229,6 +229,10 @@ def test_weights_and_updates_are_checked_before_anything_is_sent(certs_dir: Path
         client.close()
     with pytest.raises(ConfigError, match="insecure"):
         DeploymentClient(PARAMS, server="127.0.0.1:1", client_id=1)
+    with pytest.raises(ConfigError, match="min_cohort"):
+        DeploymentServer(PARAMS, clients=5, certs_dir=certs_dir)  # default min_cohort 10
+    with pytest.raises(ConfigError, match="max_clients"):
+        DeploymentServer(PARAMS, clients=11, certs_dir=certs_dir)
 
 
 # -- dropouts and aborts ------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def write_data(work: Path, clients: int, seed: int) -> None:
     task.save_arrays(task.data_file(work, "test"), [fed.x_test, fed.y_test])
 
 
-def verify_round(work: Path, r: int, included: list[int]) -> tuple[float, bool]:
+def verify_round(work: Path, r: int, included: list[int], bound: float) -> tuple[float, bool]:
     """Max distance of the secure mean to the plaintext mean of the included (clipped)."""
     mean, _ = task.load_arrays(task.mean_file(work, r))
     updates: dict[int, list[np.ndarray]] = {}
@@ -67,7 +67,7 @@ def verify_round(work: Path, r: int, included: list[int]) -> tuple[float, bool]:
     want = weighted_mean(updates, weights, included, clip=task.CLIP)
     error = max(float(np.max(np.abs(m.astype(np.float64) - w))) for m, w in zip(mean, want,
                                                                                   strict=True))
-    return error, error <= task.params(len(included)).error_bound
+    return error, error <= bound
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -121,8 +121,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                        included_ids=e["included_ids"], dropped_ids=e["dropped_ids"],
                        bound=e["error_bound"])
             if args.verify:
-                row["error"], row["within_bound"] = verify_round(work, e["round"],
-                                                                 e["included_ids"])
+                row["error"], row["within_bound"] = verify_round(
+                    work, e["round"], e["included_ids"], e["error_bound"])
         rounds.append(row)
     checked = [r.get("within_bound") for r in rounds]
     return {

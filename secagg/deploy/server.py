@@ -146,6 +146,9 @@ class DeploymentServer:
             raise ConfigError(f"clients must be an int in [3, max_clients={params.max_clients}]")
         self.params = params
         self.settings = settings if settings is not None else SessionSettings()
+        if clients < self.settings.min_cohort:
+            raise ConfigError(f"clients={clients} is below the sessions' min_cohort="
+                              f"{self.settings.min_cohort}: every round would be refused")
         self._quantization = params.quantization()
         transport_settings = ServerSettings(
             clients=clients, dim=1, modulus=self._quantization.modulus, session=self.settings,
