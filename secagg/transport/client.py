@@ -161,6 +161,7 @@ class TransportClient:
         self._joined = 0
         self._finished = 0
         self._current: _Run | None = None  # the session of the Join stream in progress
+        self._stopping = threading.Event()
         self._port = _port_of(settings.server)
         options = channel_options()
         if settings.server_name:
@@ -174,6 +175,15 @@ class TransportClient:
     def close(self) -> None:
         self._channel.close()
 
+    def stop(self) -> None:
+        """Leave from another thread: ``run()`` returns 0 once its Join call is cancelled.
+
+        Closing the channel cancels the call in progress (the server sees a disconnect
+        and drops this client from the session in progress, as for any dropout).
+        """
+        self._stopping.set()
+        self._channel.close()
+
     # -- main loop ------------------------------------------------------------------------
     def run(self) -> int:
         s = self.settings
@@ -182,7 +192,7 @@ class TransportClient:
         last_contact = time.monotonic()
         backoff = 0.1
         try:
-            while True:
+            while not self._stopping.is_set():
                 now = time.monotonic()
                 if now >= end_of_life:
                     self._emit({"event": "exit", "reason": "lifetime over"})
@@ -191,7 +201,7 @@ class TransportClient:
                     self._emit({"event": "exit", "reason": "server unreachable"})
                     return 1
                 result = self._stream(end_of_life - now)
-                if result.end is StreamEnd.LEAVE:
+                if result.end is StreamEnd.LEAVE or self._stopping.is_set():
                     return 0
                 if result.end is StreamEnd.CONTACT:
                     last_contact = time.monotonic()
@@ -203,6 +213,7 @@ class TransportClient:
                     return 2
                 time.sleep(backoff)
                 backoff = min(1.0, backoff * 2)
+            return 0
         finally:
             self.close()
 
