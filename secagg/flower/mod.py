@@ -9,16 +9,35 @@ and returns only the masked vector: no parameter, count or metric leaves the
 client in clear.
 
 State across messages. Flower may run each message in a fresh process (its
-process isolation) or on another simulation worker, so nothing may live only in
-memory. The mod persists in ``Context.state`` (which stays on the client's
+process isolation, and always in the deployment engine) or on another
+simulation worker, so nothing may live only in memory. Until the masked input
+is sent the mod persists in ``Context.state`` (which stays on the client's
 node) a fresh 32-byte secret seed per session, the session config and the
 server messages it accepted. Every secret of the session comes from a DRBG
 keyed by that seed, so the state machine is rebuilt exactly by replaying the
-accepted messages (keys, shares and self-mask seed come out identical). A
-refused message is never persisted, and the session's last accepted message
-(the unmask request) leaves the client DONE: a second request for shares,
-whatever it asks, is refused after any replay. A process-local cache avoids
-recomputing the masks at the unmask stage when the process is still there.
+accepted messages (keys, shares and self-mask seed come out identical); before
+the masked input that replay is two key generations and, at the masked-input
+stage, one ShareKeys (agreements, Shamir splits, seals), never a mask.
+
+Once the masked input is sent, the client's protocol state is only the shares
+its neighbours sent it (``ClientProtocol`` drops its keys and self-mask seed
+there, spec §8.3), so the mod replaces the seed and the history by those
+shares (``held``). Why this is safe, and safer than before: the shares are
+what the in-memory client holds until unmasking, and they were already
+derivable from the stored seed and history (the history holds their
+ciphertexts, the seed the key that opens them); the seed, in turn, would let
+whoever reads the node's state after the masked input recompute this client's
+own masks and so its input. It is erased instead, and the unmask stage costs
+one share lookup instead of a replay that regenerates every mask. A refused
+message is never persisted, and the session's last accepted message (the
+unmask request) leaves the client DONE: a second request for shares, whatever
+it asks, is refused.
+
+Timing. Every stage logs one DEBUG line on the ``secagg.flower.mod`` logger
+(``secagg stage <name>: rebuild ... protocol ... train ... total ... s``, the
+numbers also in the record's ``secagg_timing`` attribute) and leaves them in
+:attr:`SecAggPlusMod.last_timing`; nothing of it is sent to the server (the
+training time would hint at the example count, which the session keeps secret).
 
 Every refusal raises :class:`~secagg.errors.ProtocolError` or
 :class:`~secagg.errors.ConfigError`; Flower turns it into an error reply, which
@@ -30,10 +49,13 @@ update in clear.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import ConfigRecord, ConfigRecordValues, Context, Message, MessageType, RecordDict
@@ -62,10 +84,13 @@ from secagg.flower.common import (
     model_record,
     task_hash,
 )
-from secagg.messages import Abort, CiphertextBundle, KeyBroadcast, UnmaskRequest, decode
+from secagg.messages import SHARE_LEN, Abort, CiphertextBundle, KeyBroadcast, UnmaskRequest, decode
 from secagg.rounds import decode_server
+from secagg.wire import Reader, Writer
 
 SEED_LEN = 32
+_HELD_ENTRY = 4 + 2 * SHARE_LEN  # u32 peer id, its s-share, its b-share
+logger = logging.getLogger(__name__)
 _EXPECTED: dict[Stage, type[KeyBroadcast | CiphertextBundle | UnmaskRequest]] = {
     Stage.SHARE_KEYS: KeyBroadcast,
     Stage.MASKED_INPUT: CiphertextBundle,
@@ -101,7 +126,11 @@ class _SessionEntropy:
 
 @dataclass
 class _Persisted:
-    """What survives between messages (in ``Context.state``)."""
+    """What survives between messages (in ``Context.state``).
+
+    Before the masked input: the seed and the accepted server messages (``history``).
+    After it: neither, only the neighbours' shares (``held``); see the module docstring.
+    """
 
     config: bytes
     client_id: int
@@ -109,12 +138,14 @@ class _Persisted:
     params: SessionParams
     history: list[bytes]
     next_stage: Stage | None  # None: the session is over (done or aborted)
+    held: list[bytes] = field(default_factory=list)  # u32 id || s-share || b-share
 
     def to_record(self) -> ConfigRecord:
         return ConfigRecord({
             RecordField.CONFIG: self.config, RecordField.CLIENT_ID: self.client_id,
             "seed": self.seed,
             "history": list(self.history),
+            "held": list(self.held),
             "next-stage": self.next_stage.value if self.next_stage else "",
             **self.params.to_record(),
         })
@@ -127,17 +158,63 @@ class _Persisted:
             client_id=get_field(record, RecordField.CLIENT_ID, int),
             seed=get_field(record, "seed", bytes),
             params=SessionParams.from_record(record),
-            history=_history(record),
+            history=_byte_list(record, "history"),
             next_stage=Stage(nxt) if nxt else None,
+            held=_byte_list(record, "held"),
         )
 
+    def held_shares(self) -> dict[int, tuple[bytes, bytes]]:
+        """The persisted shares as :meth:`ClientProtocol.resume_unmasking` takes them."""
+        out = {}
+        for raw in self.held:
+            if len(raw) != _HELD_ENTRY:
+                raise ProtocolError("the persisted shares are malformed")
+            r = Reader(raw)
+            peer = r.u32("peer")
+            out[peer] = (r.fixed(SHARE_LEN, "s-share"), r.fixed(SHARE_LEN, "b-share"))
+        if len(out) != len(self.held):
+            raise ProtocolError("the persisted shares repeat a peer")
+        return out
 
-def _history(record: ConfigRecord) -> list[bytes]:
-    """The accepted server messages of a persisted state (a list of bytes, or refused)."""
-    history = record.get("history", [])
-    if not isinstance(history, list) or not all(isinstance(b, bytes) for b in history):
-        raise ProtocolError("the persisted session history is malformed")
-    return [b for b in history if isinstance(b, bytes)]
+
+def _byte_list(record: ConfigRecord, key: str) -> list[bytes]:
+    """A list of bytes of a persisted state (the history, the held shares), or refused."""
+    value = record.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(b, bytes) for b in value):
+        raise ProtocolError(f"the persisted session {key} is malformed")
+    return [b for b in value if isinstance(b, bytes)]
+
+
+def _encode_held(held: Mapping[int, tuple[bytes, bytes]]) -> list[bytes]:
+    return [Writer().u32(v).fixed(s, SHARE_LEN).fixed(b, SHARE_LEN).getvalue()
+            for v, (s, b) in sorted(held.items())]
+
+
+@dataclass
+class StageTiming:
+    """Seconds one stage took in the mod: rebuilding the client state machine (replay or
+    resume), the protocol's own step, the training function (with encoding), in all."""
+
+    stage: str
+    rebuild_s: float = 0.0
+    protocol_s: float = 0.0
+    train_s: float = 0.0
+    total_s: float = 0.0
+
+    @contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        """Add the time spent inside the block to ``<name>_s``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            attr = f"{name}_s"
+            setattr(self, attr, getattr(self, attr) + time.perf_counter() - start)
+
+    def as_dict(self) -> dict[str, float | str]:
+        return {"stage": self.stage, "rebuild_s": self.rebuild_s,
+                "protocol_s": self.protocol_s, "train_s": self.train_s,
+                "total_s": self.total_s}
 
 
 class SecAggPlusMod:
@@ -159,7 +236,9 @@ class SecAggPlusMod:
         self.cache = cache
         self.receipt_dir = receipt_dir
         self._lock = threading.Lock()
-        self._live: dict[tuple[int, int], tuple[bytes, int, ClientProtocol]] = {}
+        self._live: dict[tuple[int, int], tuple[bytes, ClientProtocol]] = {}
+        #: the timing of the last stage this instance answered (in this process)
+        self.last_timing: StageTiming | None = None
 
     def __repr__(self) -> str:
         return (f"SecAggPlusMod(min_cohort={self.min_cohort}, cache={self.cache}, "
@@ -190,20 +269,26 @@ class SecAggPlusMod:
             stage = Stage(get_field(record, RecordField.STAGE, str))
         except ValueError:
             raise ProtocolError("unknown secure-aggregation stage") from None
+        timing = StageTiming(stage.value)
         out: bytes | None = None
-        if stage is Stage.ADVERTISE_KEYS:
-            out = self._advertise(record, ctxt)
-        elif stage is Stage.ABORT:
-            self._abort(record, ctxt)
-        else:
-            out = self._step(stage, msg, record, ctxt, call_next)
+        with timing.part("total"):
+            if stage is Stage.ADVERTISE_KEYS:
+                out = self._advertise(record, ctxt, timing)
+            elif stage is Stage.ABORT:
+                self._abort(record, ctxt)
+            else:
+                out = self._step(stage, msg, record, ctxt, call_next, timing)
+        self.last_timing = timing
+        logger.debug("secagg stage %s: rebuild %.4f protocol %.4f train %.4f total %.4f s",
+                     stage.value, timing.rebuild_s, timing.protocol_s, timing.train_s,
+                     timing.total_s, extra={"secagg_timing": timing.as_dict()})
         reply: dict[str, ConfigRecordValues] = {RecordField.STAGE: stage.value}
         if out is not None:
             reply[RecordField.MESSAGE] = out
         return Message(RecordDict({RECORD_KEY: ConfigRecord(reply)}), reply_to=msg)
 
     # -- stages --------------------------------------------------------------------------
-    def _advertise(self, record: ConfigRecord, ctxt: Context) -> bytes:
+    def _advertise(self, record: ConfigRecord, ctxt: Context, timing: StageTiming) -> bytes:
         """Stage 0: a new session (any earlier one is forgotten), fresh seed and keys."""
         config_bytes = get_field(record, RecordField.CONFIG, bytes)
         client_id = get_field(record, RecordField.CLIENT_ID, int)
@@ -213,16 +298,18 @@ class SecAggPlusMod:
             raise ProtocolError("the session's modulus is not the one its quantization needs")
         state = _Persisted(config_bytes, client_id, os.urandom(SEED_LEN), params, [],
                            Stage.SHARE_KEYS)
-        protocol = ClientProtocol(config, client_id, _placeholder(config),
-                                  entropy=_SessionEntropy(state.seed), min_cohort=self.min_cohort)
-        advertise = protocol.start().encode()
+        with timing.part("protocol"):
+            protocol = ClientProtocol(config, client_id, _placeholder(config),
+                                      entropy=_SessionEntropy(state.seed),
+                                      min_cohort=self.min_cohort)
+            advertise = protocol.start().encode()
         self._forget(ctxt)
         self._save(ctxt, state)
         receipts.start(ctxt, config, client_id, advertise)
         return advertise
 
     def _step(self, stage: Stage, msg: Message, record: ConfigRecord, ctxt: Context,
-              call_next: ClientAppCallable) -> bytes:
+              call_next: ClientAppCallable, timing: StageTiming) -> bytes:
         """Stages 1, 2, 4: one server message, replayed state, one reply."""
         state = self._load(ctxt)
         if state is None or state.next_stage is not stage:
@@ -235,24 +322,30 @@ class SecAggPlusMod:
         config = SessionConfig.decode(state.config)
         vector = None
         if stage is Stage.MASKED_INPUT:
-            vector = self._train(msg, ctxt, call_next, config, state.params)
-        protocol = self._cached(ctxt, config, state) if stage is Stage.UNMASK else None
-        if protocol is None:
-            protocol = self._protocol(config, state, vector)
-        reply = protocol.handle(incoming)  # refuses (ProtocolError) before any change
+            with timing.part("train"):
+                vector = self._train(msg, ctxt, call_next, config, state.params)
+        with timing.part("rebuild"):
+            protocol = self._rebuild(ctxt, stage, config, state, vector)
+        with timing.part("protocol"):
+            reply = protocol.handle(incoming)  # refuses (ProtocolError) before any change
         assert reply is not None
-        state.history.append(incoming.encode())
-        receipts.step(ctxt, state.history[-1], reply)
+        receipts.step(ctxt, incoming.encode(), reply)
         state.next_stage = _NEXT[stage]
-        if state.next_stage is None:  # done: the seed has no use left, forget it
+        if state.next_stage is None:  # done: the shares have no use left, forget them
             receipts.finish(ctxt, self.receipt_dir)
             self._forget(ctxt)
             ctxt.state.config_records[STATE_KEY] = ConfigRecord({"next-stage": ""})
-        else:
+        elif stage is Stage.MASKED_INPUT:  # the seed's work is done: keep the shares only
+            held = _encode_held(protocol.unmasking_state())
+            state.seed, state.history, state.held = b"", [], held
             self._save(ctxt, state)
-            if self.cache and stage is Stage.MASKED_INPUT:
+            if self.cache:
                 with self._lock:
-                    self._live[_node_key(ctxt)] = (state.seed, len(state.history), protocol)
+                    self._live[_node_key(ctxt)] = (hashlib.sha256(b"".join(held)).digest(),
+                                                   protocol)
+        else:
+            state.history.append(incoming.encode())
+            self._save(ctxt, state)
         return reply.encode()
 
     def _abort(self, record: ConfigRecord, ctxt: Context) -> None:
@@ -300,13 +393,28 @@ class SecAggPlusMod:
         return encode_update(arrays, numeric, weight, params, layout, config.n)
 
     # -- state ---------------------------------------------------------------------------
+    def _rebuild(self, ctxt: Context, stage: Stage, config: SessionConfig, state: _Persisted,
+                 vector: np.ndarray | None) -> ClientProtocol:
+        """The client state machine as the persisted state left it, ready for ``stage``."""
+        if stage is not Stage.UNMASK:
+            return self._protocol(config, state, vector)
+        cached = self._cached(ctxt, config, state)
+        if cached is not None:
+            return cached
+        try:
+            return ClientProtocol.resume_unmasking(config, state.client_id, state.held_shares(),
+                                                   min_cohort=self.min_cohort)
+        except ConfigError as exc:
+            raise ProtocolError(f"the persisted unmasking state is unusable: {exc}") from None
+
     def _protocol(self, config: SessionConfig, state: _Persisted,
                   vector: np.ndarray | None) -> ClientProtocol:
         """Rebuild the client state machine by replaying the accepted server messages.
 
-        Before training the input is a placeholder of zeros: it is read only when
-        the masked input is computed, and a replay that passes that point again
-        only needs the shares it decrypts, not the masked vector it recomputes.
+        Only before the masked input (after it, the state is the held shares): the
+        replay is the two key generations and, at the masked-input stage, the
+        ShareKeys step. Before training the input is a placeholder of zeros, read
+        only when the masked input is computed, which no replay reaches.
         """
         if vector is None:
             vector = _placeholder(config)
@@ -319,14 +427,16 @@ class SecAggPlusMod:
 
     def _cached(self, ctxt: Context, config: SessionConfig,
                 state: _Persisted) -> ClientProtocol | None:
+        """This process's own client of the session, if it still holds exactly the
+        persisted shares (``cache=True``): saves even the resume."""
         if not self.cache:
             return None
         with self._lock:
             entry = self._live.get(_node_key(ctxt))
         if entry is None:
             return None
-        seed, length, protocol = entry
-        if (seed != state.seed or length != len(state.history)
+        held_digest, protocol = entry
+        if (held_digest != hashlib.sha256(b"".join(state.held)).digest()
                 or protocol.state is not ClientState.UNMASKING or protocol.config != config):
             return None
         return protocol
