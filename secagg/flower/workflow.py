@@ -26,7 +26,7 @@ server learns from the sum anyway), plus one failure per client left out.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import cast
 
@@ -96,6 +96,9 @@ class FlowerRoundOutcome:
     ``aggregate`` is None when the session aborted (``abort_reason`` says why);
     ``failures`` lists, per node, why it was left out (error reply, refused or
     missing message), for logs and for the strategy's failure list.
+    ``late_dropouts`` lists the nodes that failed only at the unmask stage: their
+    masked input arrived, so their input *is* in the sum (the server removed their
+    pairwise masks with their neighbours' shares, spec §8.5); they are not failures.
     """
 
     aggregate: DecodedAggregate | None
@@ -104,6 +107,7 @@ class FlowerRoundOutcome:
     abort_reason: str | None
     failures: tuple[str, ...]
     config: SessionConfig
+    late_dropouts: tuple[str, ...] = ()
 
 
 class SecAggPlusWorkflow(SettingsViews):
@@ -277,6 +281,29 @@ class SecAggPlusWorkflow(SettingsViews):
                               "or neither (then the parameter finder chooses)")
         return GraphKind.HARARY, degree, threshold
 
+    def session_config(self, cohort: Sequence[int], dim: int, modulus: int, *,
+                       round_index: int = 0, task_hash: bytes = bytes(32)) -> SessionConfig:
+        """The session config for ``cohort``; a refused (num_shares, reconstruction_threshold)
+        pair is refused with values that would work for this cohort (ConfigError)."""
+        kind, degree, threshold = self.graph_params(len(cohort))
+
+        def create(kind: GraphKind, degree: int | None, threshold: int | None,
+                   check_memory: bool = True) -> SessionConfig:
+            settings = replace(self.settings, graph=kind, degree=degree, threshold=threshold)
+            return SessionConfig.create(cohort, dim, modulus, settings=settings,
+                                        round_index=round_index, task_hash=task_hash,
+                                        check_memory=check_memory)
+
+        try:
+            return create(kind, degree, threshold)
+        except ConfigError as exc:
+            if threshold is None:  # nothing of the user's to correct: the refusal stands
+                raise
+            hint = _working_values(kind, len(cohort), create)
+            if hint is None:
+                raise
+            raise ConfigError(f"{exc}; {hint}") from None
+
     # -- the legacy strategy path -----------------------------------------------------------
     def __call__(self, grid: Grid, context: Context) -> None:
         """One fit round of a legacy strategy under secure aggregation."""
@@ -336,12 +363,9 @@ class SecAggPlusWorkflow(SettingsViews):
             raise ConfigError("secure aggregation sums one model: every sampled client "
                               "must be sent the same global model")
         _, layout = model_layout(model_record(contents[nodes[0]])[1])
-        kind, degree, threshold = self.graph_params(n)
-        config = SessionConfig.create(
-            ids.values(), params.dim(layout), params.quantization(n).modulus,
-            settings=replace(self.settings, graph=kind, degree=degree, threshold=threshold),
-            round_index=server_round, task_hash=task_hash(params, hashes.pop()),
-        )
+        config = self.session_config(list(ids.values()), params.dim(layout),
+                                     params.quantization(n).modulus, round_index=server_round,
+                                     task_hash=task_hash(params, hashes.pop()))
         server = ServerProtocol(config, threads=self.threads)
         failures = _FailureLog({u: node for node, u in ids.items()})
         first: dict[str, ConfigRecordValues] = {RecordField.CONFIG: config.encode(),
@@ -368,6 +392,8 @@ class SecAggPlusWorkflow(SettingsViews):
         self.outcomes.append(outcome)
         for failure in outcome.failures:
             logger.warning("secure aggregation left out %s", failure)
+        for line in outcome.late_dropouts:
+            logger.warning("secure aggregation: %s", line)
         return outcome
 
     @staticmethod
@@ -378,15 +404,16 @@ class SecAggPlusWorkflow(SettingsViews):
         result = server.result
         if server.state is not ServerState.DONE or result is None:
             return FlowerRoundOutcome(None, (), tuple(nodes), server.abort_reason,
-                                      tuple(failures.lines), config)
+                                      failures.lines(), config)
         included = tuple(failures.node_of[u] for u in result.included)
         aggregate = decode_aggregate(result.sum, params, layout, len(nodes),
                                      len(result.included))
         dropped = tuple(sorted(set(nodes) - set(included)))
         logger.info("secure aggregation: %d of %d clients included, total weight %d",
                     len(included), len(nodes), aggregate.total_weight)
-        return FlowerRoundOutcome(aggregate, included, dropped, None, tuple(failures.lines),
-                                  config)
+        return FlowerRoundOutcome(aggregate, included, dropped, None,
+                                  failures.lines(exclude=included), config,
+                                  failures.lines(only=included))
 
     def _outgoing(self, stage: Stage, client_id: int, message: ProtocolMessage
                   ) -> ProtocolMessage:
@@ -421,12 +448,29 @@ class _FailureLog(SessionObserver):
 
     def __init__(self, node_of: Mapping[int, int]) -> None:
         self.node_of = node_of
-        self.lines: list[str] = []
+        self.entries: list[tuple[int, Stage, str]] = []
         self.failed: set[int] = set()
 
     def note(self, node: int, stage: Stage, reason: str) -> None:
         self.failed.add(node)
-        self.lines.append(f"node {node} at {stage.value}: {reason}")
+        self.entries.append((node, stage, reason))
+
+    def lines(self, *, exclude: Iterable[int] = (), only: Iterable[int] | None = None
+              ) -> tuple[str, ...]:
+        """One line per failure, in order. A node whose input is in the sum (``only``:
+        the included nodes) can only have failed at the unmask stage, after its masked
+        input arrived: its line says so instead of calling it left out."""
+        skip, keep = set(exclude), None if only is None else set(only)
+        out = []
+        for node, stage, reason in self.entries:
+            if node in skip or (keep is not None and node not in keep):
+                continue
+            if keep is None:
+                out.append(f"node {node} at {stage.value}: {reason}")
+            else:
+                out.append(f"node {node} dropped at {stage.value}; its input is in the sum "
+                           f"(its masks removed via its neighbours' shares): {reason}")
+        return tuple(out)
 
     def on_server_refusal(self, round: Round, client_id: int, error: ProtocolError) -> None:
         self.note(self.node_of[client_id], Stage.of(round), f"refused: {error}")
@@ -625,6 +669,39 @@ def _server_round(content: FlowerRecordDict, fallback: int) -> int:
         if is_plain_int(value) and value >= 0:
             return value
     return fallback
+
+
+def _working_values(kind: GraphKind, n: int, create: Callable[..., SessionConfig],
+                    fallback: bool = False) -> str | None:
+    """Flower-style values that pass the very checks that refused the user's: the
+    parameter finder's (k, t) for this cohort and rates (spec §6), and the thresholds
+    above its t that the same checks still accept (they form a range, §6.3). None when
+    even those are refused (e.g. a cohort below min_cohort): the refusal then stands.
+    """
+    try:
+        found = create(kind, None, None, False)
+    except ConfigError:
+        if kind is GraphKind.COMPLETE:
+            return None
+        return _working_values(GraphKind.COMPLETE, n, create, fallback=True)
+    k, t = found.degree, found.threshold
+    top = t
+    for candidate in range(t + 1, min(k, t + 64) + 1):
+        try:
+            create(found.graph, None if found.graph is GraphKind.COMPLETE else k, candidate,
+                   False)
+        except ConfigError:
+            break
+        top = candidate
+    thresholds = str(t) if top == t else f"{t} to {top}"
+    if found.graph is GraphKind.COMPLETE:
+        why = "no SecAgg+ graph is safe at these rates: use the complete graph, " if fallback \
+            else ""
+        return (f"for n = {n} clients {why}num_shares >= {n} (or None) with "
+                f"reconstruction_threshold {thresholds} would work")
+    return (f"for n = {n} clients at these rates num_shares={k + 1} with "
+            f"reconstruction_threshold {thresholds} would work (the SecAgg+ parameter "
+            "finder's choice; or leave both None to let it choose every round)")
 
 
 def _check_count(value: int | float | None, name: str) -> int | float | None:
