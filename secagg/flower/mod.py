@@ -70,7 +70,9 @@ from secagg.crypto.prg import mask_dtype
 from secagg.errors import ConfigError, ProtocolError
 from secagg.flower import receipts
 from secagg.flower.common import (
+    EVALUATE_LAYOUT,
     LABEL_PREFIX,
+    LEGACY_EVALUATE_PARAMETERS,
     LEGACY_INS_PARAMETERS,
     RECORD_KEY,
     STATE_KEY,
@@ -256,10 +258,14 @@ class SecAggPlusMod:
 
     # -- entry point ---------------------------------------------------------------------
     def __call__(self, msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
-        """Answer one Flower message: protocol stages here, anything but training passes."""
-        if msg.metadata.message_type.split(".")[0] != MessageType.TRAIN:
+        """Answer one Flower message: protocol stages here; anything but training and
+        secure evaluation passes (evaluation without the ``secagg`` record: in clear)."""
+        kind = msg.metadata.message_type.split(".")[0]
+        secure = msg.has_content() and RECORD_KEY in msg.content.config_records
+        if kind not in (MessageType.TRAIN, MessageType.EVALUATE) or (
+                kind == MessageType.EVALUATE and not secure):
             return call_next(msg, ctxt)
-        if not msg.has_content() or RECORD_KEY not in msg.content.config_records:
+        if not secure:
             raise ProtocolError(
                 "refused: this client trains only under secure aggregation, and the "
                 "training request carries no secure-aggregation stage"
@@ -360,31 +366,26 @@ class SecAggPlusMod:
     # -- training ------------------------------------------------------------------------
     def _train(self, msg: Message, ctxt: Context, call_next: ClientAppCallable,
                config: SessionConfig, params: SessionParams) -> np.ndarray:
-        """Check the model against the session, train, and encode the reply into Z_R."""
+        """Check the model against the session, train (or evaluate), and encode the
+        reply into Z_R. An evaluation session's vector is the loss and metrics only."""
         content = msg.content
+        evaluate = msg.metadata.message_type.split(".")[0] == MessageType.EVALUATE
         _, model = model_record(content)
-        if task_hash(params, model_hash(model)) != config.task_hash:
+        if task_hash(params, model_hash(model), evaluate=evaluate) != config.task_hash:
             raise ProtocolError(
-                "the model sent for training is not the one this session was opened for"
+                f"the model sent for {'evaluation' if evaluate else 'training'} is not the "
+                "one this session was opened for"
             )
-        _, layout = model_layout(model)
+        layout = EVALUATE_LAYOUT if evaluate else model_layout(model)[1]
         if params.dim(layout) != config.dim:
             raise ProtocolError("the session's vector length does not match the model")
         del content.config_records[RECORD_KEY]  # the training function sees Flower's own
-        legacy = LEGACY_INS_PARAMETERS in content.array_records
-        weight: object
-        metrics: Mapping[str, object]
+        legacy = (LEGACY_EVALUATE_PARAMETERS if evaluate
+                  else LEGACY_INS_PARAMETERS) in content.array_records
         out = call_next(msg, ctxt)
         if out.has_error():
             raise ProtocolError(f"local training failed: {out.error.reason}")
-        if legacy:
-            fitres = compat.recorddict_to_fitres(out.content, keep_input=False)
-            if fitres.status.code != Code.OK:
-                raise ProtocolError(f"local training failed: {fitres.status.message}")
-            arrays = parameters_to_ndarrays(fitres.parameters)
-            weight, metrics = fitres.num_examples, dict(fitres.metrics)
-        else:
-            arrays, weight, metrics = _message_reply(out.content, params.weight_key)
+        arrays, weight, metrics = _local_result(out.content, legacy, evaluate, params.weight_key)
         if isinstance(weight, float) and weight.is_integer():
             weight = int(weight)
         if not is_plain_int(weight):
@@ -467,13 +468,35 @@ def _node_key(ctxt: Context) -> tuple[int, int]:
     return (int(ctxt.run_id), int(ctxt.node_id))
 
 
-def _message_reply(content: RecordDict,
-                   weight_key: str) -> tuple[list[np.ndarray], object, Mapping[str, object]]:
-    """Arrays, example count and metrics of a message-API training reply."""
-    if len(content.array_records) != 1 or len(content.metric_records) != 1:
+def _local_result(content: RecordDict, legacy: bool, evaluate: bool, weight_key: str
+                  ) -> tuple[list[np.ndarray], object, Mapping[str, object]]:
+    """Arrays, example count and metrics of the training (or evaluation) function's reply.
+
+    Legacy evaluation: the loss is summed as the first metric (``loss``); message-API
+    evaluation replies carry only a MetricRecord, and no arrays are summed.
+    """
+    if legacy and evaluate:
+        evalres = compat.recorddict_to_evaluateres(content)
+        if evalres.status.code != Code.OK:
+            raise ProtocolError(f"local evaluation failed: {evalres.status.message}")
+        return [], evalres.num_examples, {"loss": evalres.loss, **evalres.metrics}
+    if legacy:
+        fitres = compat.recorddict_to_fitres(content, keep_input=False)
+        if fitres.status.code != Code.OK:
+            raise ProtocolError(f"local training failed: {fitres.status.message}")
+        return parameters_to_ndarrays(fitres.parameters), fitres.num_examples, dict(
+            fitres.metrics)
+    return _message_reply(content, weight_key, evaluate)
+
+
+def _message_reply(content: RecordDict, weight_key: str, evaluate: bool = False
+                   ) -> tuple[list[np.ndarray], object, Mapping[str, object]]:
+    """Arrays, example count and metrics of a message-API training (evaluation) reply."""
+    if len(content.array_records) != (0 if evaluate else 1) or len(
+            content.metric_records) != 1:
         raise ConfigError("a training reply must carry exactly one ArrayRecord and one "
-                          "MetricRecord")
-    arrays = next(iter(content.array_records.values())).to_numpy_ndarrays()
+                          "MetricRecord (an evaluation reply: one MetricRecord only)")
+    arrays = [] if evaluate else next(iter(content.array_records.values())).to_numpy_ndarrays()
     metrics = dict(next(iter(content.metric_records.values())))
     if weight_key not in metrics:
         raise ConfigError(f"the training reply's MetricRecord has no {weight_key!r}")

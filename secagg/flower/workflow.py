@@ -41,7 +41,7 @@ from flwr.app import (
     MetricRecord,
 )
 from flwr.app import RecordDict as FlowerRecordDict
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters
 from flwr.compat.common import recorddict_compat as compat
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
 from flwr.server.compat.legacy_context import LegacyContext
@@ -54,6 +54,8 @@ from secagg.checks import is_plain_int, is_plain_number
 from secagg.config import Mode, SessionConfig, SessionSettings, SettingsViews
 from secagg.errors import ConfigError, ProtocolError
 from secagg.flower.common import (
+    EVALUATE_LAYOUT,
+    LEGACY_EVALUATE_PARAMETERS,
     RECORD_KEY,
     DecodedAggregate,
     RecordField,
@@ -146,6 +148,14 @@ class SecAggPlusWorkflow(SettingsViews):
     ``transcript_vectors`` (``"full"`` or ``"hash"``: masked vectors by their SHA-256)
     and ``session_log`` (a :class:`~secagg.session_log.SessionLog` each session's
     transcript hash is appended to, signed and chained; spec §18.7).
+
+    Secure evaluation (off by default, then evaluation travels in clear as in
+    Flower): ``secure_evaluate=True`` runs every evaluation round as a session too,
+    whose vector holds the loss and the ``evaluate_metrics`` (no model), weighted by
+    the example count; the strategy gets one EvaluateRes with their secure weighted
+    means and the total example count. Legacy strategies:
+    ``DefaultWorkflow(fit_workflow=wf, evaluate_workflow=wf.evaluate)``; message-API
+    strategies: :class:`SecAggGrid` routes evaluation batches through a session.
     """
 
     def __init__(
@@ -171,6 +181,8 @@ class SecAggPlusWorkflow(SettingsViews):
         transcript_dir: str | None = None,
         transcript_vectors: str = "full",
         session_log: SessionLog | None = None,
+        secure_evaluate: bool = False,
+        evaluate_metrics: Sequence[str] = (),
     ) -> None:
         self.num_shares = _check_count(num_shares, "num_shares")
         self.reconstruction_threshold = _check_count(reconstruction_threshold,
@@ -223,7 +235,13 @@ class SecAggPlusWorkflow(SettingsViews):
         self.session_log = session_log
         #: every session's outcome, in order (for logs, tests and benchmarks)
         self.outcomes: list[FlowerRoundOutcome] = []
+        if not isinstance(secure_evaluate, bool):
+            raise ConfigError("secure_evaluate must be True or False")
+        self.secure_evaluate = secure_evaluate
+        self.evaluate_metrics = tuple(evaluate_metrics)
         self.params(max(self.min_cohort, 3))  # refuse bad clip, levels, metric keys now
+        if secure_evaluate:
+            self.params(max(self.min_cohort, 3), evaluate=True)
 
     # read-only views of the settings, kept for callers of the former attributes
     @property
@@ -235,15 +253,20 @@ class SecAggPlusWorkflow(SettingsViews):
                 f"reconstruction_threshold={self.reconstruction_threshold}, graph={self.graph})")
 
     # -- per-session parameters -------------------------------------------------------------
-    def params(self, n: int) -> SessionParams:
-        """The session parameters for ``n`` sampled clients (ConfigError if unsafe)."""
+    def params(self, n: int, evaluate: bool = False, legacy: bool = True) -> SessionParams:
+        """The session parameters for ``n`` sampled clients (ConfigError if unsafe); an
+        evaluation session sums ``evaluate_metrics`` (after the ``loss`` of a legacy
+        EvaluateRes) instead of the model's arrays and the training metrics."""
+        keys = self.secure_metrics
+        if evaluate:
+            keys = ("loss", *self.evaluate_metrics) if legacy else self.evaluate_metrics
         bits = self.modulus_bits
         if bits is None:
             bits = safe_modulus_bits(bits=self.quantization_bits, max_clients=n,
                                      max_weight=self.max_weight)
         params = SessionParams(clip=self.clipping_range, bits=self.quantization_bits,
                                max_weight=self.max_weight, modulus_bits=bits,
-                               metric_keys=self.secure_metrics,
+                               metric_keys=keys,
                                metrics_range=self.metrics_range,
                                weight_key=self.weighted_by_key)
         params.quantization(n)  # a modulus the worst-case sum of n clients would wrap: refused
@@ -340,6 +363,49 @@ class SecAggPlusWorkflow(SettingsViews):
             context.history.add_metrics_distributed_fit(server_round=current_round,
                                                         metrics=metrics_agg)
 
+    # -- the legacy evaluation path -------------------------------------------------------
+    def evaluate(self, grid: Grid, context: Context) -> None:
+        """One evaluate round of a legacy strategy under secure aggregation:
+        ``DefaultWorkflow(fit_workflow=wf, evaluate_workflow=wf.evaluate)`` (needs
+        ``secure_evaluate=True``). The strategy's ``aggregate_evaluate`` gets one
+        EvaluateRes: the secure weighted mean loss and ``evaluate_metrics``, the total
+        example count of the included clients; no client's own result reaches it."""
+        if not isinstance(context, LegacyContext):
+            raise TypeError(f"expected a LegacyContext, got {type(context).__name__}")
+        if not self.secure_evaluate:
+            raise ConfigError("secure evaluation is off: construct the workflow with "
+                              "secure_evaluate=True")
+        cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
+        current_round = cast(int, cfg[WorkflowKey.CURRENT_ROUND])
+        parameters = compat.arrayrecord_to_parameters(
+            context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+        instructions = context.strategy.configure_evaluate(current_round, parameters,
+                                                           context.client_manager)
+        if not instructions:
+            logger.info("configure_evaluate: no clients selected, evaluation skipped")
+            return
+        proxies = {proxy.node_id: proxy for proxy, _ in instructions}
+        contents = {proxy.node_id: compat.evaluateins_to_recorddict(ins, True)
+                    for proxy, ins in instructions}
+        outcome = self.run_session(grid, contents, server_round=current_round,
+                                   message_type=MessageType.EVALUATE,
+                                   group_id=str(current_round))
+        if outcome.aggregate is None:
+            logger.warning("secure evaluation aborted in round %s: %s", current_round,
+                           outcome.abort_reason)
+            return
+        metrics = dict(outcome.aggregate.metrics)
+        loss = metrics.pop("loss")
+        res = EvaluateRes(Status(Code.OK, "secure aggregate"), loss,
+                          outcome.aggregate.total_weight, dict(metrics))
+        failures: list[BaseException] = [ProtocolError(f) for f in outcome.failures]
+        loss_agg, metrics_agg = context.strategy.aggregate_evaluate(
+            current_round, [(proxies[outcome.included[0]], res)], failures)  # type: ignore[arg-type]
+        if loss_agg is not None:
+            context.history.add_loss_distributed(server_round=current_round, loss=loss_agg)
+            context.history.add_metrics_distributed(server_round=current_round,
+                                                    metrics=metrics_agg)
+
     # -- one session --------------------------------------------------------------------------
     def run_session(self, grid: Grid, contents: Mapping[int, FlowerRecordDict], *,
                     server_round: int, message_type: str = MessageType.TRAIN,
@@ -357,15 +423,22 @@ class SecAggPlusWorkflow(SettingsViews):
         if n < 3:
             raise ConfigError(f"secure aggregation needs at least 3 clients, {n} sampled")
         ids = {node: i + 1 for i, node in enumerate(nodes)}
-        params = self.params(n)
+        evaluate = message_type.split(".")[0] == MessageType.EVALUATE
+        if evaluate and not self.secure_evaluate:
+            raise ConfigError("secure evaluation is off: construct the workflow with "
+                              "secure_evaluate=True")
+        params = self.params(n, evaluate, LEGACY_EVALUATE_PARAMETERS in contents[
+            nodes[0]].array_records)
         hashes = {model_hash(model_record(contents[node])[1]) for node in nodes}
         if len(hashes) != 1:
             raise ConfigError("secure aggregation sums one model: every sampled client "
                               "must be sent the same global model")
-        _, layout = model_layout(model_record(contents[nodes[0]])[1])
+        layout = EVALUATE_LAYOUT if evaluate else model_layout(
+            model_record(contents[nodes[0]])[1])[1]
         config = self.session_config(list(ids.values()), params.dim(layout),
                                      params.quantization(n).modulus, round_index=server_round,
-                                     task_hash=task_hash(params, hashes.pop()))
+                                     task_hash=task_hash(params, hashes.pop(),
+                                                         evaluate=evaluate))
         server = ServerProtocol(config, threads=self.threads)
         failures = _FailureLog({u: node for node, u in ids.items()})
         first: dict[str, ConfigRecordValues] = {RecordField.CONFIG: config.encode(),
@@ -631,12 +704,17 @@ class SecAggGrid(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return self.inner.pull_messages(message_ids)
 
+    def _secured(self, message: Message) -> bool:
+        """Training messages always; evaluation ones when the workflow's secure_evaluate."""
+        return _is_train(message) or (self.workflow.secure_evaluate and _is_evaluate(message))
+
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
         batch = list(messages)
-        if not batch or not any(_is_train(m) for m in batch):
+        if not batch or not any(self._secured(m) for m in batch):
             return self.inner.send_and_receive(batch, timeout=timeout)
-        if not all(_is_train(m) for m in batch):
+        kind = batch[0].metadata.message_type.split(".")[0]
+        if not all(m.metadata.message_type.split(".")[0] == kind for m in batch):
             raise ProtocolError("a batch may not mix training and other messages")
         by_node = {m.metadata.dst_node_id: m for m in batch}
         if len(by_node) != len(batch):
@@ -649,17 +727,23 @@ class SecAggGrid(Grid):
         if outcome.aggregate is None:
             return []
         agg = outcome.aggregate
+        metrics = MetricRecord({self.workflow.weighted_by_key: agg.total_weight, **agg.metrics})
+        reply_to = by_node[outcome.included[0]]
+        if kind == MessageType.EVALUATE:  # the secure means of the loss and metrics only
+            return [Message(FlowerRecordDict({"metrics": metrics}), reply_to=reply_to)]
         name, model = model_record(batch[0].content)
         arrays = ArrayRecord(dict(zip(model.keys(), (Array(a) for a in agg.arrays),
                                       strict=True)))
-        metrics = MetricRecord({self.workflow.weighted_by_key: agg.total_weight, **agg.metrics})
-        reply = Message(FlowerRecordDict({name: arrays, "metrics": metrics}),
-                        reply_to=by_node[outcome.included[0]])
-        return [reply]
+        return [Message(FlowerRecordDict({name: arrays, "metrics": metrics}),
+                        reply_to=reply_to)]
 
 
 def _is_train(message: Message) -> bool:
     return message.metadata.message_type.split(".")[0] == MessageType.TRAIN
+
+
+def _is_evaluate(message: Message) -> bool:
+    return message.metadata.message_type.split(".")[0] == MessageType.EVALUATE
 
 
 def _server_round(content: FlowerRecordDict, fallback: int) -> int:
