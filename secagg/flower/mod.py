@@ -224,7 +224,8 @@ class SecAggPlusMod:
 
     ``min_cohort`` is this client's own floor on the cohort size (spec §15.8):
     a session with fewer clients is refused whatever the server's config says.
-    ``cache=False`` forces a replay from the persisted state for every message,
+    ``cache=False`` rebuilds the client from the persisted state for every message
+    (a replay before the masked input, a resume from the held shares after it),
     which is what happens when Flower runs each message in a new process.
     ``receipt_dir``: keep a receipt of each session (spec §18.6) and write it there
     when the session ends, for ``secagg audit TRANSCRIPT --receipts DIR``.
