@@ -167,6 +167,34 @@ class ClientProtocol:
         """Which share of each peer this client has handed out (at most one kind per peer)."""
         return dict(self._released)
 
+    def unmasking_state(self) -> dict[int, tuple[bytes, bytes]]:
+        """Semi-honest, after MaskedInput: all the client still holds, the peers' shares
+        (v -> (s-share, b-share)). With :meth:`resume_unmasking` a client that runs each
+        round in a new process continues from it instead of replaying the session, and
+        keeps no secret of its own past the masked input (spec §8.3: dropped there)."""
+        if self._active or self.state is not ClientState.UNMASKING or self._released:
+            raise ConfigError("only a semi-honest client awaiting the unmask request has "
+                              "an unmasking state")
+        return dict(self._held)
+
+    @classmethod
+    def resume_unmasking(cls, config: SessionConfig, client_id: int,
+                         held: dict[int, tuple[bytes, bytes]], *,
+                         min_cohort: int | None = None) -> ClientProtocol:
+        """A semi-honest client in UNMASKING holding ``held`` (from :meth:`unmasking_state`):
+        the same checks and the same release rules as the client that computed it."""
+        if config.mode is Mode.ACTIVE:
+            raise ConfigError("active mode releases shares only for a signed view")
+        client = cls(config, client_id, np.zeros(config.dim, dtype=mask_dtype(config.modulus)),
+                     min_cohort=min_cohort)
+        if not set(held) <= client._neighbours or any(
+                len(s) != SHARE_LEN or len(b) != SHARE_LEN for s, b in held.values()):
+            raise ConfigError("the held shares must be SHARE_LEN-byte shares of neighbours")
+        client._input = None
+        client._held = dict(held)
+        client.state = ClientState.UNMASKING
+        return client
+
     def start(self) -> msgs.AdvertiseKeys:
         """Round 0 (AdvertiseKeys): two fresh X25519 key pairs (signed in active mode)."""
         self._expect(ClientState.ADVERTISE_KEYS)

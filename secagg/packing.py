@@ -10,7 +10,9 @@ never accepts two encodings of one message.
 
 Byte-aligned widths (8, 16, 32, 64) are plain little-endian arrays and go
 through numpy; every other width goes through the numba kernel in
-:mod:`secagg.kernels.bitpack`.
+:mod:`secagg.kernels.bitpack` when :func:`~secagg.kernels.arith.use_jit` says
+numba pays off, otherwise through numpy's ``packbits``/``unpackbits`` (the same
+bytes, in chunks of a bounded size), so a short vector never pays for importing numba.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from numpy.typing import DTypeLike
 
 from secagg.checks import is_int_like
 from secagg.errors import ConfigError, MessageDecodeError
-from secagg.kernels.bitpack import pack_bits, unpack_bits
+from secagg.kernels.arith import use_jit
 
 MAX_BITS: Final = 64
 _ALIGNED: Final = frozenset({8, 16, 32, 64})
@@ -73,6 +75,10 @@ def pack(values: np.ndarray, bits: int) -> bytes:
         raise ConfigError("a value does not fit in the requested number of bits")
     if bits in _ALIGNED:
         return values.astype(f"<u{bits // 8}", copy=False).tobytes()
+    if not use_jit(values.size):
+        return _np_pack(values, bits)
+    from secagg.kernels.bitpack import pack_bits  # numba: only for long vectors
+
     out = np.empty(packed_size(values.size, bits), dtype=np.uint8)
     pack_bits(np.ascontiguousarray(values), bits, out)
     return out.tobytes()
@@ -99,7 +105,43 @@ def unpack(data: bytes, bits: int, count: int, dtype: DTypeLike = np.uint64) -> 
         raise MessageDecodeError("packed vector has the wrong length")
     if bits in _ALIGNED:
         return np.frombuffer(data, dtype=f"<u{bits // 8}", count=count).astype(out_dtype)
-    out = np.empty(count, dtype=out_dtype)
-    if not unpack_bits(raw, bits, out):
+    if not use_jit(count):
+        out, canonical = _np_unpack(raw, bits, count, out_dtype)
+    else:
+        from secagg.kernels.bitpack import unpack_bits  # numba: only for long vectors
+
+        out = np.empty(count, dtype=out_dtype)
+        canonical = unpack_bits(raw, bits, out)
+    if not canonical:
         raise MessageDecodeError("packed vector has non-zero padding bits")
     return out
+
+
+_NP_CHUNK: Final = 1 << 14  # values per numpy step: a multiple of 8, so chunks end on a byte
+
+
+def _np_pack(values: np.ndarray, bits: int) -> bytes:
+    """:func:`pack` in numpy: each value's bits LSB first, then eight bits per byte."""
+    shifts = np.arange(bits, dtype=values.dtype)
+    one = values.dtype.type(1)
+    parts = []
+    for start in range(0, values.size, _NP_CHUNK):
+        matrix = (values[start:start + _NP_CHUNK, None] >> shifts) & one
+        parts.append(np.packbits(matrix.astype(np.uint8).reshape(-1), bitorder="little"))
+    return b"".join(p.tobytes() for p in parts)
+
+
+def _np_unpack(raw: np.ndarray, bits: int, count: int,
+               dtype: np.dtype) -> tuple[np.ndarray, bool]:
+    """:func:`unpack` in numpy: the values, and whether every padding bit is zero."""
+    shifts = np.arange(bits, dtype=dtype)
+    out = np.empty(count, dtype=dtype)
+    step = _NP_CHUNK * bits // 8  # bytes of one chunk of values
+    for i, start in enumerate(range(0, count, _NP_CHUNK)):
+        n = min(_NP_CHUNK, count - start)
+        flat = np.unpackbits(raw[i * step:i * step + step], bitorder="little")
+        matrix = flat[: n * bits].reshape(n, bits).astype(dtype)
+        out[start:start + n] = np.bitwise_or.reduce(matrix << shifts, axis=1)
+    tail = np.unpackbits(raw[-1:], bitorder="little")  # padding bits, all in the last byte
+    pad = (-count * bits) % 8
+    return out, not (pad and tail[8 - pad:].any())

@@ -12,6 +12,9 @@ Flower still sends in clear.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from secagg.errors import SecAggError
 
 
@@ -26,11 +29,41 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "secagg.flower needs Flower: pip install 'secagg[flower]' (flwr 1.42)"
     ) from exc
 
-# after the check, so a missing extra reads as FlowerNotInstalledError, not a bare flwr import
-from secagg.flower.common import RECORD_KEY, SessionParams, Stage  # noqa: E402
-from secagg.flower.inprocess import InProcessGrid, run_inprocess  # noqa: E402
-from secagg.flower.mod import SecAggPlusMod, secaggplus_mod  # noqa: E402
-from secagg.flower.workflow import FlowerRoundOutcome, SecAggGrid, SecAggPlusWorkflow  # noqa: E402
+# The names below load their module on first use (PEP 562): a ClientApp process imports
+# only the mod (the deployment engine starts one per message), never the server
+# workflow, the in-process runner or what they import.
+_LAZY = {
+    "RECORD_KEY": "secagg.flower.common",
+    "SessionParams": "secagg.flower.common",
+    "Stage": "secagg.flower.common",
+    "InProcessGrid": "secagg.flower.inprocess",
+    "run_inprocess": "secagg.flower.inprocess",
+    "SecAggPlusMod": "secagg.flower.mod",
+    "secaggplus_mod": "secagg.flower.mod",
+    "FlowerRoundOutcome": "secagg.flower.workflow",
+    "SecAggGrid": "secagg.flower.workflow",
+    "SecAggPlusWorkflow": "secagg.flower.workflow",
+}
+
+if TYPE_CHECKING:
+    from secagg.flower.common import RECORD_KEY, SessionParams, Stage
+    from secagg.flower.inprocess import InProcessGrid, run_inprocess
+    from secagg.flower.mod import SecAggPlusMod, secaggplus_mod
+    from secagg.flower.workflow import FlowerRoundOutcome, SecAggGrid, SecAggPlusWorkflow
+
+
+def __getattr__(name: str) -> object:
+    """Import the submodule that defines ``name`` (after the flwr check above)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'secagg.flower' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "RECORD_KEY",

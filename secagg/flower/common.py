@@ -49,6 +49,11 @@ RECORD_KEY = "secagg"
 STATE_KEY = "secagg.client"
 #: The legacy (FitIns) path stores the global model under this key.
 LEGACY_INS_PARAMETERS = "fitins.parameters"
+#: ... and the legacy evaluation path (EvaluateIns) under this one.
+LEGACY_EVALUATE_PARAMETERS = "evaluateins.parameters"
+#: The layout of an evaluation session's vector: no model arrays, only the summed
+#: metrics (the loss first) and the weight (spec §20.6).
+EVALUATE_LAYOUT = Layout((), ())
 #: Domain-separation prefix of the Flower adapter's hashes and its state DRBG
 #: (spec §20.2, §20.4); disjoint from every label of ``secagg.crypto.labels``.
 LABEL_PREFIX = b"secagg/v1/flower/"
@@ -231,9 +236,15 @@ def model_hash(record: ArrayRecord) -> bytes:
     return h.digest()
 
 
-def task_hash(params: SessionParams, model: bytes) -> bytes:
-    """The SessionConfig task hash: the session parameters and the model hash."""
-    return hashlib.sha256(LABEL_PREFIX + b"task" + params.encode() + model).digest()
+def task_hash(params: SessionParams, model: bytes, *, evaluate: bool = False) -> bytes:
+    """The SessionConfig task hash: the session parameters and the model hash.
+
+    An evaluation session (its vector holds the loss and metrics, not the model)
+    hashes under its own label, so one session cannot mix training and evaluation
+    replies: a client shown the other purpose derives another session id.
+    """
+    label = b"evaluate" if evaluate else b"task"
+    return hashlib.sha256(LABEL_PREFIX + label + params.encode() + model).digest()
 
 
 def model_layout(record: ArrayRecord) -> tuple[list[np.ndarray], Layout]:

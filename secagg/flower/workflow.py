@@ -26,7 +26,7 @@ server learns from the sum anyway), plus one failure per client left out.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import cast
 
@@ -41,7 +41,7 @@ from flwr.app import (
     MetricRecord,
 )
 from flwr.app import RecordDict as FlowerRecordDict
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters
 from flwr.compat.common import recorddict_compat as compat
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
 from flwr.server.compat.legacy_context import LegacyContext
@@ -54,6 +54,8 @@ from secagg.checks import is_plain_int, is_plain_number
 from secagg.config import Mode, SessionConfig, SessionSettings, SettingsViews
 from secagg.errors import ConfigError, ProtocolError
 from secagg.flower.common import (
+    EVALUATE_LAYOUT,
+    LEGACY_EVALUATE_PARAMETERS,
     RECORD_KEY,
     DecodedAggregate,
     RecordField,
@@ -96,6 +98,9 @@ class FlowerRoundOutcome:
     ``aggregate`` is None when the session aborted (``abort_reason`` says why);
     ``failures`` lists, per node, why it was left out (error reply, refused or
     missing message), for logs and for the strategy's failure list.
+    ``late_dropouts`` lists the nodes that failed only at the unmask stage: their
+    masked input arrived, so their input *is* in the sum (the server removed their
+    pairwise masks with their neighbours' shares, spec §8.5); they are not failures.
     """
 
     aggregate: DecodedAggregate | None
@@ -104,6 +109,7 @@ class FlowerRoundOutcome:
     abort_reason: str | None
     failures: tuple[str, ...]
     config: SessionConfig
+    late_dropouts: tuple[str, ...] = ()
 
 
 class SecAggPlusWorkflow(SettingsViews):
@@ -142,6 +148,14 @@ class SecAggPlusWorkflow(SettingsViews):
     ``transcript_vectors`` (``"full"`` or ``"hash"``: masked vectors by their SHA-256)
     and ``session_log`` (a :class:`~secagg.session_log.SessionLog` each session's
     transcript hash is appended to, signed and chained; spec §18.7).
+
+    Secure evaluation (off by default, then evaluation travels in clear as in
+    Flower): ``secure_evaluate=True`` runs every evaluation round as a session too,
+    whose vector holds the loss and the ``evaluate_metrics`` (no model), weighted by
+    the example count; the strategy gets one EvaluateRes with their secure weighted
+    means and the total example count. Legacy strategies:
+    ``DefaultWorkflow(fit_workflow=wf, evaluate_workflow=wf.evaluate)``; message-API
+    strategies: :class:`SecAggGrid` routes evaluation batches through a session.
     """
 
     def __init__(
@@ -167,6 +181,8 @@ class SecAggPlusWorkflow(SettingsViews):
         transcript_dir: str | None = None,
         transcript_vectors: str = "full",
         session_log: SessionLog | None = None,
+        secure_evaluate: bool = False,
+        evaluate_metrics: Sequence[str] = (),
     ) -> None:
         self.num_shares = _check_count(num_shares, "num_shares")
         self.reconstruction_threshold = _check_count(reconstruction_threshold,
@@ -219,7 +235,13 @@ class SecAggPlusWorkflow(SettingsViews):
         self.session_log = session_log
         #: every session's outcome, in order (for logs, tests and benchmarks)
         self.outcomes: list[FlowerRoundOutcome] = []
+        if not isinstance(secure_evaluate, bool):
+            raise ConfigError("secure_evaluate must be True or False")
+        self.secure_evaluate = secure_evaluate
+        self.evaluate_metrics = tuple(evaluate_metrics)
         self.params(max(self.min_cohort, 3))  # refuse bad clip, levels, metric keys now
+        if secure_evaluate:
+            self.params(max(self.min_cohort, 3), evaluate=True)
 
     # read-only views of the settings, kept for callers of the former attributes
     @property
@@ -231,15 +253,20 @@ class SecAggPlusWorkflow(SettingsViews):
                 f"reconstruction_threshold={self.reconstruction_threshold}, graph={self.graph})")
 
     # -- per-session parameters -------------------------------------------------------------
-    def params(self, n: int) -> SessionParams:
-        """The session parameters for ``n`` sampled clients (ConfigError if unsafe)."""
+    def params(self, n: int, evaluate: bool = False, legacy: bool = True) -> SessionParams:
+        """The session parameters for ``n`` sampled clients (ConfigError if unsafe); an
+        evaluation session sums ``evaluate_metrics`` (after the ``loss`` of a legacy
+        EvaluateRes) instead of the model's arrays and the training metrics."""
+        keys = self.secure_metrics
+        if evaluate:
+            keys = ("loss", *self.evaluate_metrics) if legacy else self.evaluate_metrics
         bits = self.modulus_bits
         if bits is None:
             bits = safe_modulus_bits(bits=self.quantization_bits, max_clients=n,
                                      max_weight=self.max_weight)
         params = SessionParams(clip=self.clipping_range, bits=self.quantization_bits,
                                max_weight=self.max_weight, modulus_bits=bits,
-                               metric_keys=self.secure_metrics,
+                               metric_keys=keys,
                                metrics_range=self.metrics_range,
                                weight_key=self.weighted_by_key)
         params.quantization(n)  # a modulus the worst-case sum of n clients would wrap: refused
@@ -277,6 +304,29 @@ class SecAggPlusWorkflow(SettingsViews):
                               "or neither (then the parameter finder chooses)")
         return GraphKind.HARARY, degree, threshold
 
+    def session_config(self, cohort: Sequence[int], dim: int, modulus: int, *,
+                       round_index: int = 0, task_hash: bytes = bytes(32)) -> SessionConfig:
+        """The session config for ``cohort``; a refused (num_shares, reconstruction_threshold)
+        pair is refused with values that would work for this cohort (ConfigError)."""
+        kind, degree, threshold = self.graph_params(len(cohort))
+
+        def create(kind: GraphKind, degree: int | None, threshold: int | None,
+                   check_memory: bool = True) -> SessionConfig:
+            settings = replace(self.settings, graph=kind, degree=degree, threshold=threshold)
+            return SessionConfig.create(cohort, dim, modulus, settings=settings,
+                                        round_index=round_index, task_hash=task_hash,
+                                        check_memory=check_memory)
+
+        try:
+            return create(kind, degree, threshold)
+        except ConfigError as exc:
+            if threshold is None:  # nothing of the user's to correct: the refusal stands
+                raise
+            hint = _working_values(kind, len(cohort), create)
+            if hint is None:
+                raise
+            raise ConfigError(f"{exc}; {hint}") from None
+
     # -- the legacy strategy path -----------------------------------------------------------
     def __call__(self, grid: Grid, context: Context) -> None:
         """One fit round of a legacy strategy under secure aggregation."""
@@ -313,6 +363,49 @@ class SecAggPlusWorkflow(SettingsViews):
             context.history.add_metrics_distributed_fit(server_round=current_round,
                                                         metrics=metrics_agg)
 
+    # -- the legacy evaluation path -------------------------------------------------------
+    def evaluate(self, grid: Grid, context: Context) -> None:
+        """One evaluate round of a legacy strategy under secure aggregation:
+        ``DefaultWorkflow(fit_workflow=wf, evaluate_workflow=wf.evaluate)`` (needs
+        ``secure_evaluate=True``). The strategy's ``aggregate_evaluate`` gets one
+        EvaluateRes: the secure weighted mean loss and ``evaluate_metrics``, the total
+        example count of the included clients; no client's own result reaches it."""
+        if not isinstance(context, LegacyContext):
+            raise TypeError(f"expected a LegacyContext, got {type(context).__name__}")
+        if not self.secure_evaluate:
+            raise ConfigError("secure evaluation is off: construct the workflow with "
+                              "secure_evaluate=True")
+        cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
+        current_round = cast(int, cfg[WorkflowKey.CURRENT_ROUND])
+        parameters = compat.arrayrecord_to_parameters(
+            context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+        instructions = context.strategy.configure_evaluate(current_round, parameters,
+                                                           context.client_manager)
+        if not instructions:
+            logger.info("configure_evaluate: no clients selected, evaluation skipped")
+            return
+        proxies = {proxy.node_id: proxy for proxy, _ in instructions}
+        contents = {proxy.node_id: compat.evaluateins_to_recorddict(ins, True)
+                    for proxy, ins in instructions}
+        outcome = self.run_session(grid, contents, server_round=current_round,
+                                   message_type=MessageType.EVALUATE,
+                                   group_id=str(current_round))
+        if outcome.aggregate is None:
+            logger.warning("secure evaluation aborted in round %s: %s", current_round,
+                           outcome.abort_reason)
+            return
+        metrics = dict(outcome.aggregate.metrics)
+        loss = metrics.pop("loss")
+        res = EvaluateRes(Status(Code.OK, "secure aggregate"), loss,
+                          outcome.aggregate.total_weight, dict(metrics))
+        failures: list[BaseException] = [ProtocolError(f) for f in outcome.failures]
+        loss_agg, metrics_agg = context.strategy.aggregate_evaluate(
+            current_round, [(proxies[outcome.included[0]], res)], failures)  # type: ignore[arg-type]
+        if loss_agg is not None:
+            context.history.add_loss_distributed(server_round=current_round, loss=loss_agg)
+            context.history.add_metrics_distributed(server_round=current_round,
+                                                    metrics=metrics_agg)
+
     # -- one session --------------------------------------------------------------------------
     def run_session(self, grid: Grid, contents: Mapping[int, FlowerRecordDict], *,
                     server_round: int, message_type: str = MessageType.TRAIN,
@@ -330,18 +423,22 @@ class SecAggPlusWorkflow(SettingsViews):
         if n < 3:
             raise ConfigError(f"secure aggregation needs at least 3 clients, {n} sampled")
         ids = {node: i + 1 for i, node in enumerate(nodes)}
-        params = self.params(n)
+        evaluate = message_type.split(".")[0] == MessageType.EVALUATE
+        if evaluate and not self.secure_evaluate:
+            raise ConfigError("secure evaluation is off: construct the workflow with "
+                              "secure_evaluate=True")
+        params = self.params(n, evaluate, LEGACY_EVALUATE_PARAMETERS in contents[
+            nodes[0]].array_records)
         hashes = {model_hash(model_record(contents[node])[1]) for node in nodes}
         if len(hashes) != 1:
             raise ConfigError("secure aggregation sums one model: every sampled client "
                               "must be sent the same global model")
-        _, layout = model_layout(model_record(contents[nodes[0]])[1])
-        kind, degree, threshold = self.graph_params(n)
-        config = SessionConfig.create(
-            ids.values(), params.dim(layout), params.quantization(n).modulus,
-            settings=replace(self.settings, graph=kind, degree=degree, threshold=threshold),
-            round_index=server_round, task_hash=task_hash(params, hashes.pop()),
-        )
+        layout = EVALUATE_LAYOUT if evaluate else model_layout(
+            model_record(contents[nodes[0]])[1])[1]
+        config = self.session_config(list(ids.values()), params.dim(layout),
+                                     params.quantization(n).modulus, round_index=server_round,
+                                     task_hash=task_hash(params, hashes.pop(),
+                                                         evaluate=evaluate))
         server = ServerProtocol(config, threads=self.threads)
         failures = _FailureLog({u: node for node, u in ids.items()})
         first: dict[str, ConfigRecordValues] = {RecordField.CONFIG: config.encode(),
@@ -368,6 +465,8 @@ class SecAggPlusWorkflow(SettingsViews):
         self.outcomes.append(outcome)
         for failure in outcome.failures:
             logger.warning("secure aggregation left out %s", failure)
+        for line in outcome.late_dropouts:
+            logger.warning("secure aggregation: %s", line)
         return outcome
 
     @staticmethod
@@ -378,15 +477,16 @@ class SecAggPlusWorkflow(SettingsViews):
         result = server.result
         if server.state is not ServerState.DONE or result is None:
             return FlowerRoundOutcome(None, (), tuple(nodes), server.abort_reason,
-                                      tuple(failures.lines), config)
+                                      failures.lines(), config)
         included = tuple(failures.node_of[u] for u in result.included)
         aggregate = decode_aggregate(result.sum, params, layout, len(nodes),
                                      len(result.included))
         dropped = tuple(sorted(set(nodes) - set(included)))
         logger.info("secure aggregation: %d of %d clients included, total weight %d",
                     len(included), len(nodes), aggregate.total_weight)
-        return FlowerRoundOutcome(aggregate, included, dropped, None, tuple(failures.lines),
-                                  config)
+        return FlowerRoundOutcome(aggregate, included, dropped, None,
+                                  failures.lines(exclude=included), config,
+                                  failures.lines(only=included))
 
     def _outgoing(self, stage: Stage, client_id: int, message: ProtocolMessage
                   ) -> ProtocolMessage:
@@ -421,12 +521,29 @@ class _FailureLog(SessionObserver):
 
     def __init__(self, node_of: Mapping[int, int]) -> None:
         self.node_of = node_of
-        self.lines: list[str] = []
+        self.entries: list[tuple[int, Stage, str]] = []
         self.failed: set[int] = set()
 
     def note(self, node: int, stage: Stage, reason: str) -> None:
         self.failed.add(node)
-        self.lines.append(f"node {node} at {stage.value}: {reason}")
+        self.entries.append((node, stage, reason))
+
+    def lines(self, *, exclude: Iterable[int] = (), only: Iterable[int] | None = None
+              ) -> tuple[str, ...]:
+        """One line per failure, in order. A node whose input is in the sum (``only``:
+        the included nodes) can only have failed at the unmask stage, after its masked
+        input arrived: its line says so instead of calling it left out."""
+        skip, keep = set(exclude), None if only is None else set(only)
+        out = []
+        for node, stage, reason in self.entries:
+            if node in skip or (keep is not None and node not in keep):
+                continue
+            if keep is None:
+                out.append(f"node {node} at {stage.value}: {reason}")
+            else:
+                out.append(f"node {node} dropped at {stage.value}; its input is in the sum "
+                           f"(its masks removed via its neighbours' shares): {reason}")
+        return tuple(out)
 
     def on_server_refusal(self, round: Round, client_id: int, error: ProtocolError) -> None:
         self.note(self.node_of[client_id], Stage.of(round), f"refused: {error}")
@@ -587,12 +704,17 @@ class SecAggGrid(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return self.inner.pull_messages(message_ids)
 
+    def _secured(self, message: Message) -> bool:
+        """Training messages always; evaluation ones when the workflow's secure_evaluate."""
+        return _is_train(message) or (self.workflow.secure_evaluate and _is_evaluate(message))
+
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
         batch = list(messages)
-        if not batch or not any(_is_train(m) for m in batch):
+        if not batch or not any(self._secured(m) for m in batch):
             return self.inner.send_and_receive(batch, timeout=timeout)
-        if not all(_is_train(m) for m in batch):
+        kind = batch[0].metadata.message_type.split(".")[0]
+        if not all(m.metadata.message_type.split(".")[0] == kind for m in batch):
             raise ProtocolError("a batch may not mix training and other messages")
         by_node = {m.metadata.dst_node_id: m for m in batch}
         if len(by_node) != len(batch):
@@ -605,17 +727,23 @@ class SecAggGrid(Grid):
         if outcome.aggregate is None:
             return []
         agg = outcome.aggregate
+        metrics = MetricRecord({self.workflow.weighted_by_key: agg.total_weight, **agg.metrics})
+        reply_to = by_node[outcome.included[0]]
+        if kind == MessageType.EVALUATE:  # the secure means of the loss and metrics only
+            return [Message(FlowerRecordDict({"metrics": metrics}), reply_to=reply_to)]
         name, model = model_record(batch[0].content)
         arrays = ArrayRecord(dict(zip(model.keys(), (Array(a) for a in agg.arrays),
                                       strict=True)))
-        metrics = MetricRecord({self.workflow.weighted_by_key: agg.total_weight, **agg.metrics})
-        reply = Message(FlowerRecordDict({name: arrays, "metrics": metrics}),
-                        reply_to=by_node[outcome.included[0]])
-        return [reply]
+        return [Message(FlowerRecordDict({name: arrays, "metrics": metrics}),
+                        reply_to=reply_to)]
 
 
 def _is_train(message: Message) -> bool:
     return message.metadata.message_type.split(".")[0] == MessageType.TRAIN
+
+
+def _is_evaluate(message: Message) -> bool:
+    return message.metadata.message_type.split(".")[0] == MessageType.EVALUATE
 
 
 def _server_round(content: FlowerRecordDict, fallback: int) -> int:
@@ -625,6 +753,39 @@ def _server_round(content: FlowerRecordDict, fallback: int) -> int:
         if is_plain_int(value) and value >= 0:
             return value
     return fallback
+
+
+def _working_values(kind: GraphKind, n: int, create: Callable[..., SessionConfig],
+                    fallback: bool = False) -> str | None:
+    """Flower-style values that pass the very checks that refused the user's: the
+    parameter finder's (k, t) for this cohort and rates (spec §6), and the thresholds
+    above its t that the same checks still accept (they form a range, §6.3). None when
+    even those are refused (e.g. a cohort below min_cohort): the refusal then stands.
+    """
+    try:
+        found = create(kind, None, None, False)
+    except ConfigError:
+        if kind is GraphKind.COMPLETE:
+            return None
+        return _working_values(GraphKind.COMPLETE, n, create, fallback=True)
+    k, t = found.degree, found.threshold
+    top = t
+    for candidate in range(t + 1, min(k, t + 64) + 1):
+        try:
+            create(found.graph, None if found.graph is GraphKind.COMPLETE else k, candidate,
+                   False)
+        except ConfigError:
+            break
+        top = candidate
+    thresholds = str(t) if top == t else f"{t} to {top}"
+    if found.graph is GraphKind.COMPLETE:
+        why = "no SecAgg+ graph is safe at these rates: use the complete graph, " if fallback \
+            else ""
+        return (f"for n = {n} clients {why}num_shares >= {n} (or None) with "
+                f"reconstruction_threshold {thresholds} would work")
+    return (f"for n = {n} clients at these rates num_shares={k + 1} with "
+            f"reconstruction_threshold {thresholds} would work (the SecAgg+ parameter "
+            "finder's choice; or leave both None to let it choose every round)")
 
 
 def _check_count(value: int | float | None, name: str) -> int | float | None:

@@ -12,6 +12,11 @@ the PRG. Why numba, and why this shape:
   Callers that want parallelism split the vector and drive the kernels from
   their own thread pool.
 * ``cache=True`` so the JIT cost (seconds) is paid once per machine.
+* Below :data:`JIT_MIN_SIZE` elements the same arithmetic runs in numpy (a
+  compare and a masked subtract, exact in the array's width) and numba is not
+  even imported: a Flower client in the deployment engine starts a process per
+  message, and loading numba costs more there than a small vector's additions.
+  The kernels live in :mod:`secagg.kernels.arith_jit`.
 
 Precondition (not checked, it would cost a full pass): every value of ``acc``
 and ``vec`` is already ``< R``. Masks from :func:`secagg.crypto.prg.expand_mask`
@@ -20,79 +25,78 @@ and decoded inputs satisfy it; with it, results stay ``< R`` exactly.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
-from numba import njit
 
 from secagg.checks import is_int_like
 from secagg.errors import ConfigError
 
-__all__ = ["add_into", "compact_below", "sub_into"]
+__all__ = ["JIT_MIN_SIZE", "add_into", "compact_below", "sub_into", "use_jit"]
+
+#: Vectors of at least this many elements go through the numba kernels; shorter ones
+#: through numpy (same results), unless this process has loaded the kernels already
+#: (:func:`secagg.kernels.warmup.warm_up` does, for servers and simulations). Importing
+#: numba and the first dispatch of a cached kernel cost 0.3-0.8 s per process on the
+#: reference machine, while numpy adds 10**5 elements mod 2**k in ~0.02 ms and packs
+#: them in ~2 ms: a Flower client may run each message in a fresh process.
+JIT_MIN_SIZE = 1 << 19
+
+_kernels: ModuleType | None = None  # secagg.kernels.arith_jit once loaded
 
 _FULL_WIDTH = {np.dtype(np.uint32): 1 << 32, np.dtype(np.uint64): 1 << 64}
 
 
-# --- kernels ------------------------------------------------------------------------------------
-# uint32 operands are promoted to 64-bit inside numba, so sums of two values < 2**32
-# never overflow there; uint64 operands wrap, which the general kernels detect with
-# ``s < a``. Storing into the uint32/uint64 array truncates, i.e. reduces mod 2**w.
+# --- numpy paths (small vectors) -----------------------------------------------------------------
+# Same results as the kernels, element for element: each is exact integer arithmetic in
+# the array's own width, with the wrap of the sum detected as ``s < a`` like the kernels.
 
 
-@njit(cache=True, nogil=True)
-def _add_wrap(acc: np.ndarray, vec: np.ndarray) -> None:  # pragma: no cover - JIT compiled
-    for i in range(acc.shape[0]):
-        acc[i] = acc[i] + vec[i]
+def _np_add(a: np.ndarray, v: np.ndarray, modulus: int) -> None:
+    full = modulus == _FULL_WIDTH[a.dtype]
+    if full or modulus & (modulus - 1) == 0:
+        np.add(a, v, out=a)
+        if not full:
+            np.bitwise_and(a, a.dtype.type(modulus - 1), out=a)
+        return
+    s = a + v
+    fix = (s < a) | (s >= modulus)
+    np.subtract(s, a.dtype.type(modulus), out=s, where=fix)
+    a[...] = s
 
 
-@njit(cache=True, nogil=True)
-def _sub_wrap(acc: np.ndarray, vec: np.ndarray) -> None:  # pragma: no cover - JIT compiled
-    for i in range(acc.shape[0]):
-        acc[i] = acc[i] - vec[i]
+def _np_sub(a: np.ndarray, v: np.ndarray, modulus: int) -> None:
+    full = modulus == _FULL_WIDTH[a.dtype]
+    if full or modulus & (modulus - 1) == 0:
+        np.subtract(a, v, out=a)
+        if not full:
+            np.bitwise_and(a, a.dtype.type(modulus - 1), out=a)
+        return
+    borrow = a < v
+    np.subtract(a, v, out=a)
+    np.add(a, a.dtype.type(modulus), out=a, where=borrow)
 
 
-@njit(cache=True, nogil=True)
-def _add_pow2(acc: np.ndarray, vec: np.ndarray, mask: np.uint64) -> None:  # pragma: no cover
-    for i in range(acc.shape[0]):
-        acc[i] = (np.uint64(acc[i]) + np.uint64(vec[i])) & mask
+def _np_compact_below(words: np.ndarray, mask: int, bound: int) -> int:
+    kept = words & words.dtype.type(mask)
+    kept = kept[kept < bound]
+    words[: kept.size] = kept
+    return int(kept.size)
 
 
-@njit(cache=True, nogil=True)
-def _sub_pow2(acc: np.ndarray, vec: np.ndarray, mask: np.uint64) -> None:  # pragma: no cover
-    for i in range(acc.shape[0]):
-        acc[i] = (np.uint64(acc[i]) - np.uint64(vec[i])) & mask
+def use_jit(size: int) -> bool:
+    """Whether a vector of ``size`` elements goes through numba (see :data:`JIT_MIN_SIZE`)."""
+    return _kernels is not None or size >= JIT_MIN_SIZE
 
 
-@njit(cache=True, nogil=True)
-def _add_mod(acc: np.ndarray, vec: np.ndarray, modulus: np.uint64) -> None:  # pragma: no cover
-    for i in range(acc.shape[0]):
-        a = np.uint64(acc[i])
-        s = a + np.uint64(vec[i])
-        # s < a: the uint64 sum wrapped, so the true sum is >= 2**64 > R.
-        if s >= modulus or s < a:
-            s -= modulus
-        acc[i] = s
+def _jit() -> ModuleType:
+    """The numba kernels, imported (and loaded from numba's cache) on first use."""
+    global _kernels
+    if _kernels is None:
+        from secagg.kernels import arith_jit
 
-
-@njit(cache=True, nogil=True)
-def _sub_mod(acc: np.ndarray, vec: np.ndarray, modulus: np.uint64) -> None:  # pragma: no cover
-    for i in range(acc.shape[0]):
-        a = np.uint64(acc[i])
-        b = np.uint64(vec[i])
-        d = a - b
-        if a < b:
-            d += modulus  # wraps back into [0, R) modulo 2**64
-        acc[i] = d
-
-
-@njit(cache=True, nogil=True)
-def _compact_below(words: np.ndarray, mask: np.uint64, bound: np.uint64) -> int:  # pragma: no cover
-    # Branch-free: always store, advance only on accept. With a data-dependent
-    # branch instead, mispredictions made this 1.7-6x slower on random words.
-    k = 0
-    for i in range(words.shape[0]):
-        v = np.uint64(words[i]) & mask
-        words[k] = v
-        k += int(v < bound)
-    return k
+        _kernels = arith_jit
+    return _kernels
 
 
 # --- wrappers -----------------------------------------------------------------------------------
@@ -122,12 +126,16 @@ def _flat_operands(acc: np.ndarray, vec: np.ndarray, modulus: int) -> tuple[np.n
 def _dispatch(acc: np.ndarray, vec: np.ndarray, modulus: int, *, add: bool) -> None:
     a, v = _flat_operands(acc, vec, modulus)
     modulus = int(modulus)
+    if not use_jit(a.size):
+        (_np_add if add else _np_sub)(a, v, modulus)
+        return
+    k = _jit()
     if modulus == _FULL_WIDTH[a.dtype]:
-        (_add_wrap if add else _sub_wrap)(a, v)
+        (k.add_wrap if add else k.sub_wrap)(a, v)
     elif modulus & (modulus - 1) == 0:
-        (_add_pow2 if add else _sub_pow2)(a, v, np.uint64(modulus - 1))
+        (k.add_pow2 if add else k.sub_pow2)(a, v, np.uint64(modulus - 1))
     else:
-        (_add_mod if add else _sub_mod)(a, v, np.uint64(modulus))
+        (k.add_mod if add else k.sub_mod)(a, v, np.uint64(modulus))
 
 
 def add_into(acc: np.ndarray, vec: np.ndarray, modulus: int) -> None:
@@ -160,4 +168,6 @@ def compact_below(words: np.ndarray, mask: int, bound: int) -> int:
     limit = _FULL_WIDTH[words.dtype]
     if not (0 <= int(mask) < limit and 0 < int(bound) < limit):
         raise ConfigError(f"mask and bound must fit in {words.dtype}")
-    return int(_compact_below(words, np.uint64(mask), np.uint64(bound)))
+    if not use_jit(words.size):
+        return _np_compact_below(words, int(mask), int(bound))
+    return int(_jit().compact_below(words, np.uint64(mask), np.uint64(bound)))
