@@ -21,23 +21,34 @@ the session's task hash, so the session id (and with it the rotation signs) is
 bound to the DP parameters; a client holding other parameters ends up in another
 session.
 
-**Survivor floor**: the noise is sized so that the floor's clients alone meet the
-target; the floor is the most dropouts the session itself tolerates:
-``max(t, n - floor(δn))`` on a Harary graph (δ the declared dropout rate, spec
-§8.0), ``t`` on the complete graph.
+**Survivor floor** (:func:`dp_floor`): the noise is sized so that the floor's
+clients alone meet the target. The floor is the count expected to survive,
+``n − floor(e·n)`` with ``e`` the declared expected dropout rate
+(``DPOptions.expected_dropout``, ``--dp-expected-dropout``, by default the run's
+simulated ``--dropout``), and never below the session's own floor
+(``max(t, n − floor(δn))`` on a Harary graph, δ the rate SecAgg+ provisions for,
+spec §8.0; ``t`` on the complete graph). A round that includes fewer clients
+than the floor is not released and not charged (§21.6); one that includes more
+carries more noise than needed (at most ``n/F`` times the variance).
 
-**Accounting**: every round includes the whole cohort, so no amplification by
-sampling is claimed (sampling rate 1; a fixed-size cohort is not Poisson
-sampling, and charging it as q = 1 is an upper bound). ε grows roughly like
-``sqrt(rounds)/n`` at fixed noise: to keep ε, the noise multiplier grows like
-``sqrt(rounds)``, and the error of the mean falls like ``1/n``.
+**Accounting**: by default no amplification by sampling is claimed (``sampling
+"none"``: charged at q = 1, add/remove neighbours). ``sampling="fixed"`` charges
+a cohort of ``k`` of the ``N`` clients drawn without replacement at ``q = k/N``
+(replace-one neighbours, WBK19; §21.7). Amplification only holds against a
+party that does not see who took part: the server running the protocol does,
+so against the server the unamplified ε is the one to read. ε grows roughly
+like ``sqrt(rounds)/n`` at fixed noise: to keep ε, the noise multiplier grows
+like ``sqrt(rounds)``, and the error of the mean falls like ``1/n``.
 
 Next to it, from the same start, with the same cohorts and the same included
 clients, two twins train on the same minibatches: **central DP** (the plaintext
-mean of the same L2-clipped updates plus a continuous Gaussian of standard
-deviation ``z_c·clip/m`` added once by a trusted server, ``z_c`` from
-``dp-accounting`` for the same ε, δ and rounds, :mod:`secagg.dp.central`; a
-baseline simulation, its noise from numpy) and **no DP** (the plain uniform mean,
+mean of the same L2-clipped updates plus a continuous Gaussian added once by a
+trusted server; its standard deviation is exactly that of the noise the
+distributed round summed, ``sqrt(m·Var(share))/γ`` per coordinate, so both
+models carry the same noise and differ only by the discretization; its ε,
+``epsilon_central_dp``, is accounted by ``dp-accounting`` and is at most the
+distributed ε, since its sensitivity is ``clip`` < ``Δ2/γ``; a baseline
+simulation, its noise from numpy) and **no DP** (the plain uniform mean,
 unclipped).
 """
 

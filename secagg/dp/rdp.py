@@ -114,8 +114,9 @@ def fixed_subsample(rdp: F64, q: float) -> F64:
     lq = math.log(q)
     for i, alpha in enumerate(ORDERS):
         ell = np.arange(3, alpha + 1, dtype=np.float64)
+        first = np.array([0.0, float(_log_comb(alpha, 2)) + 2 * lq + second])
         terms = np.concatenate((
-            [0.0, _log_comb(alpha, 2) + 2 * lq + second],
+            first,
             math.log(2) + _log_comb(alpha, ell) + ell * lq + (ell - 1) * eps_all[3 : alpha + 1],
         ))
         out[i] = float(logsumexp(terms)) / (alpha - 1)
