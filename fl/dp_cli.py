@@ -49,6 +49,10 @@ def add_dp_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dp-expected-dropout", type=float, default=None, metavar="E",
                    help="with --dp: dropout rate the noise is sized for; a round with fewer "
                    "survivors is not released (default: the --dropout value)")
+    p.add_argument("--dp-min-block", type=int, default=16, metavar="B",
+                   help="with --dp: smallest block of the block-diagonal rotation, a power of "
+                   "two (650 parameters -> 512+128+16 = 656 coordinates); 0 pads to one power "
+                   "of two (1024) (default %(default)s)")
     p.add_argument("--dp-sampling", choices=["none", "fixed"], default="none",
                    help="with --dp: cohort sampling the accountant may use: none (charged at "
                    "q = 1) or fixed (--cohort of --clients without replacement, replace-one "
@@ -79,7 +83,7 @@ def run_dp(args: argparse.Namespace) -> int:
         options = DPOptions(mechanism=args.dp, epsilon=args.epsilon, delta=args.delta,
                             bits=args.bits, clip=args.dp_clip,
                             expected_dropout=args.dp_expected_dropout,
-                            sampling=args.dp_sampling)
+                            sampling=args.dp_sampling, min_block=args.dp_min_block)
         data = federate(args.dataset, args.clients, iid=args.iid, alpha=args.alpha,
                         seed=args.seed)
         model = make_model(args.model, data.num_features, data.num_classes, seed=args.seed)

@@ -104,6 +104,8 @@ class DPOptions:
     expected_dropout: float | None = None
     #: "none" (charged at q = 1) or "fixed" (cohort of k of N, WBK19 amplification)
     sampling: str = "none"
+    #: smallest block of the block-diagonal rotation (0: one power of two; spec §21.11)
+    min_block: int = 16
 
     def __post_init__(self) -> None:
         check_mechanism(self.mechanism)
@@ -170,7 +172,7 @@ class DPTrainingHistory:
             "mechanism": p.mechanism, "bits": p.bits, "dp_clip": p.clip,
             "survivor_floor": p.floor, "noise_multiplier": self.plan.noise_multiplier,
             "expected_dropout": self.expected_dropout, "dp_sampling": self.options.sampling,
-            "sampling_rate": p.sampling_rate,
+            "sampling_rate": p.sampling_rate, "rotation_blocks": list(p.blocks),
             "central_noise_multiplier": min(zs) if zs else None,
             "bytes_up_per_element": per_element,
             "bytes_up_per_parameter": None if per_element is None
@@ -245,7 +247,8 @@ class _DPTrainer:
         self.plan = plan(self.k, flat.size, options.clip, options.epsilon, options.delta,
                          config.rounds, options.bits, options.mechanism,
                          survivor_floor=dp_floor(probe, expected), max_wrap=options.max_wrap,
-                         sampling_rate=self.q, sampling="fixed" if fixed else "poisson")
+                         sampling_rate=self.q, sampling="fixed" if fixed else "poisson",
+                         min_block=options.min_block)
         self.params = self.plan.params
         self.accountant = DPAccountant(self.params, options.delta)
         self.central_zs: list[float] = []

@@ -36,6 +36,8 @@ def test_train_dp_json(mechanism: str, tmp_path: Path, capsys: pytest.CaptureFix
     assert s["mechanism"] == mechanism and s["bits"] == 16 and s["delta"] == 1e-5
     assert 0 < s["epsilon"] <= 8
     assert s["bytes_up_per_element"] <= 2.05  # B/8 per masked coordinate plus the header
+    # the block rotation pads 650 parameters to 512 + 128 + 16, not 1024
+    assert s["rotation_blocks"] == [512, 128, 16] and s["bytes_up_per_parameter"] <= 2.1
     assert s["iid"] and s["config"]["local_epochs"] == 3  # the DP job's defaults
     for key in ("final_accuracy_secure", "final_accuracy_central_dp", "final_accuracy_plaintext"):
         assert 0.0 <= s[key] <= 1.0

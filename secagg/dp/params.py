@@ -10,7 +10,7 @@ from typing import Literal
 from secagg.crypto.kdf import encode_context
 from secagg.dp.errors import DPConfigError
 from secagg.dp.ring import check_bits
-from secagg.dp.rotation import padded_dim
+from secagg.dp.rotation import block_sizes
 from secagg.dp.rounding import rounded_norm_bound
 
 Mechanism = Literal["ddg", "skellam"]
@@ -56,6 +56,7 @@ class DPParams:
     ``sampling`` says how the cohort of rate ``sampling_rate`` is drawn (§21.7):
     ``poisson`` (each client independently; neighbours add or remove a client) or
     ``fixed`` (``q·N`` of ``N`` without replacement; neighbours replace a client).
+    ``min_block`` picks the rotation's blocks (0: one power of two; §21.11).
     """
 
     mechanism: Mechanism
@@ -69,6 +70,7 @@ class DPParams:
     beta: float = math.exp(-0.5)
     sampling_rate: float = 1.0
     sampling: Sampling = "poisson"
+    min_block: int = 0
 
     def __post_init__(self) -> None:
         check_mechanism(self.mechanism)
@@ -80,12 +82,21 @@ class DPParams:
             raise DPConfigError("survivor floor must be in [1, clients]")
         if self.noise <= 0:
             raise DPConfigError("noise share must be positive")
+        try:
+            block_sizes(self.dim, self.min_block)
+        except ValueError as exc:
+            raise DPConfigError(str(exc)) from None
         if self.mechanism == "ddg" and self.noise < Fraction(1, 4):
             raise DPConfigError("DDG needs per-client sigma >= 1/2")
 
     @property
+    def blocks(self) -> tuple[int, ...]:
+        """Sizes of the rotation's blocks (§21.3, §21.11); they sum to ``padded_dim``."""
+        return block_sizes(self.dim, self.min_block)
+
+    @property
     def padded_dim(self) -> int:
-        return padded_dim(self.dim)
+        return sum(self.blocks)
 
     @property
     def delta2(self) -> float:
@@ -105,8 +116,9 @@ class DPParams:
     def binding(self) -> bytes:
         """Canonical bytes of the parameters, to bind into the session id (§21.1).
 
-        Fixed-size sampling appends one field ``"fixed"``; Poisson (the original
-        form) appends nothing, so its bytes are unchanged.
+        Fixed-size sampling appends one field ``"fixed"``; a block rotation appends
+        ``"blocks"`` and the minimum block. Poisson sampling and one power-of-two block
+        (the original form) append nothing, so their bytes are unchanged.
         """
         fields: list[str | int] = [
             "secagg-dp-v1", self.mechanism, self.dim, repr(float(self.clip)),
@@ -116,4 +128,6 @@ class DPParams:
         ]
         if self.sampling == "fixed":
             fields.append("fixed")
+        if self.min_block:
+            fields += ["blocks", self.min_block]
         return encode_context(*fields)

@@ -23,7 +23,7 @@ from secagg.dp.accountant import round_rdp
 from secagg.dp.errors import DPConfigError
 from secagg.dp.params import DPParams, check_mechanism, check_sampling, client_share
 from secagg.dp.ring import check_bits
-from secagg.dp.rotation import padded_dim
+from secagg.dp.rotation import block_sizes
 from secagg.dp.rounding import rounded_norm_bound
 
 DEFAULT_BETA = math.exp(-0.5)
@@ -106,6 +106,7 @@ class _Target:
     beta: float
     max_wrap: float
     sampling: str = "poisson"
+    min_block: int = 0
 
 
 def _epsilon(params: DPParams, t: _Target) -> tuple[float, float]:
@@ -114,11 +115,11 @@ def _epsilon(params: DPParams, t: _Target) -> tuple[float, float]:
 
 
 def _params(t: _Target, gamma: float, bits: int, z: float) -> DPParams:
-    d2 = rounded_norm_bound(t.clip, gamma, padded_dim(t.dim), t.beta)
+    d2 = rounded_norm_bound(t.clip, gamma, sum(block_sizes(t.dim, t.min_block)), t.beta)
     mech = check_mechanism(t.mechanism)
     total = max((z * d2) ** 2, 0.25 * t.floor)
     return DPParams(mech, t.dim, t.clip, gamma, bits, client_share(mech, total, t.floor),
-                    t.floor, t.clients, t.beta, t.q, check_sampling(t.sampling))
+                    t.floor, t.clients, t.beta, t.q, check_sampling(t.sampling), t.min_block)
 
 
 def _noise_multiplier(t: _Target, gamma: float, bits: int, guess: float = 0.05) -> float:
@@ -145,11 +146,18 @@ def _noise_multiplier(t: _Target, gamma: float, bits: int, guess: float = 0.05) 
 
 
 def wrap_probability(params: DPParams) -> float:
-    """Union bound on any coordinate of the centred sum leaving [−R/2, R/2) (all present)."""
-    n, d = params.clients, params.padded_dim
-    v = (n * params.clip * params.gamma) ** 2 / d + n / 4 + n * params.client_variance()
+    """Union bound on any coordinate of the centred sum leaving [−R/2, R/2) (all present).
+
+    A coordinate of a rotation block of size ``b`` is sub-Gaussian with variance proxy
+    ``(ncγ)²/b`` (the whole clipped vector may sit in that block), plus rounding and noise.
+    """
+    n = params.clients
     half = 2.0 ** (params.bits - 1)
-    return min(1.0, 2 * d * math.exp(-(half * half) / (2 * v)))
+    total = 0.0
+    for b in params.blocks:
+        v = (n * params.clip * params.gamma) ** 2 / b + n / 4 + n * params.client_variance()
+        total += 2 * b * math.exp(-(half * half) / (2 * v))
+    return min(1.0, total)
 
 
 def mse_of_mean(params: DPParams) -> float:
@@ -218,6 +226,7 @@ def plan(
     survivor_floor: int | None = None,
     sampling_rate: float = 1.0,
     sampling: str = "poisson",
+    min_block: int = 0,
     beta: float = DEFAULT_BETA,
     max_wrap: float = 1e-4,
     max_error_ratio: float = 2.0,
@@ -234,7 +243,7 @@ def plan(
     if not 1 <= floor <= clients:
         raise DPConfigError("survivor floor must be in [1, clients]")
     t = _Target(mechanism, clients, floor, dim, clip, epsilon, delta, rounds, sampling_rate,
-                beta, max_wrap, sampling)
+                beta, max_wrap, sampling, min_block)
     z_central, central = central_mse(t)
     if bits is not None:
         return _evaluate(t, check_bits(bits), central, max_error_ratio, z_central)
