@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections import Counter
 from collections.abc import Sequence
 from fractions import Fraction
 from types import ModuleType
@@ -55,8 +56,8 @@ def central_epsilon_of(multipliers: Sequence[float], delta: float, q: float = 1.
         list(rdp.ORDERS), relation.REPLACE_ONE if fixed else relation.ADD_OR_REMOVE_ONE)
     if not multipliers:
         return 0.0
-    for z in multipliers:
-        acc.compose(_event(dpa, z, q, sampling))
+    for z, count in Counter(multipliers).items():  # equal rounds composed at once
+        acc.compose(_event(dpa, z, q, sampling), count)
     return float(acc.get_epsilon(delta))
 
 
