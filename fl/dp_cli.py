@@ -46,6 +46,17 @@ def add_dp_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --dp: delta (default %(default)s)")
     p.add_argument("--dp-clip", type=float, default=1.0,
                    help="with --dp: L2 norm each client's update is clipped to (default 1.0)")
+    p.add_argument("--dp-expected-dropout", type=float, default=None, metavar="E",
+                   help="with --dp: dropout rate the noise is sized for; a round with fewer "
+                   "survivors is not released (default: the --dropout value)")
+    p.add_argument("--dp-min-block", type=int, default=16, metavar="B",
+                   help="with --dp: smallest block of the block-diagonal rotation, a power of "
+                   "two (650 parameters -> 512+128+16 = 656 coordinates); 0 pads to one power "
+                   "of two (1024) (default %(default)s)")
+    p.add_argument("--dp-sampling", choices=["none", "fixed"], default="none",
+                   help="with --dp: cohort sampling the accountant may use: none (charged at "
+                   "q = 1) or fixed (--cohort of --clients without replacement, replace-one "
+                   "neighbours; only against parties who do not see the cohort)")
 
 
 def resolve_defaults(args: argparse.Namespace) -> None:
@@ -70,7 +81,9 @@ def run_dp(args: argparse.Namespace) -> int:
         writable_dir(args.out)  # before any training: nothing is lost at the end
         config = fedavg_config(args)
         options = DPOptions(mechanism=args.dp, epsilon=args.epsilon, delta=args.delta,
-                            bits=args.bits, clip=args.dp_clip)
+                            bits=args.bits, clip=args.dp_clip,
+                            expected_dropout=args.dp_expected_dropout,
+                            sampling=args.dp_sampling, min_block=args.dp_min_block)
         data = federate(args.dataset, args.clients, iid=args.iid, alpha=args.alpha,
                         seed=args.seed)
         model = make_model(args.model, data.num_features, data.num_classes, seed=args.seed)
@@ -134,6 +147,7 @@ def _print_summary(s: dict[str, Any]) -> None:
           f"no DP {100 * s['final_accuracy_plaintext']:.2f}%")
     print(f"privacy: epsilon {s['epsilon']:.3f} spent (target {s['epsilon_target']:g}), "
           f"delta {s['delta']:g}, {s['mechanism']}, {s['bits']} bits")
+    print(f"central DP twin: the same noise per round, epsilon {s['epsilon_central_dp']:.3f}")
     if s["bytes_up_per_element"] is not None:
         print(f"upload: {s['bytes_up_per_element']:.3f} bytes per element of the masked "
               f"vector ({s['bytes_up_per_parameter']:.3f} per model parameter, padding included)")

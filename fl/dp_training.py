@@ -21,29 +21,41 @@ the session's task hash, so the session id (and with it the rotation signs) is
 bound to the DP parameters; a client holding other parameters ends up in another
 session.
 
-**Survivor floor**: the noise is sized so that the floor's clients alone meet the
-target; the floor is the most dropouts the session itself tolerates:
-``max(t, n - floor(δn))`` on a Harary graph (δ the declared dropout rate, spec
-§8.0), ``t`` on the complete graph.
+**Survivor floor** (:func:`dp_floor`): the noise is sized so that the floor's
+clients alone meet the target. The floor is the count expected to survive,
+``n − floor(e·n)`` with ``e`` the declared expected dropout rate
+(``DPOptions.expected_dropout``, ``--dp-expected-dropout``, by default the run's
+simulated ``--dropout``), and never below the session's own floor
+(``max(t, n − floor(δn))`` on a Harary graph, δ the rate SecAgg+ provisions for,
+spec §8.0; ``t`` on the complete graph). A round that includes fewer clients
+than the floor is not released and not charged (§21.6); one that includes more
+carries more noise than needed (at most ``n/F`` times the variance).
 
-**Accounting**: every round includes the whole cohort, so no amplification by
-sampling is claimed (sampling rate 1; a fixed-size cohort is not Poisson
-sampling, and charging it as q = 1 is an upper bound). ε grows roughly like
-``sqrt(rounds)/n`` at fixed noise: to keep ε, the noise multiplier grows like
-``sqrt(rounds)``, and the error of the mean falls like ``1/n``.
+**Accounting**: by default no amplification by sampling is claimed (``sampling
+"none"``: charged at q = 1, add/remove neighbours). ``sampling="fixed"`` charges
+a cohort of ``k`` of the ``N`` clients drawn without replacement at ``q = k/N``
+(replace-one neighbours, WBK19; §21.7). Amplification only holds against a
+party that does not see who took part: the server running the protocol does,
+so against the server the unamplified ε is the one to read. ε grows roughly
+like ``sqrt(rounds)/n`` at fixed noise: to keep ε, the noise multiplier grows
+like ``sqrt(rounds)``, and the error of the mean falls like ``1/n``.
 
 Next to it, from the same start, with the same cohorts and the same included
 clients, two twins train on the same minibatches: **central DP** (the plaintext
-mean of the same L2-clipped updates plus a continuous Gaussian of standard
-deviation ``z_c·clip/m`` added once by a trusted server, ``z_c`` from
-``dp-accounting`` for the same ε, δ and rounds, :mod:`secagg.dp.central`; a
-baseline simulation, its noise from numpy) and **no DP** (the plain uniform mean,
+mean of the same L2-clipped updates plus a continuous Gaussian added once by a
+trusted server; its standard deviation is exactly that of the noise the
+distributed round summed, ``sqrt(m·Var(share))/γ`` per coordinate, so both
+models carry the same noise and differ only by the discretization; its ε,
+``epsilon_central_dp``, is accounted by ``dp-accounting`` and is at most the
+distributed ε, since its sensitivity is ``clip`` < ``Δ2/γ``; a baseline
+simulation, its noise from numpy) and **no DP** (the plain uniform mean,
 unclipped).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -65,7 +77,7 @@ from secagg import graph as graphs
 from secagg.config import SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.dp.accountant import DPAccountant
-from secagg.dp.central import central_noise_multiplier
+from secagg.dp.central import central_epsilon_of
 from secagg.dp.errors import DPConfigError
 from secagg.dp.params import DPParams, check_mechanism
 from secagg.dp.pipeline import decode_mean, encode_client
@@ -88,11 +100,22 @@ class DPOptions:
     bits: int = 16
     clip: float = 1.0  # L2 norm of a client's update
     max_wrap: float = 1e-4
+    #: dropout rate the noise is sized for (None: the run's simulated ``dropout``)
+    expected_dropout: float | None = None
+    #: "none" (charged at q = 1) or "fixed" (cohort of k of N, WBK19 amplification)
+    sampling: str = "none"
+    #: smallest block of the block-diagonal rotation (0: one power of two; spec §21.11)
+    min_block: int = 16
 
     def __post_init__(self) -> None:
         check_mechanism(self.mechanism)
         if self.epsilon <= 0 or not 0 < self.delta < 1 or self.clip <= 0:
             raise DPConfigError("epsilon and clip must be positive and delta in (0, 1)")
+        if self.expected_dropout is not None and not 0 <= self.expected_dropout < 1:
+            raise DPConfigError("expected dropout must be in [0, 1)")
+        if self.sampling not in ("none", "fixed"):
+            raise DPConfigError(f"unknown DP cohort sampling {self.sampling!r}; "
+                                "expected none or fixed")
 
 
 @dataclass
@@ -105,6 +128,8 @@ class DPRoundRecord(RoundOutcome):
     loss_secure: float
     epsilon_round: float | None
     epsilon: float
+    central_noise_multiplier: float | None
+    epsilon_central_dp: float
     secagg_seconds: float
     train_seconds: float
     bytes_up_per_element: float | None
@@ -118,7 +143,6 @@ class DPTrainingHistory:
     config: FedAvgConfig
     options: DPOptions
     plan: Plan
-    central_noise_multiplier: float
     initial_accuracy: float
     rounds: list[DPRoundRecord] = field(default_factory=list)
 
@@ -133,6 +157,8 @@ class DPTrainingHistory:
         p = self.plan.params
         sizes = [r.bytes_up_per_element for r in self.rounds if r.bytes_up_per_element]
         per_element = max(sizes) if sizes else None
+        zs = [r.central_noise_multiplier for r in self.rounds
+              if r.central_noise_multiplier is not None]
         return {
             "config": self.config.to_dict(),
             "dp_plan": self.plan.to_json(),
@@ -142,9 +168,12 @@ class DPTrainingHistory:
             "final_accuracy_plaintext": self._final("accuracy_plaintext"),
             "epsilon": self.epsilon, "delta": self.options.delta,
             "epsilon_target": self.options.epsilon,
+            "epsilon_central_dp": self.rounds[-1].epsilon_central_dp if self.rounds else 0.0,
             "mechanism": p.mechanism, "bits": p.bits, "dp_clip": p.clip,
             "survivor_floor": p.floor, "noise_multiplier": self.plan.noise_multiplier,
-            "central_noise_multiplier": self.central_noise_multiplier,
+            "expected_dropout": self.expected_dropout, "dp_sampling": self.options.sampling,
+            "sampling_rate": p.sampling_rate, "rotation_blocks": list(p.blocks),
+            "central_noise_multiplier": min(zs) if zs else None,
             "bytes_up_per_element": per_element,
             "bytes_up_per_parameter": None if per_element is None
             else per_element * p.padded_dim / p.dim,
@@ -155,12 +184,26 @@ class DPTrainingHistory:
         }
 
 
+    @property
+    def expected_dropout(self) -> float:
+        e = self.options.expected_dropout
+        return self.config.dropout if e is None else e
+
+
 def survivor_floor(config: SessionConfig) -> int:
     """Fewest included clients a session of ``config`` can finish with (§21.6, §8.0)."""
     floor = config.threshold
     if config.graph is graphs.GraphKind.HARARY and config.degree < config.n - 1:
         floor = max(floor, config.n - graphs.tolerated_dropouts(config.n, config.dropout_ppm))
     return floor
+
+
+def dp_floor(config: SessionConfig, expected_dropout: float) -> int:
+    """The floor the noise is sized for (§21.10): the session's own floor, raised to the
+    count expected to survive, ``n − floor(e·n)``. A round with fewer included clients
+    is not released; with more, it carries at most ``n/F`` times the target variance."""
+    n = config.n
+    return min(n, max(survivor_floor(config), n - math.floor(expected_dropout * n + 1e-9)))
 
 
 def _task_hash(layout: Layout, params: DPParams) -> bytes:
@@ -187,6 +230,7 @@ class _DPTrainer:
     def __init__(self, data: FederatedData, model: Model, config: FedAvgConfig,
                  options: DPOptions, progress: Progress | None) -> None:
         self.data, self.model, self.config, self.progress = data, model, config, progress
+        self.options = options
         self.ids = sorted(data.clients)
         self.k = len(self.ids) if config.cohort_size is None else config.cohort_size
         if self.k > len(self.ids):
@@ -196,12 +240,18 @@ class _DPTrainer:
         # the session's own floor, for a cohort of this size (ids do not matter)
         probe = SessionConfig.create(self.ids[:self.k], 1, 2**options.bits,
                                      settings=config.session_settings(), check_memory=False)
+        expected = config.dropout if options.expected_dropout is None \
+            else options.expected_dropout
+        fixed = options.sampling == "fixed"
+        self.q = self.k / len(self.ids) if fixed else 1.0
         self.plan = plan(self.k, flat.size, options.clip, options.epsilon, options.delta,
                          config.rounds, options.bits, options.mechanism,
-                         survivor_floor=survivor_floor(probe), max_wrap=options.max_wrap)
+                         survivor_floor=dp_floor(probe, expected), max_wrap=options.max_wrap,
+                         sampling_rate=self.q, sampling="fixed" if fixed else "poisson",
+                         min_block=options.min_block)
         self.params = self.plan.params
-        self.z_central = central_noise_multiplier(options.epsilon, options.delta, config.rounds)
         self.accountant = DPAccountant(self.params, options.delta)
+        self.central_zs: list[float] = []
         self.rng = np.random.default_rng([config.seed, 0xF1])
         self.noise_rng = np.random.default_rng()  # central baseline only (simulation)
         self.secure, self.central = start, [w.copy() for w in start]
@@ -251,6 +301,22 @@ class _DPTrainer:
         mean = decode_mean(run.result.sum, self.params, sid, len(included), r)
         return _DPStep(included, None, mean, time.perf_counter() - t0, per_element)
 
+    def central_multiplier(self, included: int) -> float:
+        """z of the central twin: the distributed round's summed noise in clip units.
+
+        ``m`` included shares sum to variance ``m·Var(share)`` per rotated coordinate,
+        ``sqrt(m·Var)/γ`` per coordinate after decoding (the rotation is orthogonal);
+        the twin adds exactly that standard deviation, so both models carry the same
+        noise and the twin's ε (continuous Gaussian, sensitivity ``clip`` < ``Δ2/γ``)
+        is at most the distributed run's.
+        """
+        p = self.params
+        return math.sqrt(included * p.client_variance()) / (p.gamma * p.clip)
+
+    def central_epsilon(self) -> float:
+        return central_epsilon_of(self.central_zs, self.options.delta, self.q,
+                                  self.params.sampling)
+
     def _twins(self, r: int, included: list[int]) -> None:
         """Central DP and no DP over the same included clients, same minibatches."""
         if not included:
@@ -258,8 +324,9 @@ class _DPTrainer:
         m, clip = len(included), self.params.clip
         ups = self._flat_updates(included, self.central, r, "central")
         mean = np.mean([clip_l2(ups[u], clip) for u in included], axis=0)
-        sd = self.z_central * clip / m
-        mean = mean + self.noise_rng.normal(0.0, sd, mean.shape)
+        z = self.central_multiplier(m)
+        self.central_zs.append(z)
+        mean = mean + self.noise_rng.normal(0.0, z * clip / m, mean.shape)
         self.central = _add(self.central, unflatten(mean, self.layout))
         ups = self._flat_updates(included, self.plain, r, "plaintext")
         plain_mean = np.mean([ups[u] for u in included], axis=0)
@@ -291,7 +358,9 @@ class _DPTrainer:
             accuracy_plaintext=self.evaluate(self.plain).accuracy,
             loss_secure=m_secure.loss,
             epsilon_round=None if charge is None else charge.epsilon_round,
-            epsilon=self.accountant.epsilon, secagg_seconds=step.seconds,
+            epsilon=self.accountant.epsilon,
+            central_noise_multiplier=self.central_zs[-1] if released else None,
+            epsilon_central_dp=self.central_epsilon(), secagg_seconds=step.seconds,
             train_seconds=train_seconds, bytes_up_per_element=step.bytes_per_element,
             clipped_fraction=clipped / len(cohort),
         )
@@ -318,7 +387,7 @@ def run_dp_training(
     trainer = _DPTrainer(data, model, config, options, progress)
     if on_plan:
         on_plan(format_plan(trainer.plan))
-    history = DPTrainingHistory(config, options, trainer.plan, trainer.z_central,
+    history = DPTrainingHistory(config, options, trainer.plan,
                                 model.evaluate(data.x_test, data.y_test).accuracy)
     for r in range(1, config.rounds + 1):
         record = trainer.round(r)

@@ -33,3 +33,18 @@ def test_quick_run_writes_its_files(tmp_path: Path) -> None:
     payload = json.loads((tmp_path / "dp.json").read_text())
     assert payload["suite"] == "dp" and payload["rows"]
     assert (tmp_path / "dp.csv").exists()
+
+
+def test_quick_run_has_every_part_and_a_readme_section(tmp_path: Path) -> None:
+    assert dp.main(["--quick", "--out", str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "dp.json").read_text())
+    parts = {r["part"] for r in payload["rows"]}
+    assert parts == {"mse", "accuracy", "wrap"}
+    for r in payload["rows"]:
+        if r["part"] == "accuracy":
+            assert r["epsilon_central_dp"] <= r["epsilon"] <= r["epsilon_target"]
+    for name in ("dp_mse.png", "dp_accuracy.png", "dp_wrap.png"):
+        assert (tmp_path / name).exists()
+    text = dp.markdown(payload)
+    assert "| mechanism | bits |" in text and "| mechanism | ε target |" in text
+    assert "| mechanism | γ scale |" in text

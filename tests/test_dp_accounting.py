@@ -11,7 +11,7 @@ import pytest
 
 from secagg.dp import central, rdp
 from secagg.dp.accountant import DPAccountant, round_rdp
-from secagg.dp.errors import BelowSurvivorFloorError, DependencyMissingError
+from secagg.dp.errors import BelowSurvivorFloorError, DependencyMissingError, DPConfigError
 from secagg.dp.params import DPParams, client_share
 
 dpa = pytest.importorskip("dp_accounting")
@@ -132,3 +132,51 @@ def test_skellam_matches_the_papers_scaled_form() -> None:
             3 * l1 / (2 * s * var_paper),
         )
         assert np.allclose(rdp.rdp_skellam(m, mu_c, d2, d1), paper, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("z", "q", "slack"),
+                         [(1.0, 0.01, 1.3), (2.0, 0.1, 1.3), (0.8, 0.5, 1.3), (5.0, 0.02, 2.5)])
+def test_fixed_size_sampling_against_dp_accounting(z: float, q: float, slack: float) -> None:
+    """WBK19 Thm 9 (general) against dp-accounting's Thm 27 (Gaussian only): equal at
+    order 2 (the same term), never below it at any order, and ε within ``slack`` (the
+    general bound is up to about 2x loose in ε at large noise and small q)."""
+    from dp_accounting.rdp import rdp_privacy_accountant as impl
+
+    ours = rdp.fixed_subsample(rdp.rdp_gaussian(z), q)
+    theirs = impl._compute_rdp_sample_wor_gaussian(q, z, list(rdp.ORDERS))
+    assert ours[0] == pytest.approx(theirs[0], rel=1e-12)
+    assert np.all(ours >= theirs * (1 - 1e-12))
+    # dp-accounting's event takes z for sensitivity 2·clip under replace-one: z/2 there
+    tight = central.central_epsilon(2 * z, 50, 1e-5, q, "fixed")
+    mine = rdp.epsilon_from_rdp(rdp.fixed_subsample(rdp.rdp_gaussian(z), q) * 50, 1e-5)
+    assert tight * (1 - 1e-9) <= mine <= slack * tight
+
+
+@pytest.mark.parametrize("mechanism", ["ddg", "skellam"])
+def test_fixed_sampling_accountant_large_noise_limit(mechanism: str) -> None:
+    """Large shares (z about 2): the distributed round under fixed sampling tends to the
+    Gaussian's (replace-one, sensitivity 2Δ2) and is never below dp-accounting's value."""
+    noise = Fraction(10**7)
+    params = DPParams(mechanism, dim=256, clip=1.0, gamma=5000.0, bits=40,  # type: ignore[arg-type]
+                      noise=noise, floor=10, clients=10, sampling_rate=0.1, sampling="fixed")
+    acc = DPAccountant(params, 1e-5)
+    for _ in range(20):
+        acc.charge(10)
+    z = (10 * params.client_variance()) ** 0.5 / params.delta2
+    tight = central.central_epsilon(z, 20, 1e-5, 0.1, "fixed")
+    assert tight * (1 - 1e-9) <= acc.epsilon <= 1.3 * tight
+    unsampled = DPAccountant(DPParams(mechanism, dim=256, clip=1.0, gamma=5000.0, bits=40,  # type: ignore[arg-type]
+                                      noise=noise, floor=10, clients=10), 1e-5)
+    for _ in range(20):
+        unsampled.charge(10)
+    assert acc.epsilon < unsampled.epsilon  # q = 0.1 pays for the doubled sensitivity
+
+
+def test_fixed_sampling_changes_the_binding_and_poisson_keeps_it() -> None:
+    base = dict(mechanism="ddg", dim=64, clip=1.0, gamma=10.0, bits=16, noise=Fraction(50),
+                floor=7, clients=10, sampling_rate=0.5)
+    poisson = DPParams(**base)  # type: ignore[arg-type]
+    assert poisson.binding() == DPParams(sampling="poisson", **base).binding()  # type: ignore[arg-type]
+    assert DPParams(sampling="fixed", **base).binding() != poisson.binding()  # type: ignore[arg-type]
+    with pytest.raises(DPConfigError, match="sampling"):
+        DPParams(sampling="bernoulli", **base)  # type: ignore[arg-type]

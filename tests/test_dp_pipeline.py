@@ -98,3 +98,30 @@ def test_params_binding_distinguishes_settings() -> None:
 def test_vectors_are_byte_identical() -> None:
     assert vectors.PATH.read_bytes() == vectors.render().encode()
     assert vectors.main([]) == 0
+
+
+def test_block_rotation_pipeline_and_wrap_bound() -> None:
+    """Blocks of at least 16: 650 -> 656 coordinates, the mean decodes within the planned
+    error, the binding differs from one block's, and the smallest block governs wrap."""
+    from secagg.dp.planning import wrap_probability
+
+    p = plan(20, 650, 1.0, 8.0, 1e-5, 5, bits=16, mechanism="skellam", min_block=16)
+    assert p.params.blocks == (512, 128, 16) and p.params.padded_dim == 656
+    assert p.bytes_per_element == pytest.approx(2 * 656 / 650)
+    one = plan(20, 650, 1.0, 8.0, 1e-5, 5, bits=16, mechanism="skellam")
+    assert p.params.gamma < one.params.gamma  # the 16-block needs a smaller scale
+    assert p.params.binding() != one.params.binding()
+    assert abs(p.epsilon - one.epsilon) < 0.01 and p.mse <= 1.1 * one.mse
+    # the bound of blocks with the same γ as one block's is larger (smaller blocks)
+    import dataclasses
+
+    assert wrap_probability(dataclasses.replace(one.params, min_block=16)) > \
+        wrap_probability(one.params)
+    rng = np.random.default_rng(4)  # client data, not noise
+    xs = [rng.normal(size=650) * 0.05 for _ in range(20)]
+    clipped = [x / max(1.0, float(np.linalg.norm(x))) for x in xs]
+    enc = [encode_client(x, p.params, SID, 2) for x in xs]
+    assert all(e.shape == (656,) for e in enc)
+    mean = decode_mean(secure_sum(enc, 16), p.params, SID, 20, 2)
+    err = float(np.sum((mean - np.mean(clipped, axis=0)) ** 2))
+    assert 0.5 * p.mse <= err <= 1.5 * p.mse

@@ -36,6 +36,8 @@ def test_train_dp_json(mechanism: str, tmp_path: Path, capsys: pytest.CaptureFix
     assert s["mechanism"] == mechanism and s["bits"] == 16 and s["delta"] == 1e-5
     assert 0 < s["epsilon"] <= 8
     assert s["bytes_up_per_element"] <= 2.05  # B/8 per masked coordinate plus the header
+    # the block rotation pads 650 parameters to 512 + 128 + 16, not 1024
+    assert s["rotation_blocks"] == [512, 128, 16] and s["bytes_up_per_parameter"] <= 2.1
     assert s["iid"] and s["config"]["local_epochs"] == 3  # the DP job's defaults
     for key in ("final_accuracy_secure", "final_accuracy_central_dp", "final_accuracy_plaintext"):
         assert 0.0 <= s[key] <= 1.0
@@ -71,7 +73,9 @@ def test_epsilon_never_below_the_included_clients() -> None:
         model = make_model("logreg", data.num_features, data.num_classes, seed=1)
         config = FedAvgConfig(rounds=2, local_epochs=1, dropout=rate, drop_at="masked-input",
                               graph="complete", seed=1)
-        history = run_dp_training(data, model, config, DPOptions(mechanism="skellam"))
+        # the same noise in every run (sized for 30% dropout): only the survivors differ
+        history = run_dp_training(data, model, config,
+                                  DPOptions(mechanism="skellam", expected_dropout=0.3))
         included = [len(r.included) for r in history.rounds if not r.aborted]
         assert included == [30 - round(rate * 30)] * 2  # those that sent their masked input
         recomputed = _recomputed_epsilon(history.plan.params, included, 1e-5)
@@ -80,3 +84,63 @@ def test_epsilon_never_below_the_included_clients() -> None:
         reported[rate] = history.epsilon
     # fewer survivors sum less noise: the charge grows with the dropout rate
     assert reported[0.0] < reported[0.1] < reported[0.3]
+
+
+def _run(dropout: float, **options: object) -> object:
+    data = federate("digits", 30, iid=True, seed=2)
+    model = make_model("logreg", data.num_features, data.num_classes, seed=2)
+    config = FedAvgConfig(rounds=2, local_epochs=1, dropout=dropout, drop_at="masked-input",
+                          graph="complete", seed=2)
+    return run_dp_training(data, model, config, DPOptions(**options))  # type: ignore[arg-type]
+
+
+def test_noise_is_sized_for_the_expected_dropout() -> None:
+    """Floor = n − floor(e·n) (here above the session's own); the central twin carries the
+    very noise the distributed round summed, so its ε is at most the distributed ε."""
+    h = _run(0.2, mechanism="ddg", expected_dropout=0.2)
+    p = h.plan.params  # type: ignore[attr-defined]
+    assert p.floor == 24 and h.expected_dropout == 0.2  # type: ignore[attr-defined]
+    for r in h.rounds:  # type: ignore[attr-defined]
+        assert len(r.included) == 24 and not r.aborted
+        z = (24 * p.client_variance()) ** 0.5 / (p.gamma * p.clip)
+        assert r.central_noise_multiplier == pytest.approx(z, rel=1e-12)
+        assert 0 < r.epsilon_central_dp <= r.epsilon
+    d = h.to_dict()  # type: ignore[attr-defined]
+    assert d["survivor_floor"] == 24 and d["epsilon_central_dp"] <= d["epsilon"] <= 8.0
+    # a larger declared rate sizes each share for fewer survivors: more noise per client
+    h30 = _run(0.2, mechanism="ddg", expected_dropout=0.3)
+    assert h30.plan.params.floor == 21  # type: ignore[attr-defined]
+    assert h30.plan.params.noise > p.noise  # type: ignore[attr-defined]
+
+
+def test_more_dropouts_than_declared_are_not_released() -> None:
+    h = _run(0.3, mechanism="skellam", expected_dropout=0.1)
+    assert all(r.aborted and "survivor floor" in (r.abort_reason or "")
+               for r in h.rounds)  # type: ignore[attr-defined]
+    assert h.epsilon == 0.0 and h.to_dict()["epsilon_central_dp"] == 0.0  # type: ignore[attr-defined]
+
+
+def test_fixed_size_sampling_is_charged_with_amplification() -> None:
+    """A cohort of 15 of 30 (fixed size): the accountant uses q = 1/2, replace-one, and
+    the ε it reports equals the one recomputed from the included counts."""
+    data = federate("digits", 30, iid=True, seed=3)
+    out = {}
+    for sampling in ("none", "fixed"):
+        model = make_model("logreg", data.num_features, data.num_classes, seed=3)
+        config = FedAvgConfig(rounds=2, local_epochs=1, dropout=0.0, cohort_size=15,
+                              graph="complete", seed=3)
+        h = run_dp_training(data, model, config, DPOptions(mechanism="skellam",
+                                                            sampling=sampling))
+        p = h.plan.params
+        assert p.sampling_rate == (0.5 if sampling == "fixed" else 1.0)
+        included = [len(r.included) for r in h.rounds]
+        assert h.epsilon >= _recomputed_epsilon(p, included, 1e-5) * (1 - 1e-12)
+        assert h.epsilon <= 8.0 and h.to_dict()["dp_sampling"] == sampling
+        out[sampling] = p
+    # replace-one doubles the sensitivity: at q = 1/2 the amplification does not pay for
+    # it, so each client adds more noise (per unit of clip) than with no sampling claimed
+    def noise_per_clip(p: DPParams) -> float:
+        return p.client_variance() ** 0.5 / p.gamma
+
+    assert noise_per_clip(out["fixed"]) > noise_per_clip(out["none"])
+    assert out["fixed"].binding() != out["none"].binding()

@@ -84,3 +84,36 @@ def test_unsafe_bit_widths_are_refused(bits: object) -> None:
         check_bits(bits)  # type: ignore[arg-type]
     with pytest.raises(DPConfigError):
         wrap(np.zeros(2, dtype=np.int64), bits)  # type: ignore[arg-type]
+
+
+def test_block_sizes() -> None:
+    from secagg.dp.rotation import block_sizes
+
+    assert block_sizes(650) == (1024,)
+    assert block_sizes(650, 16) == (512, 128, 16)
+    assert block_sizes(650, 64) == (512, 128, 64)
+    assert block_sizes(1000, 64) == (1024,)
+    assert block_sizes(5, 2) == (4, 2)
+    assert block_sizes(3, 8) == (8,)
+    for bad in (3, -4):
+        with pytest.raises(ValueError, match="power of two"):
+            block_sizes(10, bad)
+
+
+@given(st.integers(1, 300), st.sampled_from([0, 1, 2, 8, 32]))
+@settings(max_examples=40, deadline=None)
+def test_block_rotation_is_orthogonal_and_inverse_exact(dim: int, min_block: int) -> None:
+    from secagg.dp.rotation import block_sizes, rotate_blocks, unrotate_blocks
+
+    sizes = block_sizes(dim, min_block)
+    n = sum(sizes)
+    assert dim <= n < dim + max(min_block, 1) or sizes == (padded_dim(dim),)
+    signs = rotation_signs(bytes(32), 1, n)
+    x = np.random.default_rng(dim).normal(size=dim)
+    y = rotate_blocks(x, signs, sizes)
+    assert np.linalg.norm(y) == pytest.approx(np.linalg.norm(x), rel=1e-12)
+    assert np.allclose(unrotate_blocks(y, signs, sizes, dim), x, atol=1e-12)
+    # one block is the original rotation, bit for bit
+    one = (padded_dim(dim),)
+    s1 = rotation_signs(bytes(32), 1, one[0])
+    assert np.array_equal(rotate_blocks(x, s1, one), rotate(x, s1))

@@ -49,7 +49,13 @@ def register(sub: SubParsers) -> None:
     q.add_argument("--survivor-floor", type=int, default=None, metavar="F",
                    help="fewest included clients the noise must cover (default: all n)")
     q.add_argument("--sampling-rate", type=float, default=1.0, metavar="Q",
-                   help="Poisson cohort sampling rate (default 1: no amplification)")
+                   help="cohort sampling rate (default 1: no amplification)")
+    q.add_argument("--min-block", type=int, default=0, metavar="B",
+                   help="block-diagonal rotation with blocks of at least B (a power of two) "
+                   "instead of one power-of-two block (default 0: one block)")
+    q.add_argument("--sampling", choices=["poisson", "fixed"], default="poisson",
+                   help="how cohorts are drawn: poisson (each client independently, add/remove "
+                   "neighbours) or fixed (q*N of N without replacement, replace-one neighbours)")
     q.add_argument("--max-wrap", type=float, default=1e-4,
                    help="largest acceptable wrap-around probability per round (default 1e-4)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
@@ -62,7 +68,9 @@ def run_plan(args: argparse.Namespace) -> int:
     try:
         result = plan(args.clients, args.dim, args.clip, args.epsilon, args.delta, args.rounds,
                       args.bits, args.mechanism, survivor_floor=args.survivor_floor,
-                      sampling_rate=args.sampling_rate, max_wrap=args.max_wrap)
+                      sampling_rate=args.sampling_rate, sampling=args.sampling,
+                      min_block=args.min_block,
+                      max_wrap=args.max_wrap)
     except (SecAggError, ValueError) as exc:
         print(f"secagg dp plan: refused: {exc}", file=sys.stderr)
         return 2

@@ -18,17 +18,25 @@ from secagg.dp.params import DPParams
 
 
 def round_rdp(params: DPParams, included: int) -> rdp.F64:
-    """RDP curve of one round that summed ``included`` noise shares (with sampling)."""
+    """RDP curve of one round that summed ``included`` noise shares (with sampling).
+
+    Poisson sampling (and no sampling, ``q = 1``): add/remove neighbours, sensitivities
+    ``Δ2, Δ1``, Zhu-Wang amplification. Fixed-size sampling with ``q < 1``: replace-one
+    neighbours, so the base curve uses ``2Δ2, 2Δ1``, then the WBK19 amplification.
+    """
     if included < params.floor:
         raise BelowSurvivorFloorError(
             f"{included} clients included, below the survivor floor {params.floor}: not released"
         )
+    fixed = params.sampling == "fixed" and params.sampling_rate < 1
+    scale = 2.0 if fixed else 1.0
+    d2, d1 = scale * params.delta2, scale * params.delta1
     if params.mechanism == "ddg":
-        base = rdp.rdp_ddg(
-            included, float(params.noise), params.delta2, params.delta1, params.padded_dim
-        )
+        base = rdp.rdp_ddg(included, float(params.noise), d2, d1, params.padded_dim)
     else:
-        base = rdp.rdp_skellam(included, float(params.noise), params.delta2, params.delta1)
+        base = rdp.rdp_skellam(included, float(params.noise), d2, d1)
+    if fixed:
+        return rdp.fixed_subsample(base, params.sampling_rate)
     return rdp.poisson_subsample(base, params.sampling_rate)
 
 

@@ -20,7 +20,7 @@ from secagg.dp.errors import BelowSurvivorFloorError
 from secagg.dp.params import DPParams
 from secagg.dp.randomness import RandomSource, default_source
 from secagg.dp.ring import centre, wrap
-from secagg.dp.rotation import rotate, rotation_signs, unrotate
+from secagg.dp.rotation import rotate_blocks, rotation_signs, unrotate_blocks
 from secagg.dp.rounding import clip_l2, conditional_round
 
 F64 = npt.NDArray[np.float64]
@@ -50,7 +50,7 @@ def encode_client(
     if v.shape != (params.dim,):
         raise ValueError(f"expected a vector of {params.dim} values")
     signs = rotation_signs(session_id, round_index, params.padded_dim)
-    scaled = rotate(clip_l2(v, params.clip), signs) * params.gamma
+    scaled = rotate_blocks(clip_l2(v, params.clip), signs, params.blocks) * params.gamma
     rounded = conditional_round(scaled, params.delta2, src)
     return wrap(rounded + noise_share(params, src), params.bits)
 
@@ -65,7 +65,7 @@ def decode_sum(
         )
     signs = rotation_signs(session_id, round_index, params.padded_dim)
     centred = centre(np.asarray(ring_sum, dtype=np.uint64), params.bits).astype(np.float64)
-    return unrotate(centred, signs, params.dim) / params.gamma
+    return unrotate_blocks(centred, signs, params.blocks, params.dim) / params.gamma
 
 
 def decode_mean(

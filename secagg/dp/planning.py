@@ -21,9 +21,9 @@ from typing import Any
 from secagg.dp import rdp
 from secagg.dp.accountant import round_rdp
 from secagg.dp.errors import DPConfigError
-from secagg.dp.params import DPParams, check_mechanism, client_share
+from secagg.dp.params import DPParams, check_mechanism, check_sampling, client_share
 from secagg.dp.ring import check_bits
-from secagg.dp.rotation import padded_dim
+from secagg.dp.rotation import block_sizes
 from secagg.dp.rounding import rounded_norm_bound
 
 DEFAULT_BETA = math.exp(-0.5)
@@ -58,6 +58,7 @@ class Plan:
             "mechanism": p.mechanism, "clients": p.clients, "survivor_floor": p.floor,
             "dim": p.dim, "padded_dim": p.padded_dim, "clip": p.clip, "bits": p.bits,
             "gamma": p.gamma, "beta": p.beta, "sampling_rate": p.sampling_rate,
+            "sampling": p.sampling,
             "noise_share": str(p.noise), "noise_multiplier": self.noise_multiplier,
             "epsilon": self.epsilon, "epsilon_per_round": self.epsilon_per_round,
             "delta": self.delta, "rounds": self.rounds, "mse": self.mse,
@@ -73,7 +74,7 @@ def format_plan(plan: Plan) -> str:
     share = "sigma_c^2" if j["mechanism"] == "ddg" else "mu_c"
     return "\n".join([
         f"mechanism          {j['mechanism']} ({j['clients']} clients, floor {j['survivor_floor']},"
-        f" sampling {j['sampling_rate']:g})",
+        f" {j['sampling']} sampling {j['sampling_rate']:g})",
         f"privacy            epsilon {j['epsilon']:.4g} over {j['rounds']} rounds"
         f" ({j['epsilon_per_round']:.4g} per round), delta {j['delta']:g}",
         f"noise multiplier   {j['noise_multiplier']:.4g} (per-client {share} = {j['noise_share']})",
@@ -104,6 +105,8 @@ class _Target:
     q: float
     beta: float
     max_wrap: float
+    sampling: str = "poisson"
+    min_block: int = 0
 
 
 def _epsilon(params: DPParams, t: _Target) -> tuple[float, float]:
@@ -112,11 +115,11 @@ def _epsilon(params: DPParams, t: _Target) -> tuple[float, float]:
 
 
 def _params(t: _Target, gamma: float, bits: int, z: float) -> DPParams:
-    d2 = rounded_norm_bound(t.clip, gamma, padded_dim(t.dim), t.beta)
+    d2 = rounded_norm_bound(t.clip, gamma, sum(block_sizes(t.dim, t.min_block)), t.beta)
     mech = check_mechanism(t.mechanism)
     total = max((z * d2) ** 2, 0.25 * t.floor)
     return DPParams(mech, t.dim, t.clip, gamma, bits, client_share(mech, total, t.floor),
-                    t.floor, t.clients, t.beta, t.q)
+                    t.floor, t.clients, t.beta, t.q, check_sampling(t.sampling), t.min_block)
 
 
 def _noise_multiplier(t: _Target, gamma: float, bits: int, guess: float = 0.05) -> float:
@@ -143,11 +146,18 @@ def _noise_multiplier(t: _Target, gamma: float, bits: int, guess: float = 0.05) 
 
 
 def wrap_probability(params: DPParams) -> float:
-    """Union bound on any coordinate of the centred sum leaving [−R/2, R/2) (all present)."""
-    n, d = params.clients, params.padded_dim
-    v = (n * params.clip * params.gamma) ** 2 / d + n / 4 + n * params.client_variance()
+    """Union bound on any coordinate of the centred sum leaving [−R/2, R/2) (all present).
+
+    A coordinate of a rotation block of size ``b`` is sub-Gaussian with variance proxy
+    ``(ncγ)²/b`` (the whole clipped vector may sit in that block), plus rounding and noise.
+    """
+    n = params.clients
     half = 2.0 ** (params.bits - 1)
-    return min(1.0, 2 * d * math.exp(-(half * half) / (2 * v)))
+    total = 0.0
+    for b in params.blocks:
+        v = (n * params.clip * params.gamma) ** 2 / b + n / 4 + n * params.client_variance()
+        total += 2 * b * math.exp(-(half * half) / (2 * v))
+    return min(1.0, total)
 
 
 def mse_of_mean(params: DPParams) -> float:
@@ -172,7 +182,10 @@ def central_mse(t: _Target) -> tuple[float, float]:
 
 
 def _central_eps(z: float, t: _Target) -> float:
-    curve = rdp.poisson_subsample(rdp.rdp_gaussian(z), t.q)
+    if t.sampling == "fixed" and t.q < 1:  # replace-one: sensitivity 2·clip
+        curve = rdp.fixed_subsample(rdp.rdp_gaussian(z / 2), t.q)
+    else:
+        curve = rdp.poisson_subsample(rdp.rdp_gaussian(z), t.q)
     return rdp.epsilon_from_rdp(curve * t.rounds, t.delta)
 
 
@@ -214,6 +227,8 @@ def plan(
     *,
     survivor_floor: int | None = None,
     sampling_rate: float = 1.0,
+    sampling: str = "poisson",
+    min_block: int = 0,
     beta: float = DEFAULT_BETA,
     max_wrap: float = 1e-4,
     max_error_ratio: float = 2.0,
@@ -221,6 +236,7 @@ def plan(
 ) -> Plan:
     """Plan a distributed-DP run; raise :class:`DPConfigError` (one line) when unreasonable."""
     check_mechanism(mechanism)
+    check_sampling(sampling)
     if clients < 1 or dim < 1 or clip <= 0 or epsilon <= 0 or rounds < 1:
         raise DPConfigError("clients, dim, clip, epsilon and rounds must be positive")
     if not 0 < delta < 1 or not 0 < sampling_rate <= 1 or not 0 < max_wrap < 1:
@@ -229,7 +245,7 @@ def plan(
     if not 1 <= floor <= clients:
         raise DPConfigError("survivor floor must be in [1, clients]")
     t = _Target(mechanism, clients, floor, dim, clip, epsilon, delta, rounds, sampling_rate,
-                beta, max_wrap)
+                beta, max_wrap, sampling, min_block)
     z_central, central = central_mse(t)
     if bits is not None:
         return _evaluate(t, check_bits(bits), central, max_error_ratio, z_central)

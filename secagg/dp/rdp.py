@@ -9,6 +9,10 @@
   ``αΔ2²/(4M) + min(((2α−1)Δ2² + 6Δ1)/(16M²), 3Δ1/(4M))``.
 * Poisson sampling with rate ``q``: the general upper bound of Zhu and Wang
   (ICML 2019, Theorem 6) for integer orders, in log space.
+* Fixed-size sampling (``k`` of ``N`` without replacement, ``q = k/N``, neighbours
+  replace one client): the general bound of Wang, Balle and Kasiviswanathan
+  (AISTATS 2019, Theorem 9) with ``ε(∞) = ∞``, for integer orders; the base curve must
+  be the replace-one curve (twice the add/remove sensitivity).
 * Conversion: ``ε = min_α RDP(α) + log((α−1)/α) − (log δ + log α)/(α−1)``
   (Canonne, Kamath, Steinke 2020; Asoodeh et al. 2021).
 """
@@ -85,6 +89,36 @@ def poisson_subsample(rdp: F64, q: float) -> F64:
                 + (ell - 1) * eps_all[3 : alpha + 1],
             )
         )
+        out[i] = float(logsumexp(terms)) / (alpha - 1)
+    return np.minimum(out, rdp)
+
+
+def fixed_subsample(rdp: F64, q: float) -> F64:
+    """WBK19 Thm 9 bound on the RDP of sampling ``q·N`` of ``N`` without replacement.
+
+    ``log(1 + q²C(α,2)·min(4(e^{ε(2)}−1), 2e^{ε(2)}) + Σ_{j=3..α} 2q^jC(α,j)e^{(j−1)ε(j)})/(α−1)``
+    with ``ε`` the replace-one RDP of the unsampled mechanism; the term for ``j = 2`` is
+    the one ``dp-accounting`` uses for the Gaussian, the others are the general (looser)
+    form of its Theorem 27. Unlisted orders take the next listed order's value.
+    """
+    if not 0 < q <= 1:
+        raise ValueError("sampling rate must be in (0, 1]")
+    if q == 1:
+        return rdp
+    top = ORDERS[-1]
+    idx = np.searchsorted(np.array(ORDERS), np.arange(top + 1), side="left")
+    eps_all = rdp[np.minimum(idx, len(ORDERS) - 1)]
+    e2 = float(eps_all[2])
+    second = min(math.log(4) + e2 + math.log(-math.expm1(-e2)), e2 + math.log(2))
+    out = np.empty(len(ORDERS))
+    lq = math.log(q)
+    for i, alpha in enumerate(ORDERS):
+        ell = np.arange(3, alpha + 1, dtype=np.float64)
+        first = np.array([0.0, float(_log_comb(alpha, 2)) + 2 * lq + second])
+        terms = np.concatenate((
+            first,
+            math.log(2) + _log_comb(alpha, ell) + ell * lq + (ell - 1) * eps_all[3 : alpha + 1],
+        ))
         out[i] = float(logsumexp(terms)) / (alpha - 1)
     return np.minimum(out, rdp)
 

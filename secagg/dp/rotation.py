@@ -8,6 +8,15 @@ the sum small enough for a narrow modulus. The signs are public (they protect
 nothing secret), derived with HKDF under ``Label.DP_ROTATION_SIGNS`` from the
 session id and the round, then expanded with ChaCha20 when more than one HKDF
 output is needed.
+
+Block-diagonal form (§21.11): with a minimum block ``b`` (a power of two),
+``dim`` is rounded up to a multiple of ``b`` and split into the powers of two of
+its binary expansion, largest first (650 with b = 64: 704 = 512 + 128 + 64); each
+block is rotated on its own with its slice of the same sign stream. The map is
+still orthogonal (a block-diagonal of orthogonal blocks), so sensitivities are
+unchanged; only the wrap-around bound must use each block's own size. ``b = 0``
+means one block of the next power of two, the original form, computed by the
+same code with identical results.
 """
 
 from __future__ import annotations
@@ -27,6 +36,19 @@ def padded_dim(dim: int) -> int:
     if dim < 1:
         raise ValueError("dim must be >= 1")
     return 1 << (dim - 1).bit_length()
+
+
+def block_sizes(dim: int, min_block: int = 0) -> tuple[int, ...]:
+    """The blocks of the rotation: one power of two (``min_block = 0``), or the binary
+    expansion of ``dim`` rounded up to a multiple of ``min_block``, largest first."""
+    if dim < 1:
+        raise ValueError("dim must be >= 1")
+    if min_block == 0:
+        return (padded_dim(dim),)
+    if min_block < 1 or min_block & (min_block - 1):
+        raise ValueError("the minimum block must be 0 or a power of two")
+    total = -(-dim // min_block) * min_block
+    return tuple(1 << k for k in range(total.bit_length() - 1, -1, -1) if total >> k & 1)
 
 
 def rotation_signs(session_id: bytes, round_index: int, n: int) -> F64:
@@ -71,3 +93,36 @@ def unrotate(y: F64, signs: F64, dim: int) -> F64:
     n = signs.size
     out: F64 = (fwht(np.asarray(y, dtype=np.float64)) / np.sqrt(n) * signs)[:dim]
     return out
+
+
+def rotate_blocks(x: F64, signs: F64, sizes: tuple[int, ...]) -> F64:
+    """Pad ``x`` to ``sum(sizes)`` and rotate each block with its slice of ``signs``."""
+    n = sum(sizes)
+    if signs.size != n or x.shape[-1] > n:
+        raise ValueError("vector longer than the rotation, or signs of another length")
+    if len(sizes) == 1:
+        return rotate(x, signs)
+    padded = np.zeros(n, dtype=np.float64)
+    padded[: x.shape[-1]] = x
+    out = np.empty(n, dtype=np.float64)
+    start = 0
+    for b in sizes:
+        part = slice(start, start + b)
+        out[part] = fwht(padded[part] * signs[part]) / np.sqrt(b)
+        start += b
+    return out
+
+
+def unrotate_blocks(y: F64, signs: F64, sizes: tuple[int, ...], dim: int) -> F64:
+    """Inverse of :func:`rotate_blocks`, then drop the padding."""
+    if len(sizes) == 1:
+        return unrotate(y, signs, dim)
+    v = np.asarray(y, dtype=np.float64)
+    out = np.empty(sum(sizes), dtype=np.float64)
+    start = 0
+    for b in sizes:
+        part = slice(start, start + b)
+        out[part] = fwht(v[part]) / np.sqrt(b) * signs[part]
+        start += b
+    result: F64 = out[:dim]
+    return result

@@ -20,7 +20,7 @@ from secagg.dp import cks, samplers
 from secagg.dp.params import DPParams
 from secagg.dp.pipeline import encode_client
 from secagg.dp.randomness import SeededTestVectorSource
-from secagg.dp.rotation import rotate, rotation_signs
+from secagg.dp.rotation import block_sizes, rotate, rotate_blocks, rotation_signs
 
 # A subfolder: specs/vectors/*.json is the set secagg.vectors.FILES owns (tests check it).
 PATH = Path(__file__).resolve().parents[2] / "specs" / "vectors" / "dp" / "dp.json"
@@ -57,6 +57,15 @@ def _table_entries() -> list[dict[str, Any]]:
     ]
 
 
+def _block_entry(sid: bytes, x: np.ndarray) -> dict[str, Any]:
+    """Block-diagonal rotation (§21.11): dim 5, minimum block 2 -> blocks (4, 2)."""
+    sizes = block_sizes(x.size, 2)
+    signs = rotation_signs(sid, 3, sum(sizes))
+    return {"session_id": sid.hex(), "round": 3, "min_block": 2, "blocks": list(sizes),
+            "signs": [int(v) for v in signs], "input": [float(v).hex() for v in x],
+            "output": [float(v).hex() for v in rotate_blocks(x, signs, sizes)]}
+
+
 def build() -> dict[str, Any]:
     sid = bytes(range(32))
     signs = rotation_signs(sid, 3, 8)
@@ -71,6 +80,7 @@ def build() -> dict[str, Any]:
         "rotation": {"session_id": sid.hex(), "round": 3, "n": 8,
                      "signs": [int(v) for v in signs], "input": [float(v).hex() for v in x],
                      "output": [float(v).hex() for v in rotate(x, signs)]},
+        "rotation_blocks": _block_entry(sid, x),
         "encode_client": {"session_id": sid.hex(), "round": 3, "seed": "encode_client",
                           "params_binding": params.binding().hex(),
                           "input": [float(v).hex() for v in x], "output": enc.tolist()},
