@@ -1,4 +1,4 @@
-"""Flower's deployment engine end to end (issue 14): ``flower-superlink``, 5
+"""Flower's deployment engine end to end (issue 14): ``flower-superlink``, 7
 ``flower-supernode`` processes and ``flwr run`` on 127.0.0.1, the example app with
 secagg's mod and workflow for 3 rounds, 2 SuperNodes killed (SIGKILL) in round 2.
 
@@ -37,11 +37,14 @@ from bench.flower_deployment import Deployment, RunResult, missing_binaries
 
 pytestmark = pytest.mark.slow
 
-NODES, ROUNDS, KILL_ROUND, KILLS = 5, 3, 2, 2
-#: complete graph, t = round(0.6 n): 3 of 5 (the 3 survivors can unmask), 2 of 3 after
+#: 7 nodes, not 5: with 2 of n killed each survivor must still have t surviving
+#: neighbours (n - 3 >= t) while t > n / 2 (honest majority), so n >= 7
+NODES, ROUNDS, KILL_ROUND, KILLS = 7, 3, 2, 2
+#: complete graph, t = round(0.6 n): 4 of 7 (each of the 5 survivors has 4 surviving
+#: neighbours), then 3 of 5
 RUN_CONFIG = {"num-server-rounds": ROUNDS, "num-partitions": NODES, "num-shares": NODES,
               "reconstruction-threshold": 0.6, "min-cohort": 3, "min-nodes": NODES - KILLS,
-              "local-epochs": 1, "stage-timeout": 60.0}
+              "local-epochs": 1, "stage-timeout": 45.0}
 RUN_TIMEOUT = 900.0
 
 

@@ -22,7 +22,6 @@ from flwr.client import Client, NumPyClient
 from flwr.clientapp import ClientApp
 
 from secagg_flower_example.secure import select_mod
-from secagg_flower_example.task import federation, new_model, padding
 
 
 class DigitsClient(NumPyClient):
@@ -30,6 +29,10 @@ class DigitsClient(NumPyClient):
 
     def __init__(self, partition: int, num_partitions: int, epochs: int, lr: float,
                  dim: int = 0) -> None:
+        # imported here, not at the top: in Flower's deployment engine every message
+        # starts a fresh ClientApp process, and only the training message needs the task
+        from secagg_flower_example.task import federation, new_model, padding
+
         self.partition = partition
         data = federation(num_partitions)
         self.data = data.clients[partition + 1]  # fl.data numbers clients from 1
