@@ -204,9 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except DeploymentError as exc:
                 print(f"secagg bench flower --engine deployment: {exc}", file=sys.stderr)
                 return 1
+    given = sys.argv[1:] if argv is None else list(argv)
     payload = {"suite": SUITE, "quick": args.quick, "machine": common.machine(),
-               "command": common.command_line("flower", ["--engine", "deployment",
-                                                         *(sys.argv[1:] if argv is None else argv)]),
+               "command": common.command_line("flower", ["--engine", "deployment", *given]),
                "nodes": args.nodes, "dim": args.dim, "rounds": args.rounds, "rows": rows,
                "ratios": ratios(rows)}
     print("\n".join(table(payload)))
