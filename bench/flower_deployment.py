@@ -141,6 +141,9 @@ class Deployment:
     workdir: Path
     num_nodes: int
     start_timeout: float = 60.0
+    #: a SuperLink in simulation mode (Flower's simulation engine, Ray) and no SuperNodes:
+    #: ``run(..., federation_config={"num-supernodes": n})`` simulates n nodes
+    simulation: bool = False
     processes: list[Process] = field(default_factory=list)
     nodes: list[Process] = field(default_factory=list)
 
@@ -188,7 +191,8 @@ class Deployment:
         link = self._spawn("superlink", [
             binary("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
             "--host", "127.0.0.1", "--port", str(port),
-            "--database", str(self.workdir / "superlink.db")])
+            "--database", str(self.workdir / "superlink.db"),
+            *(["--simulation"] if self.simulation else [])])
         wait_port(port, self.start_timeout, link.proc, link.log)
         self._write_connection()
         for i, node_port in enumerate(node_ports):
@@ -245,12 +249,14 @@ class Deployment:
                                   text=True, start_new_session=True)
 
     def run(self, run_config: Mapping[str, Any], *, app: Path = EXAMPLE_APP,
-            timeout: float = 600.0, name: str = "flwr-run") -> RunResult:
+            timeout: float = 600.0, name: str = "flwr-run",
+            federation_config: Mapping[str, Any] | None = None) -> RunResult:
         """``flwr run APP deployment --stream -c ...``: blocks until the run ends."""
         log = self.logs / f"{name}.log"
         start = time.perf_counter()
+        extra = ["--federation-config", toml_pairs(federation_config)] if federation_config else []
         proc = self.flwr(["run", str(app), CONNECTION, "--stream",
-                          "--run-config", toml_pairs(run_config)], log, timeout)
+                          "--run-config", toml_pairs(run_config), *extra], log, timeout)
         seconds = time.perf_counter() - start
         text = log.read_text(encoding="utf-8", errors="replace")
         found = re.search(r"Successfully started run (\d+)", text)

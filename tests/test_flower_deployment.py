@@ -15,6 +15,10 @@ requires the global model to equal it within one quantization step. A saved upda
 is only evidence of what the client computed, not of what it sent; a client that
 saved but died before sending is not in ``included`` and so is not in the reference.
 
+A second test runs ``flwr run`` on Flower's simulation engine (Ray) against a
+SuperLink in simulation mode that the test starts and stops itself (``flwr run``'s
+own ``:local:`` connection would start one in the background and leave it running).
+
 The kill trigger is the masked-input stage of round 2: clients train (and save)
 only when that stage's message reaches them, so the first round-2 update on disk
 means the stage is under way; the test then kills two SuperNodes that have not
@@ -144,3 +148,22 @@ def test_flower_deployment_survives_two_killed_supernodes(tmp_path: Path) -> Non
                                "--min-cohort", "3"], capture_output=True, text=True,
                               timeout=120, check=False)
         assert proc.returncode == 0, f"{path.name}: {proc.stdout}{proc.stderr}"
+
+
+def test_flwr_run_on_the_simulation_engine_of_a_deployment_superlink(tmp_path: Path) -> None:
+    """``flwr run APP CONNECTION --federation-config num-supernodes=5``: Ray, 2 rounds."""
+    missing = missing_binaries()
+    if missing:
+        pytest.fail(f"Flower's commands are missing: {', '.join(missing)}; "
+                    "install the 'flower' extra (flwr 1.42) into this environment")
+    results = tmp_path / "results"
+    config = {"num-server-rounds": 2, "num-partitions": 5, "num-shares": 5,
+              "reconstruction-threshold": 0.6, "min-cohort": 5, "local-epochs": 1,
+              "results-dir": str(results)}
+    with Deployment(tmp_path / "simulation", 0, simulation=True) as deployment:
+        result = deployment.run(config, timeout=RUN_TIMEOUT,
+                                federation_config={"num-supernodes": 5})
+        assert result.ok, f"run failed: {result}\n{deployment.logs_tail()}"
+    report = json.loads((results / "results.json").read_text(encoding="utf-8"))
+    assert [len(o["included"]) for o in report["outcomes"]] == [5, 5]
+    assert report["rounds"][-1]["accuracy"] > report["rounds"][0]["accuracy"]
