@@ -202,7 +202,35 @@ class Deployment:
                 "--node-config", f"partition-id={i} num-partitions={self.num_nodes}"]))
         for node, node_port in zip(self.nodes, node_ports, strict=True):
             wait_port(node_port, self.start_timeout, node.proc, node.log)
+        if self.nodes:
+            self.wait_registered()
         return self
+
+    def online_nodes(self) -> int:
+        """How many SuperNodes the SuperLink lists as online (``flwr supernode ls``)."""
+        log = self.logs / "flwr-supernode-ls.log"
+        with contextlib.suppress(OSError):
+            log.unlink()
+        self.flwr(["supernode", "ls", CONNECTION, "--format", "json"], log, 60)
+        text = log.read_text(encoding="utf-8", errors="replace")
+        try:
+            payload = json.loads(text[text.index("{"):])
+        except ValueError:
+            return 0
+        return sum(1 for n in payload.get("nodes") or [] if n.get("status") == "online")
+
+    def wait_registered(self) -> None:
+        """Until every SuperNode is registered, so the first round samples all of them."""
+        deadline = time.monotonic() + self.start_timeout
+        while self.online_nodes() < len(self.nodes):
+            for node in self.nodes:
+                if not node.alive():
+                    raise DeploymentError(f"{node.name} exited with {node.proc.returncode}; "
+                                          f"see {node.log}")
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"not all {len(self.nodes)} SuperNodes registered "
+                                      f"after {self.start_timeout:.0f} s; see {self.logs}")
+            time.sleep(1.0)
 
     def _write_connection(self) -> None:
         """The SuperLink connection ``flwr run APP deployment`` uses (Flower 1.42 style)."""
