@@ -39,6 +39,7 @@ from typing import Any
 from bench import common
 from bench.common import fmt
 from bench.flower_deployment import Deployment, DeploymentError
+from bench.report import STANDALONE_MARK, write_standalone_section
 from secagg.rounds import Round
 
 SUITE = "flower-deployment"
@@ -161,7 +162,10 @@ def table(payload: Mapping[str, Any]) -> list[str]:
 def markdown(payload: Mapping[str, Any]) -> str:
     m = payload["machine"]
     lines = [
-        f"`{payload['command']}`: N = {payload['nodes']} SuperNodes, m = "
+        f"_{STANDALONE_MARK}: `secagg bench flower --engine deployment`; numbers in "
+        "`bench/results/flower-deployment.json`._",
+        "",
+        f"`{payload['command']}` ({m.get('date')}): N = {payload['nodes']} SuperNodes, m = "
         f"{payload['dim'] or 'the task' + chr(39) + 's 650'} parameters, {payload['rounds']} "
         "rounds, one SuperLink, all on 127.0.0.1, each implementation on fresh processes "
         f"(load average {', '.join(f'{x:.1f}' for x in m.get('loadavg') or [])} at the end). "
@@ -219,7 +223,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         files.extend(plots.plot_suite(SUITE, payload, out))
     if not args.quick and args.out is None:
-        from bench.report import write_standalone_section
 
         write_standalone_section(out.parent / "README.md", TITLE, markdown(payload))
         files.append(out.parent / "README.md")
