@@ -52,6 +52,8 @@ STAGES = {
     "collect_masked_vectors": Round.MASKED_INPUT, "masked-input": Round.MASKED_INPUT,
     "unmask": Round.UNMASKING,
 }
+#: parameters of the example's model (softmax regression on 8x8 digits: 64 x 10 + 10)
+BASE_DIM = 650
 ORDER = [r.label for r in (Round.ADVERTISE_KEYS, Round.SHARE_KEYS, Round.MASKED_INPUT,
                            Round.UNMASKING)]
 
@@ -159,24 +161,43 @@ def table(payload: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def markdown(payload: Mapping[str, Any]) -> str:
+def stem(payload: Mapping[str, Any]) -> str:
+    """File name stem of one configuration's results: ``flower-deployment-n10-m650``."""
+    return f"{SUITE}-n{payload['nodes']}-m{payload['dim'] or BASE_DIM}"
+
+
+def configuration(payload: Mapping[str, Any]) -> list[str]:
+    """One configuration's paragraph, table and plot."""
     m = payload["machine"]
+    plot = stem(payload).replace("-", "_") + ".png"
+    return [
+        f"### N = {payload['nodes']}, m = {payload['dim'] or BASE_DIM}", "",
+        f"`{payload['command']}` ({m.get('date')}): {payload['rounds']} rounds, load "
+        f"average {', '.join(f'{x:.1f}' for x in m.get('loadavg') or [])} at the end.",
+        "", *table(payload), "", f"![{plot}](results/{plot})", ""]
+
+
+def markdown(results: Path) -> str:
+    """The section: every configuration whose JSON is in ``results``, smallest first."""
+    payloads = [json.loads(p.read_text(encoding="utf-8"))
+                for p in results.glob(f"{SUITE}-n*-m*.json")]
+    payloads.sort(key=lambda p: (p["nodes"], p["dim"] or BASE_DIM))
     lines = [
-        f"_{STANDALONE_MARK}: `secagg bench flower --engine deployment`; numbers in "
-        "`bench/results/flower-deployment.json`._",
+        f"_{STANDALONE_MARK}: `secagg bench flower --engine deployment [--nodes N] "
+        "[--dim m]`; numbers in `bench/results/flower-deployment-n*-m*.json`._",
         "",
-        f"`{payload['command']}` ({m.get('date')}): N = {payload['nodes']} SuperNodes, m = "
-        f"{payload['dim'] or 'the task' + chr(39) + 's 650'} parameters, {payload['rounds']} "
-        "rounds, one SuperLink, all on 127.0.0.1, each implementation on fresh processes "
-        f"(load average {', '.join(f'{x:.1f}' for x in m.get('loadavg') or [])} at the end). "
-        "Every message starts a fresh ClientApp process, so process start and imports "
-        "weigh on both; see `bench/flower_deployment_suite.py`. Flower's mod import "
-        "reads ~0 because its ClientApp runtime has imported `flwr.client.mod` before "
-        "the mod runs; ours is imported on top of that.",
-        "", *table(payload), "",
-        "![flower_deployment.png](results/flower_deployment.png)",
+        "Each configuration: one SuperLink and N SuperNodes, all on 127.0.0.1, the example "
+        "app once with Flower's `secaggplus_mod`/`SecAggPlusWorkflow` and once with ours, "
+        "each on fresh processes; complete graph, t = 0.6 N, no dropouts. Every message "
+        "starts a fresh ClientApp process, so process start and imports weigh on both "
+        "(see `bench/flower_deployment_suite.py`). Flower's mod import reads ~0 because its "
+        "ClientApp runtime has imported `flwr.client.mod` before the mod runs; ours is "
+        "imported on top of that. The machine is shared: read the ratios, not the seconds.",
+        "",
     ]
-    return common.with_machine(lines, m)
+    for payload in payloads:
+        lines += configuration(payload)
+    return common.with_machine(lines[:-1], payloads[-1]["machine"] if payloads else {})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,14 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                "nodes": args.nodes, "dim": args.dim, "rounds": args.rounds, "rows": rows,
                "ratios": ratios(rows)}
     print("\n".join(table(payload)))
-    files = [common.write_json(out / f"{SUITE}.json", payload)]
+    files = [common.write_json(out / f"{stem(payload)}.json", payload)]
     if not args.no_plots:
         from bench import plots
 
         files.extend(plots.plot_suite(SUITE, payload, out))
     if not args.quick and args.out is None:
-
-        write_standalone_section(out.parent / "README.md", TITLE, markdown(payload))
+        write_standalone_section(out.parent / "README.md", TITLE, markdown(out))
         files.append(out.parent / "README.md")
     print(f"wrote {', '.join(str(f) for f in files)}", file=sys.stderr)
     return 0

@@ -235,5 +235,6 @@ def plot_flower_deployment(payload: Mapping[str, Any], out: Path) -> list[Path]:
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"Deployment engine: N = {payload.get('nodes')} SuperNodes, "
-                 f"m = {payload.get('dim') or 650}", fontsize=10)
-    return [_save(fig, out / "flower_deployment.png")]
+                 f"m = {payload.get('dim') or 650}, {payload.get('rounds')} rounds", fontsize=10)
+    dim = payload.get("dim") or 650
+    return [_save(fig, out / f"flower_deployment_n{payload.get('nodes')}_m{dim}.png")]
