@@ -37,7 +37,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.flower_deployment import Deployment, RunResult, missing_binaries
+from bench.flower_deployment import (
+    EXAMPLE_APP,
+    Deployment,
+    RunResult,
+    missing_binaries,
+    toml_pairs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +104,8 @@ def test_flower_deployment_survives_two_killed_supernodes(tmp_path: Path) -> Non
     config = {**RUN_CONFIG, "results-dir": str(results), "updates-dir": str(saved_dir),
               "transcript-dir": str(transcripts)}
     outcome: dict[str, RunResult] = {}
+    app_files = {p: p.read_bytes() for p in EXAMPLE_APP.rglob("*")
+                 if p.is_file() and "__pycache__" not in p.parts}
     with Deployment(tmp_path / "deployment", NODES) as deployment:
         done = threading.Event()
 
@@ -117,6 +125,8 @@ def test_flower_deployment_survives_two_killed_supernodes(tmp_path: Path) -> Non
         assert len(victims) == KILLS, f"round {KILL_ROUND} never reached masked input\n{logs}"
         assert all(not deployment.nodes[i].alive() for i in victims)
 
+    # flwr run rewrites a legacy [tool.flwr.federations] table in place: the app has none
+    assert {p: p.read_bytes() for p in app_files} == app_files
     report = json.loads((results / "results.json").read_text(encoding="utf-8"))
     assert len(report["outcomes"]) == ROUNDS, report
     partitions: dict[int, int] = {}
@@ -167,3 +177,12 @@ def test_flwr_run_on_the_simulation_engine_of_a_deployment_superlink(tmp_path: P
     report = json.loads((results / "results.json").read_text(encoding="utf-8"))
     assert [len(o["included"]) for o in report["outcomes"]] == [5, 5]
     assert report["rounds"][-1]["accuracy"] > report["rounds"][0]["accuracy"]
+
+
+def test_deployment_run_config_pairs_read_back_as_given() -> None:
+    """What the harness passes to ``flwr run --run-config`` is what Flower parses."""
+    from flwr.common.config import parse_config_args
+
+    config = {"num-server-rounds": 3, "reconstruction-threshold": 0.6, "dim": 0,
+              "transcript-dir": "/tmp/a b/c", "secagg-impl": "flower", "flag": True}
+    assert parse_config_args([toml_pairs(config)]) == config
