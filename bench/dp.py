@@ -49,7 +49,7 @@ from bench.common import (
     write_csv,
     write_json,
 )
-from bench.report import write_standalone_section
+from bench.report import STANDALONE_MARK, write_standalone_section
 from secagg.dp.errors import DPConfigError
 from secagg.dp.params import MECHANISMS, DPParams
 from secagg.dp.pipeline import decode_mean, encode_client, noise_share
@@ -239,8 +239,7 @@ def markdown(payload: dict[str, Any]) -> str:
     size = payload["size"]
     lines = [
         f"`{payload['command']}` — {payload['finished']} ({payload['wall_seconds']:.0f} s; "
-        f"load average {payload['load']}). Written by `bench/dp.py`, not by `secagg bench "
-        "report`.", "",
+        f"load average {payload['load']}); {STANDALONE_MARK} (`bench/dp.py`).", "",
         f"**MSE of the mean vs bits** (the DDG paper's plot): n = {size['mse_clients']} "
         f"random vectors of L2 norm 1, dim {size['mse_dim']}, the planner's parameters at "
         f"ε = {payload['epsilon']:g}, δ = {payload['delta']:g} over 10 rounds, every client "

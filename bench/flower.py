@@ -28,6 +28,7 @@ Flower's server is single-threaded; both ratios are reported.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -218,8 +219,24 @@ def _yn(value: bool | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``secagg bench flower``; 0 unless a completed session summed wrongly."""
+    """Entry point of ``secagg bench flower``; 0 unless a completed session summed wrongly.
+
+    ``--engine deployment`` runs :mod:`bench.flower_deployment_suite` instead (a real
+    SuperLink and SuperNodes, our mod and workflow against Flower's, side by side).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    engine = argparse.ArgumentParser(add_help=False)
+    engine.add_argument("--engine", choices=["inprocess", "deployment"], default="inprocess")
+    chosen, rest = engine.parse_known_args(argv)
+    if chosen.engine == "deployment":
+        from bench import flower_deployment_suite
+
+        return flower_deployment_suite.main(rest)
     parser = common.suite_parser("flower", __doc__)
+    parser.add_argument("--engine", choices=["inprocess", "deployment"], default="inprocess",
+                        help="inprocess (default): the sessions below; deployment: a "
+                             "SuperLink and SuperNodes on 127.0.0.1 (see --engine "
+                             "deployment --help)")
     parser.add_argument("--flower-venv", default=str(DEFAULT_VENV),
                         help="virtual environment holding flwr (default .venv-flower)")
     parser.add_argument("--no-flower", action="store_true",

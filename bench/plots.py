@@ -34,6 +34,7 @@ def plot_suite(suite: str, payload: Mapping[str, Any], out: Path) -> list[Path]:
         "scaling": plot_scaling,
         "dropout": plot_dropout,
         "flower": plot_flower,
+        "flower-deployment": plot_flower_deployment,
     }
     fn = table.get(suite)
     if fn is None or _pyplot() is None:
@@ -212,3 +213,28 @@ def plot_flower(payload: Mapping[str, Any], out: Path) -> list[Path]:
         ax.legend(fontsize=7)
         files.append(_save(fig, out / "flower_harary_vs_n.png"))
     return files
+
+
+def plot_flower_deployment(payload: Mapping[str, Any], out: Path) -> list[Path]:
+    """Deployment engine, ours vs Flower: server wait per stage and round wall (bars)."""
+    plt = _pyplot()
+    rows = payload.get("rows", [])
+    if not rows:
+        return []
+    stages = ["advertise", "share-keys", "masked-input", "unmask"]
+    labels = [*stages, "round"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    width = 0.8 / len(rows)
+    for i, row in enumerate(rows):
+        values = [row["stage_seconds"].get(s) or 0.0 for s in stages]
+        values.append(row["round_seconds_mean"] or 0.0)
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(labels))]
+        ax.bar(xs, values, width, label="ours" if row["impl"] == "secagg" else "Flower 1.42")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("seconds (mean over rounds)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Deployment engine: N = {payload.get('nodes')} SuperNodes, "
+                 f"m = {payload.get('dim') or 650}, {payload.get('rounds')} rounds", fontsize=10)
+    dim = payload.get("dim") or 650
+    return [_save(fig, out / f"flower_deployment_n{payload.get('nodes')}_m{dim}.png")]

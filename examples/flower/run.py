@@ -2,7 +2,9 @@
 
     python examples/flower/run.py            # in this process, no Ray (seconds)
     python examples/flower/run.py --ray      # on Flower's simulation engine (needs
-                                             # pip install "flwr[simulation]==1.42.*")
+                                             # pip install "flwr[simulation]>=1.42,<1.43")
+
+``flwr run`` (simulation or deployment engine) is described in README.md here.
 
 In-process, two nodes go silent every round, one before sending its masked
 update (left out of that round's mean) and one before unmasking (still in it),

@@ -26,5 +26,17 @@ def new_model(data: FederatedData) -> LogisticRegression:
     return LogisticRegression(data.num_features, data.num_classes)
 
 
-def initial_weights(num_partitions: int) -> list[np.ndarray]:
-    return new_model(federation(num_partitions)).get_weights()
+def padding(data: FederatedData, dim: int) -> list[np.ndarray]:
+    """Zeros that bring the model to ``dim`` parameters (run-config ``dim``; 0: none).
+
+    Benchmarks use it to reach a model size m without a larger task: clients
+    send the padding back unchanged, so it costs the aggregation what m
+    parameters cost and leaves the learning untouched.
+    """
+    size = sum(w.size for w in new_model(data).get_weights())
+    return [np.zeros(dim - size, dtype=np.float64)] if dim > size else []
+
+
+def initial_weights(num_partitions: int, dim: int = 0) -> list[np.ndarray]:
+    data = federation(num_partitions)
+    return new_model(data).get_weights() + padding(data, dim)
