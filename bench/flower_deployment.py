@@ -158,6 +158,11 @@ class Deployment:
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        # Every message starts a fresh ClientApp process. An installed package loads its
+        # bytecode from __pycache__ (pip compiles it, as it did Flower's); a shell that sets
+        # PYTHONDONTWRITEBYTECODE would make each of those processes recompile our sources
+        # instead, a cost no deployment pays, so the processes here may cache bytecode.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         path = [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
         env.update({
             "FLWR_HOME": str(self.home),
