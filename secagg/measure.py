@@ -101,7 +101,8 @@ def simulate(
     ``measure_memory``: replay the session into a fresh server under tracemalloc
     (``peak_server_mb``); None (default) replays when :func:`replay_fits`.
     ``measure_floor_time``: time the hardware floor of the same work
-    (``floor_seconds``, ``server_to_floor``) and the full floor of every primitive the server ran (``full_floor_seconds``, ``server_to_full_floor``).
+    (``floor_seconds``, ``server_to_floor``) and the full floor of every primitive
+    the server ran (``full_floor_seconds``, ``server_to_full_floor``).
     ``engine``: workers for the server's unmasking (the memory replay uses them too,
     so its peak is the coordinator's).
     """

@@ -209,8 +209,9 @@ class ShardChannel(ClientChannel):
 
     def __init__(self, engine: PinnedEngine, config: SessionConfig, token: str) -> None:
         self.engine = engine
-        self.token = token
         k = engine.workers
+        # one registry key per worker: an in-process engine keeps every shard in one registry
+        self.tokens = [f"{token}/{w}" for w in range(k)]
         self.owner = {u: i % k for i, u in enumerate(config.cohort)}
         reply = packed_size(config.dim, max(1, (config.modulus - 1).bit_length()))
         self.window = max(1, min(config.n, REPLY_BUDGET // max(1, reply)))
@@ -220,7 +221,7 @@ class ShardChannel(ClientChannel):
 
     def close(self) -> int:
         """Drop the shards; the sum of the workers' peak resident memory, in bytes."""
-        return sum(self.engine.run_on([(w, _close, self.token)
+        return sum(self.engine.run_on([(w, _close, self.tokens[w])
                                        for w in range(self.engine.workers)]))
 
     def open(self, driver: SessionDriver, round: Round, client_ids: Sequence[int]) -> None:
@@ -243,7 +244,7 @@ class ShardChannel(ClientChannel):
         by_worker: dict[int, list[Any]] = {}
         for item in batch:
             by_worker.setdefault(self.owner[key(item)], []).append(item)
-        results = self.engine.run_on([(w, fn, (self.token, items))
+        results = self.engine.run_on([(w, fn, (self.tokens[w], items))
                                       for w, items in sorted(by_worker.items())])
         return {r.client_id: r for rs in results for r in rs}
 
@@ -267,8 +268,9 @@ def open_shards(engine: PinnedEngine, config: SessionConfig,
     for worker, ids in sorted(shards.items()):
         own = inputs if callable(inputs) else {u: inputs[u] for u in ids}
         keys = None if identities is None else {u: identities[u] for u in ids}
-        calls.append((worker, _open, ShardSpec(channel.token, config, tuple(ids), own, keys,
-                                               trust_store, min_cohort)))
+        spec = ShardSpec(channel.tokens[worker], config, tuple(ids), own, keys, trust_store,
+                         min_cohort)
+        calls.append((worker, _open, spec))
     engine.run_on(calls)
     return channel
 
