@@ -75,16 +75,18 @@ def replay_peak_memory(config: SessionConfig, batches: list[list[bytes]],
             tracemalloc.stop()
 
 
-#: The replay holds every message the server received; above this many bytes of masked
-#: vectors (n m ceil(log2 R) / 8) it is skipped by default and ``peak_server_mb`` stays 0
-#: (the report's resident-memory fields measure such sessions).
-REPLAY_LIMIT = 512 << 20
+#: The replay holds every message the server received; above this many bytes of them
+#: (estimated: per client its masked vector and k shared-key ciphertexts) it is skipped by
+#: default and ``peak_server_mb`` stays 0 (the report's resident-memory fields measure
+#: such sessions).
+REPLAY_LIMIT = 256 << 20
+_SHARE_UPLOAD = 128  # bytes a client uploads per neighbour (ShareKeys, UnmaskResponse)
 
 
 def replay_fits(config: SessionConfig) -> bool:
     """Whether recording the session for the memory replay stays under REPLAY_LIMIT."""
-    return config.n * packed_size(config.dim, max(1, (config.modulus - 1).bit_length())) \
-        <= REPLAY_LIMIT
+    masked = packed_size(config.dim, max(1, (config.modulus - 1).bit_length()))
+    return config.n * (masked + _SHARE_UPLOAD * config.degree) <= REPLAY_LIMIT
 
 
 def simulate(
