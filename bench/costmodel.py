@@ -18,9 +18,11 @@ then predicts every run's wall time from the 1-worker fit alone,
 
 and prints the prediction next to each measured point (1 and W workers), then the
 extrapolation to 10^5, 10^6 and 10^7 clients at 5% dropout and 1, 2, 8 and 64 workers
-(k from the parameter finder). Memory per client comes from the resident-memory
-fields the same runs report. Times on a loaded machine stretch every term: print
-``uptime`` beside the numbers.
+(k from the parameter finder). A first, discarded run pays the one-time costs
+(imports, kernel compilation). Memory is not fitted here: ``ru_maxrss`` only grows
+within a process, so it comes from separate ``secagg simulate --json`` runs
+(``session_rss_mb``, ``workers_rss_mb``; see bench/README.md). Times on a loaded
+machine stretch every term: print ``uptime`` beside the numbers.
 """
 
 from __future__ import annotations
@@ -85,7 +87,6 @@ class Model:
     s_client: float
     s_pair: float
     c_client: float  # per client per neighbour
-    mb_per_client: float
 
     def wall(self, n: int, k: int, pairs: float, workers: int) -> float:
         return (self.fixed + n * (self.o_client + self.s_client)
@@ -101,11 +102,9 @@ def fit(runs: list[Run]) -> Model:
     rest = np.array([r.wall - r.server - r.client_total for r in one])
     b = np.array([[1.0, r.n] for r in one])
     fixed, o_client = np.linalg.lstsq(b, rest, rcond=None)[0]
-    big = max(runs, key=lambda r: (r.n, r.workers))
-    small = min(runs, key=lambda r: r.n)
-    total = lambda r: r.session_rss_mb + r.workers_rss_mb  # noqa: E731
-    mb = (total(big) - total(small)) / max(1, big.n - small.n)
-    return Model(float(fixed), float(o_client), float(s_client), float(s_pair), c_client, mb)
+    # on a noisy machine a term can come out negative: no cost is below zero
+    return Model(max(0.0, float(fixed)), max(0.0, float(o_client)), max(0.0, float(s_client)),
+                 max(0.0, float(s_pair)), c_client)
 
 
 def report(runs: list[Run], model: Model, workers: int) -> str:
@@ -114,7 +113,7 @@ def report(runs: list[Run], model: Model, workers: int) -> str:
              f"{model.o_client * 1e3:.3f} ms, server {model.s_client * 1e3:.3f} ms, "
              f"client compute {model.c_client * 1e3:.4f} ms x k (one core); "
              f"per pairwise mask (dropped client x surviving neighbour) "
-             f"{model.s_pair * 1e3:.3f} ms; memory {model.mb_per_client * 1e3:.1f} kB/client",
+             f"{model.s_pair * 1e3:.3f} ms",
              "", "| n | dropout | workers | k | pairs | measured wall s | predicted s | "
              "error |", "|---|---|---|---|---|---|---|---|"]
     for r in runs:
@@ -122,13 +121,13 @@ def report(runs: list[Run], model: Model, workers: int) -> str:
         lines.append(f"| {r.n} | {r.dropout:.2f} | {r.workers} | {r.k} | {r.pairs} | "
                      f"{r.wall:.1f} | {pred:.1f} | {100 * (pred - r.wall) / r.wall:+.0f}% |")
     lines += ["", "extrapolated (5% dropout, SecAgg+ k from the finder, m = 1000):", "",
-              "| n | k | " + " | ".join(f"W={w}" for w in (1, 2, 8, 64)) + " | memory |",
-              "|---|---|" + "---|" * 5]
+              "| n | k | " + " | ".join(f"W={w}" for w in (1, 2, 8, 64)) + " |",
+              "|---|---|" + "---|" * 4]
     for n in (10**5, 10**6, 10**7):
         k = find_harary_params(n, 0.05, 0.05).k
         pairs = 0.05 * n * k * 0.95
         cells = " | ".join(_human(model.wall(n, k, pairs, w)) for w in (1, 2, 8, 64))
-        lines.append(f"| {n:.0e} | {k} | {cells} | {model.mb_per_client * n / 1e3:.1f} GB |")
+        lines.append(f"| {n:.0e} | {k} | {cells} |")
     return "\n".join(lines)
 
 
@@ -144,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the runs and the model")
     args = p.parse_args(argv)
     sizes = (200, 400) if args.quick else (1000, 2000)
+    measure(sizes[0], 0.0, 1, args.seed)  # one-time costs: imports, kernel compilation
     runs = [measure(n, d, 1, args.seed) for n in sizes for d in (0.0, DECLARED)]
     runs += [measure(sizes[-1], d, args.workers, args.seed) for d in (0.0, DECLARED)]
     model = fit(runs)
