@@ -141,14 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the runs and the model")
+    p.add_argument("--out", default=None, help="also write the runs and the model (JSON) here")
     args = p.parse_args(argv)
     sizes = (200, 400) if args.quick else (1000, 2000)
     measure(sizes[0], 0.0, 1, args.seed)  # one-time costs: imports, kernel compilation
     runs = [measure(n, d, 1, args.seed) for n in sizes for d in (0.0, DECLARED)]
     runs += [measure(sizes[-1], d, args.workers, args.seed) for d in (0.0, DECLARED)]
     model = fit(runs)
+    data = json.dumps({"runs": [r.__dict__ for r in runs], "model": model.__dict__})
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(data + "\n")
     if args.json:
-        print(json.dumps({"runs": [r.__dict__ for r in runs], "model": model.__dict__}))
+        print(data)
     else:
         print(report(runs, model, args.workers))
     return 0 if all(r.exact for r in runs) else 1
