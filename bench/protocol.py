@@ -21,10 +21,10 @@ import numpy as np
 
 from bench.common import SessionCase, fmt
 from secagg.config import SessionConfig
-from secagg.crypto.prg import mask_dtype
 from secagg.engine import Engine, make_engine
 from secagg.measure import simulate
 from secagg.sim import random_schedule
+from secagg.simclients import SeededInputs
 
 
 @dataclass(frozen=True)
@@ -50,16 +50,12 @@ def run_case(case: Case, threads: int | None, seed: int,
         range(1, case.n + 1), case.m, 2**32, graph=case.graph,
         dropout_rate=case.dropout, corruption_rate=0.05, min_cohort=case.min_cohort,
     )
-    dtype = mask_dtype(config.modulus)
-
-    def make_input(u: int) -> np.ndarray:
-        return np.random.default_rng([seed, u]).integers(0, 2**32, case.m, dtype=np.uint64
-                                                         ).astype(dtype)
-
+    make_input = SeededInputs(seed, case.m, config.modulus)
     schedule = random_schedule(config.cohort, case.dropout, case.drop_at,
                                np.random.default_rng(seed))
     start = time.perf_counter()
-    report = simulate(config, make_input, schedule, threads=threads, engine=engine)
+    report = simulate(config, make_input, schedule, threads=threads, engine=engine,
+                      measure_memory=True)
     wall = time.perf_counter() - start
     masked_bytes = report.bytes_up_per_round["masked-input"] * case.n / max(1, report.included)
     return {
@@ -85,6 +81,9 @@ def run_case(case: Case, threads: int | None, seed: int,
         "wire_bound_bytes_per_element": report.modulus_bits / 8,
         "peak_server_mb": report.peak_server_mb,
         "process_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "clients_on": report.clients_on,
+        "session_rss_mb": report.session_rss_mb,
+        "workers_rss_mb": report.workers_rss_mb,
         "session_wall_seconds": wall,
     }
 

@@ -12,6 +12,10 @@ only calls :meth:`Engine.map` with the pure functions of :mod:`secagg.unmask`.
 * :class:`RayEngine` runs them as Ray tasks (extra ``ray``): on a local Ray it
   starts itself, or on an existing cluster (``address``).
 
+Each engine can also run a call on one given worker (:meth:`run_on`): the simulator
+keeps a shard of its clients in each worker (:mod:`secagg.simclients`) and sends
+every round's messages to the worker that holds their clients.
+
 Jobs carry the reconstructed secrets a worker needs (spec §8.5): run workers
 only where the server itself runs (one host, or a cluster the operator controls).
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
 from typing import Any, Protocol, Self, TypeVar, runtime_checkable
@@ -41,6 +45,16 @@ class Engine(Protocol):
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]: ...
 
 
+@runtime_checkable
+class PinnedEngine(Engine, Protocol):
+    """An engine that can also run a call on one chosen worker, whose process keeps
+    module state between calls (the simulator's client shards)."""
+
+    def run_on(self, calls: Sequence[tuple[int, Callable[[T], R], T]]) -> list[R]:
+        """Run each (worker, fn, arg) on that worker, all at once; results in order."""
+        ...
+
+
 class InlineEngine:
     """Every job in this process, in order: ``workers`` only says how to split the work."""
 
@@ -53,6 +67,10 @@ class InlineEngine:
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         return [fn(item) for item in items]
+
+    def run_on(self, calls: Sequence[tuple[int, Callable[[T], R], T]]) -> list[R]:
+        """Every call here, in order (module state is this process's)."""
+        return [fn(arg) for _, fn, arg in calls]
 
     def close(self) -> None:
         """Nothing to release."""
@@ -94,7 +112,11 @@ def _warm(_: int) -> int:
 
 
 class ProcessEngine(_PoolEngine):
-    """A local pool of ``workers`` processes, started (and warmed) when made.
+    """``workers`` local processes, started (and warmed) when made.
+
+    Each worker is a pool of one process, so a call can be sent to a chosen worker
+    (:meth:`run_on`) and find the module state an earlier call left there; :meth:`map`
+    deals the items out round robin (the unmasking's jobs come one per worker).
 
     ``start_method``: by default ``forkserver`` where the platform has it (a clean
     server process imports the unmasking code once and forks the workers from it:
@@ -113,22 +135,36 @@ class ProcessEngine(_PoolEngine):
             raise ConfigError(f"start method {start_method!r} is not available here")
         context: BaseContext = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
-            context.set_forkserver_preload(["secagg.unmask", "secagg.kernels.warmup"])
-        self._pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=context)
-        # start every worker now: a pool starts processes lazily, on first use
-        list(self._pool.map(_warm, range(self._workers)))
+            context.set_forkserver_preload(["secagg.unmask", "secagg.simclients",
+                                             "secagg.kernels.warmup"])
+        self._pools = [ProcessPoolExecutor(max_workers=1, mp_context=context)
+                       for _ in range(self._workers)]
+        # start every worker now: a pool starts its process lazily, on first use
+        self.run_on([(i, _warm, i) for i in range(self._workers)])
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        return list(self._pool.map(fn, items))
+        return self.run_on([(i % self._workers, fn, item) for i, item in enumerate(items)])
+
+    def run_on(self, calls: Sequence[tuple[int, Callable[[T], R], T]]) -> list[R]:
+        futures = [self._pools[worker].submit(fn, arg) for worker, fn, arg in calls]
+        return [f.result() for f in futures]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self._pools:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 
 def _call(fn: Callable[[T], R], item: T) -> R:
     """One job as a Ray task (module-level, so Ray pickles it by reference)."""
     return fn(item)
+
+
+class _Actor:
+    """One Ray worker that keeps its process (and so its module state) between calls."""
+
+    def call(self, fn: Callable[[T], R], arg: T) -> R:
+        return fn(arg)
 
 
 class RayEngine(_PoolEngine):
@@ -156,11 +192,21 @@ class RayEngine(_PoolEngine):
                 options["num_cpus"] = self._workers
             ray.init(address=address, **options)
         self._task = ray.remote(num_cpus=1)(_call)
+        self._actors: list[Any] = []
         # Ray starts its worker processes lazily: start them now, not in the first session
         self.map(_warm, range(self._workers))
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         refs = [self._task.remote(fn, item) for item in items]
+        return list(self._ray.get(refs))
+
+    def run_on(self, calls: Sequence[tuple[int, Callable[[T], R], T]]) -> list[R]:
+        """Each call on one of ``workers`` actors (made on first use; they reserve no
+        CPU, so the tasks of :meth:`map` still find theirs)."""
+        if not self._actors:
+            actor = self._ray.remote(num_cpus=0)(_Actor)
+            self._actors = [actor.remote() for _ in range(self._workers)]
+        refs = [self._actors[worker].call.remote(fn, arg) for worker, fn, arg in calls]
         return list(self._ray.get(refs))
 
     def close(self) -> None:
@@ -195,4 +241,5 @@ def make_engine(workers: int, kind: str = "process", *, address: str | None = No
     return ProcessEngine(workers) if kind == "process" else InlineEngine(workers)
 
 
-__all__ = ["ENGINES", "Engine", "InlineEngine", "ProcessEngine", "RayEngine", "make_engine"]
+__all__ = ["ENGINES", "Engine", "InlineEngine", "PinnedEngine", "ProcessEngine", "RayEngine",
+           "make_engine"]

@@ -23,6 +23,7 @@ from secagg.engine import Engine
 from secagg.floor import measure_floor, measure_full_floor
 from secagg.identity import TrustStore
 from secagg.messages import ServerMessage
+from secagg.packing import packed_size
 from secagg.rounds import Round, decode_client
 from secagg.server import ServerProtocol, ServerState, UnmaskedSum
 from secagg.session import SessionObserver
@@ -74,24 +75,41 @@ def replay_peak_memory(config: SessionConfig, batches: list[list[bytes]],
             tracemalloc.stop()
 
 
+#: The replay holds every message the server received; above this many bytes of them
+#: (estimated: per client its masked vector and k shared-key ciphertexts) it is skipped by
+#: default and ``peak_server_mb`` stays 0 (the report's resident-memory fields measure
+#: such sessions).
+REPLAY_LIMIT = 256 << 20
+_SHARE_UPLOAD = 128  # bytes a client uploads per neighbour (ShareKeys, UnmaskResponse)
+
+
+def replay_fits(config: SessionConfig) -> bool:
+    """Whether recording the session for the memory replay stays under REPLAY_LIMIT."""
+    masked = packed_size(config.dim, max(1, (config.modulus - 1).bit_length()))
+    return config.n * (masked + _SHARE_UPLOAD * config.degree) <= REPLAY_LIMIT
+
+
 def simulate(
     config: SessionConfig,
     inputs: Mapping[int, np.ndarray] | Callable[[int], np.ndarray],
     schedule: Schedule | None = None,
     *,
-    measure_memory: bool = True,
+    measure_memory: bool | None = None,
     measure_floor_time: bool = True,
     **options: Unpack[SimOptions],
 ) -> SimulationReport:
     """:func:`secagg.sim.simulate`, then the measurements its report leaves at zero.
 
     ``measure_memory``: replay the session into a fresh server under tracemalloc
-    (``peak_server_mb``). ``measure_floor_time``: time the hardware floor of the
-    same work (``floor_seconds``, ``server_to_floor``) and the full floor of every
-    primitive the server ran (``full_floor_seconds``, ``server_to_full_floor``).
+    (``peak_server_mb``); None (default) replays when :func:`replay_fits`.
+    ``measure_floor_time``: time the hardware floor of the same work
+    (``floor_seconds``, ``server_to_floor``) and the full floor of every primitive
+    the server ran (``full_floor_seconds``, ``server_to_full_floor``).
     ``engine``: workers for the server's unmasking (the memory replay uses them too,
     so its peak is the coordinator's).
     """
+    if measure_memory is None:
+        measure_memory = replay_fits(config)
     uploads = UploadRecorder() if measure_memory else None
     threads, engine = options.get("threads"), options.get("engine")
     observers = [*options.get("observers", ()), *([uploads] if uploads else [])]

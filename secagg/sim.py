@@ -15,6 +15,13 @@ the included clients' inputs.
 Active mode (spec §15) is simulated with freshly generated identities (or the
 caller's) and one more round, ConsistencyCheck, with its own drop point.
 
+With an engine of two or more workers (``engine``), the clients run there too,
+a shard per worker (:mod:`secagg.simclients`): each round's messages go to the
+worker that holds their clients, replies come back as bytes in bounded windows and
+each reaches the server as soon as it arrives, so this process (the server) holds a
+window of masked vectors, never n; with a :class:`~secagg.simclients.SeededInputs`
+no party holds n inputs and the plaintext check streams by range.
+
 Measurements that cost more than the session (the hardware floor, the server's
 peak memory) live in :mod:`secagg.measure`, which composes with this module.
 """
@@ -23,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TypedDict, Unpack
 
 import numpy as np
@@ -33,7 +40,7 @@ from secagg.client import ClientProtocol
 from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.crypto.signatures import SigningKey
-from secagg.engine import Engine
+from secagg.engine import Engine, InlineEngine, PinnedEngine
 from secagg.errors import ConfigError
 from secagg.identity import MemoryTrustStore, TrustStore, generate_identities
 from secagg.kernels.arith import add_into
@@ -41,7 +48,14 @@ from secagg.kernels.warmup import warm_up
 from secagg.messages import ServerMessage
 from secagg.rounds import Round
 from secagg.server import ServerProtocol, ServerState, UnmaskedSum
-from secagg.session import DropoutSchedule, SessionDriver, SessionObserver, drop_rounds
+from secagg.session import (
+    ClientChannel,
+    DropoutSchedule,
+    SessionDriver,
+    SessionObserver,
+    drop_rounds,
+)
+from secagg.simclients import ShardChannel, check_picklable_inputs, open_shards, peak_rss_bytes
 from secagg.transcript import TranscriptObserver, TranscriptSink
 
 #: A dropout schedule: round (or its public label) -> the clients that stop sending there.
@@ -86,6 +100,17 @@ class SimulationReport:
     full_floor_seconds: float = 0.0
     server_to_full_floor: float | None = None
     full_floor_parts: dict[str, float] = field(default_factory=dict)
+    #: where the clients ran: "process" (this one) or "workers" (a shard per worker)
+    clients_on: str = "process"
+    #: this process's peak resident memory (MB) when the session ended, before the
+    #: plaintext check and the measurements; with clients on workers, the server's own
+    session_rss_mb: float = 0.0
+    #: the workers' peak resident memory (MB), summed (0 when the clients ran here)
+    workers_rss_mb: float = 0.0
+    #: set by ``secagg simulate``: the whole run's wall time and peak resident memory
+    #: (this process, plus each worker's, plus waited-for children; 0 here)
+    wall_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
     #: the aggregate itself (sum mod R over ``included_ids``); not part of the JSON
     sum: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -219,21 +244,55 @@ def run_simulation(
     ``observers`` see every message the session moves."""
     _check_options(options)
     progress = options.get("progress")
-    transcript = options.get("transcript")
     drop_rounds(schedule, config.mode, config.cohort)  # refuse a bad schedule before any work
-    get_input = inputs if callable(inputs) else inputs.__getitem__
     identities, server_trust = _identities(config, options.get("identities"),
                                            options.get("trust_store"))
-    clients = _make_clients(config, get_input, identities, server_trust,
-                            options.get("client_min_cohort"), progress)
-    # every simulated client holds its input and masked vector: refuse before allocating
-    check_session(config, role=Role.SIMULATION)
+    engine = options.get("engine")
+    sharded = isinstance(engine, PinnedEngine) and engine.workers > 1
+    channel: ClientChannel | None = None
+    clients: dict[int, ClientProtocol] = {}
+    if sharded:
+        assert isinstance(engine, PinnedEngine)
+        if callable(inputs) and not isinstance(engine, InlineEngine):
+            check_picklable_inputs(inputs)
+        # the clients stream their inputs: only the server's memory counts here
+        check_session(config, role=Role.SERVER)
+        channel = open_shards(engine, config, inputs, identities, server_trust,
+                              options.get("client_min_cohort"))
+    else:
+        get_input = inputs if callable(inputs) else inputs.__getitem__
+        clients = _make_clients(config, get_input, identities, server_trust,
+                                options.get("client_min_cohort"), progress)
+        # every simulated client holds its input and masked vector: refuse before allocating
+        check_session(config, role=Role.SIMULATION)
+    workers_rss = 0
+    try:
+        driver, traffic = _run_driver(config, clients, channel, schedule, server_trust,
+                                      options)
+    finally:
+        if isinstance(channel, ShardChannel):
+            workers_rss = channel.close()
+    session_rss = peak_rss_bytes()
+    report = _report(config, driver, traffic, inputs)
+    report = replace(report, clients_on="workers" if sharded else "process",
+                     session_rss_mb=session_rss / 2**20, workers_rss_mb=workers_rss / 2**20)
+    return SimulationRun(report, driver.server.result, server_trust)
+
+
+def _run_driver(config: SessionConfig, clients: Mapping[int, ClientProtocol],
+                channel: ClientChannel | None, schedule: Schedule | None,
+                server_trust: TrustStore | None, options: SimOptions
+                ) -> tuple[SessionDriver, _Traffic]:
+    """The session itself: the server, the driver and its observers; the driver and
+    its byte counts."""
+    progress = options.get("progress")
+    transcript = options.get("transcript")
     warm_up(config.modulus)
     server = ServerProtocol(config, threads=options.get("threads"), trust_store=server_trust,
                             engine=options.get("engine"))
     if transcript is not None:
         transcript.begin(config, server_trust)
-    driver = SessionDriver(server, clients, dropouts=schedule)
+    driver = SessionDriver(server, clients, dropouts=schedule, channel=channel)
     traffic = _Traffic(driver, progress)
     driver.observers += [traffic, *options.get("observers", ())]
     if transcript is not None:
@@ -245,8 +304,7 @@ def run_simulation(
             transcript.publish_result(result.sum, result.included, config.modulus)
         else:
             transcript.publish_abort(server.abort_reason or "no result")
-    report = _report(config, driver, traffic, get_input)
-    return SimulationRun(report, result, server_trust)
+    return driver, traffic
 
 
 def simulate(
@@ -278,8 +336,40 @@ def simulate(
     return run_simulation(config, inputs, schedule, **options).report
 
 
+#: Elements per step of the plaintext check when inputs can be made by range.
+CHECK_CHUNK = 1 << 20
+
+
+def plaintext_matches(total: np.ndarray, included: Sequence[int],
+                      inputs: Mapping[int, np.ndarray] | Callable[[int], np.ndarray],
+                      modulus: int) -> bool:
+    """Whether ``total`` is the sum mod R of the included clients' inputs.
+
+    Streams: one input at a time, or, for a source that makes ranges
+    (:class:`~secagg.simclients.SeededInputs`), one range of every input at a time,
+    so the check holds O(CHECK_CHUNK) beside the sum.
+    """
+    dtype = mask_dtype(modulus)
+    ranged = getattr(inputs, "range", None)
+    if callable(inputs) and callable(ranged):
+        for a in range(0, total.size, CHECK_CHUNK):
+            b = min(total.size, a + CHECK_CHUNK)
+            expected = np.zeros(b - a, dtype=dtype)
+            for u in included:
+                add_into(expected, ranged(u, a, b), modulus)
+            if not np.array_equal(expected, total[a:b]):
+                return False
+        return True
+    get_input = inputs if callable(inputs) else inputs.__getitem__
+    expected = np.zeros(total.size, dtype=dtype)
+    for u in included:
+        add_into(expected, np.ascontiguousarray(get_input(u)), modulus)
+    return bool(np.array_equal(expected, total))
+
+
 def _report(config: SessionConfig, driver: SessionDriver, traffic: _Traffic,
-            get_input: Callable[[int], np.ndarray]) -> SimulationReport:
+            inputs: Mapping[int, np.ndarray] | Callable[[int], np.ndarray]
+            ) -> SimulationReport:
     server = driver.server
     result = server.result
     R, dim, n = config.modulus, config.dim, config.n
@@ -287,10 +377,7 @@ def _report(config: SessionConfig, driver: SessionDriver, traffic: _Traffic,
     included: list[int] = []
     if result is not None:
         included = list(result.included)
-        expected = np.zeros(dim, dtype=mask_dtype(R))
-        for u in included:
-            add_into(expected, np.ascontiguousarray(get_input(u)), R)
-        exact = bool(np.array_equal(expected, result.sum))
+        exact = plaintext_matches(result.sum, included, inputs, R)
     senders = max(1, len(driver.client_seconds))
     return SimulationReport(
         exact=exact,
@@ -328,6 +415,7 @@ __all__ = [
     "SimOptions",
     "SimulationReport",
     "SimulationRun",
+    "plaintext_matches",
     "random_schedule",
     "run_simulation",
     "simulate",

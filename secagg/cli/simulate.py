@@ -6,6 +6,8 @@ Options and ``--json`` field names are a public interface (README, "CLI").
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import resource
 import secrets
 import sys
 import time
@@ -17,7 +19,6 @@ from secagg.cli.args import writable_file
 from secagg.cli.plugins import SubParsers
 from secagg.cli.progress import StageBar
 from secagg.config import Mode, SessionConfig
-from secagg.crypto.prg import mask_dtype
 from secagg.crypto.signatures import SigningKey
 from secagg.engine import ENGINES, make_engine
 from secagg.errors import SecAggError
@@ -27,6 +28,7 @@ from secagg.measure import simulate
 from secagg.receipt import ReceiptObserver
 from secagg.rounds import Round
 from secagg.sim import Schedule, SimulationReport, random_schedule
+from secagg.simclients import SeededInputs, peak_rss_bytes
 from secagg.transcript import TranscriptRecorder, hash_vectors
 
 
@@ -114,13 +116,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     seed = args.seed if args.seed is not None else secrets.randbits(32)
     rng = np.random.default_rng(seed)
-    R, dim = config.modulus, config.dim
-    dtype = mask_dtype(R)
-
-    def make_input(u: int) -> np.ndarray:
-        # simulated quantized updates: uniform in Z_R, reproducible per client
-        g = np.random.default_rng([seed, u])
-        return (g.integers(0, R - 1, size=dim, dtype=np.uint64, endpoint=True)).astype(dtype)
+    # simulated quantized updates: uniform in Z_R, reproducible per client, made by range
+    make_input = SeededInputs(seed, config.dim, config.modulus)
 
     try:
         schedule = random_schedule(config.cohort, args.dropout, args.drop_at, rng)
@@ -149,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"secagg simulate: cannot write the transcript: {exc.strerror}", file=sys.stderr)
         return 2
     wall = time.perf_counter() - start
+    report = dataclasses.replace(report, wall_seconds=wall,
+                                 peak_rss_mb=report.workers_rss_mb + _own_peak_rss_mb())
     if bar:
         bar.close()
     if args.json:
@@ -158,6 +157,11 @@ def run(args: argparse.Namespace) -> int:
     if report.aborted:
         return 1
     return 0 if report.exact else 3
+
+
+def _own_peak_rss_mb() -> float:
+    """This process's peak resident memory plus its waited-for children's, in MB."""
+    return (peak_rss_bytes() + peak_rss_bytes(resource.RUSAGE_CHILDREN)) / 2**20
 
 
 def _option_refusal(args: argparse.Namespace) -> str:
