@@ -86,7 +86,7 @@ class _Pending:
 
     spec: ModelSpec
     flat: np.ndarray = field(repr=False)
-    weight: int
+    weight: int = field(repr=False)  # the example count: the session keeps it secret
     digest: bytes
     config: SessionConfig | None = None  # the session that took it
     result: SubmitResult | None = None

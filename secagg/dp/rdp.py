@@ -66,17 +66,26 @@ def rdp_gaussian(noise_multiplier: float) -> F64:
     return out
 
 
-def poisson_subsample(rdp: F64, q: float) -> F64:
-    """Zhu–Wang upper bound on the RDP of the Poisson-subsampled mechanism (integer orders)."""
+def _check_rate(q: float) -> bool:
+    """Refuse a sampling rate outside (0, 1]; True when it is 1 (no subsampling)."""
     if not 0 < q <= 1:
         raise ValueError("sampling rate must be in (0, 1]")
-    if q == 1:
+    return q == 1
+
+
+def _every_integer_order(rdp: F64) -> F64:
+    """eps[l] for every integer l in [0, max order]: RDP is non-decreasing in the order,
+    so the next listed order bounds an unlisted one from above."""
+    idx = np.searchsorted(np.array(ORDERS), np.arange(ORDERS[-1] + 1), side="left")
+    out: F64 = rdp[np.minimum(idx, len(ORDERS) - 1)]
+    return out
+
+
+def poisson_subsample(rdp: F64, q: float) -> F64:
+    """Zhu–Wang upper bound on the RDP of the Poisson-subsampled mechanism (integer orders)."""
+    if _check_rate(q):
         return rdp
-    # eps[l] for every integer l in [0, max order]: RDP is non-decreasing in the order, so
-    # the next listed order bounds an unlisted one from above.
-    top = ORDERS[-1]
-    idx = np.searchsorted(np.array(ORDERS), np.arange(top + 1), side="left")
-    eps_all = rdp[np.minimum(idx, len(ORDERS) - 1)]
+    eps_all = _every_integer_order(rdp)
     out = np.empty(len(ORDERS))
     lq, l1q = math.log(q), math.log1p(-q)
     for i, alpha in enumerate(ORDERS):
@@ -101,13 +110,9 @@ def fixed_subsample(rdp: F64, q: float) -> F64:
     the one ``dp-accounting`` uses for the Gaussian, the others are the general (looser)
     form of its Theorem 27. Unlisted orders take the next listed order's value.
     """
-    if not 0 < q <= 1:
-        raise ValueError("sampling rate must be in (0, 1]")
-    if q == 1:
+    if _check_rate(q):
         return rdp
-    top = ORDERS[-1]
-    idx = np.searchsorted(np.array(ORDERS), np.arange(top + 1), side="left")
-    eps_all = rdp[np.minimum(idx, len(ORDERS) - 1)]
+    eps_all = _every_integer_order(rdp)
     e2 = float(eps_all[2])
     second = min(math.log(4) + e2 + math.log(-math.expm1(-e2)), e2 + math.log(2))
     out = np.empty(len(ORDERS))

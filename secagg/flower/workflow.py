@@ -41,7 +41,7 @@ from flwr.app import (
     MetricRecord,
 )
 from flwr.app import RecordDict as FlowerRecordDict
-from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters
+from flwr.common import Code, EvaluateRes, FitRes, Parameters, Status, ndarrays_to_parameters
 from flwr.compat.common import recorddict_compat as compat
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
 from flwr.server.compat.legacy_context import LegacyContext
@@ -330,12 +330,7 @@ class SecAggPlusWorkflow(SettingsViews):
     # -- the legacy strategy path -----------------------------------------------------------
     def __call__(self, grid: Grid, context: Context) -> None:
         """One fit round of a legacy strategy under secure aggregation."""
-        if not isinstance(context, LegacyContext):
-            raise TypeError(f"expected a LegacyContext, got {type(context).__name__}")
-        cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
-        current_round = cast(int, cfg[WorkflowKey.CURRENT_ROUND])
-        parameters = compat.arrayrecord_to_parameters(
-            context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+        context, current_round, parameters = _legacy_round(context)
         instructions = context.strategy.configure_fit(current_round, parameters,
                                                       context.client_manager)
         if not instructions:
@@ -370,15 +365,10 @@ class SecAggPlusWorkflow(SettingsViews):
         ``secure_evaluate=True``). The strategy's ``aggregate_evaluate`` gets one
         EvaluateRes: the secure weighted mean loss and ``evaluate_metrics``, the total
         example count of the included clients; no client's own result reaches it."""
-        if not isinstance(context, LegacyContext):
-            raise TypeError(f"expected a LegacyContext, got {type(context).__name__}")
         if not self.secure_evaluate:
             raise ConfigError("secure evaluation is off: construct the workflow with "
                               "secure_evaluate=True")
-        cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
-        current_round = cast(int, cfg[WorkflowKey.CURRENT_ROUND])
-        parameters = compat.arrayrecord_to_parameters(
-            context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+        context, current_round, parameters = _legacy_round(context)
         instructions = context.strategy.configure_evaluate(current_round, parameters,
                                                            context.client_manager)
         if not instructions:
@@ -798,3 +788,14 @@ def _check_count(value: int | float | None, name: str) -> int | float | None:
     if isinstance(value, int) and value < 2:
         raise ConfigError(f"{name} must be at least 2")
     return value
+
+
+def _legacy_round(context: Context) -> tuple[LegacyContext, int, Parameters]:
+    """A legacy strategy's context, its current round and global parameters."""
+    if not isinstance(context, LegacyContext):
+        raise TypeError(f"expected a LegacyContext, got {type(context).__name__}")
+    cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
+    current_round = cast(int, cfg[WorkflowKey.CURRENT_ROUND])
+    parameters = compat.arrayrecord_to_parameters(
+        context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+    return context, current_round, parameters
