@@ -68,6 +68,23 @@ class _Client(NumPyClient):
         return out, 10, {}
 
 
+def _fedavg_server(n: int, m: int, workflow: Any) -> ServerApp:
+    """One FedAvg round over all ``n`` nodes of an ``m``-zero model, through ``workflow``."""
+    server = ServerApp()
+    init = [np.zeros(m, dtype=np.float32)]
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n,
+                          min_available_clients=n,
+                          initial_parameters=ndarrays_to_parameters(init))
+        legacy = LegacyContext(context, config=ServerConfig(num_rounds=1), strategy=strategy,
+                               client_manager=SimpleClientManager())
+        DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
+
+    return server
+
+
 def _apps(n: int, m: int, mod: SecAggPlusMod,
           seen: dict[str, list[float]]) -> tuple[ServerApp, ClientApp]:
     train_times: list[float] = []
@@ -89,19 +106,7 @@ def _apps(n: int, m: int, mod: SecAggPlusMod,
                 seen[f"{stage}:{part}"].append(getattr(timing, f"{part}_s"))
         return reply
 
-    server = ServerApp()
-    init = [np.zeros(m, dtype=np.float32)]
-
-    @server.main()
-    def main(grid: Grid, context: Context) -> None:
-        strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n,
-                          min_available_clients=n,
-                          initial_parameters=ndarrays_to_parameters(init))
-        legacy = LegacyContext(context, config=ServerConfig(num_rounds=1), strategy=strategy,
-                               client_manager=SimpleClientManager())
-        workflow = SecAggPlusWorkflow(clipping_range=1.0, max_weight=100)
-        DefaultWorkflow(fit_workflow=workflow)(grid, legacy)  # type: ignore[arg-type]
-
+    server = _fedavg_server(n, m, SecAggPlusWorkflow(clipping_range=1.0, max_weight=100))
     return server, ClientApp(client_fn=client_fn, mods=[timer, mod])
 
 
@@ -168,20 +173,10 @@ def _record(side: str, n: int, m: int, folder: Path) -> list[str]:
     mod = secaggplus_mod if side == "ours" else flower_mod
     client = ClientApp(client_fn=lambda context: _Client([]).to_client(),
                        mods=[recorder, mod])
-    server = ServerApp()
-    init = [np.zeros(m, dtype=np.float32)]
-
-    @server.main()
-    def main(grid: Grid, context: Context) -> None:
-        strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n,
-                          min_available_clients=n,
-                          initial_parameters=ndarrays_to_parameters(init))
-        legacy = LegacyContext(context, config=ServerConfig(num_rounds=1), strategy=strategy,
-                               client_manager=SimpleClientManager())
-        workflow = (SecAggPlusWorkflow(clipping_range=1.0, max_weight=100) if side == "ours"
-                    else FlowerWorkflow(num_shares=n, reconstruction_threshold=n // 2 + 1,
-                                        clipping_range=1.0, max_weight=100))
-        DefaultWorkflow(fit_workflow=workflow)(grid, legacy)  # type: ignore[arg-type]
+    workflow = (SecAggPlusWorkflow(clipping_range=1.0, max_weight=100) if side == "ours"
+                else FlowerWorkflow(num_shares=n, reconstruction_threshold=n // 2 + 1,
+                                    clipping_range=1.0, max_weight=100))
+    server = _fedavg_server(n, m, workflow)
 
     run_inprocess(server, client, n, seed=1)
     return stages
