@@ -470,6 +470,14 @@ def test_simulate_transport_grpc_json(tmp_path: Path) -> None:
     assert report["bytes_up_per_client"] == pytest.approx(reference["bytes_up_per_client"])
     assert report["bytes_on_wire_per_client"] > report["bytes_up_per_client"]
     assert report["wall_seconds"] > 0 and report["session_seconds"] > 0
+    # the honest floor from the server process's own counts: 2 dropped clients' pairwise
+    # masks need their agreements with the 8 survivors (complete graph), plus 8 self masks
+    work = report["server_work"]
+    assert work["self_masks"] == 8 and work["pairwise_masks"] == 2 * 8
+    assert work["agreements"] == reference["server_work"]["agreements"] > 0
+    assert report["full_floor_seconds"] > report["floor_seconds"] > 0
+    assert report["server_to_full_floor"] == pytest.approx(
+        report["server_seconds"] / report["full_floor_seconds"])
 
 
 # -- active mode over the transport (library API, in-process threads, plaintext) ----------------

@@ -23,12 +23,13 @@ from typing import Any
 
 from secagg.config import Mode, SessionConfig
 from secagg.crypto.prg import mask_dtype
-from secagg.floor import measure_floor
+from secagg.floor import measure_floor, measure_full_floor
 from secagg.rounds import Round, effective_round
 from secagg.server import ServerState
 from secagg.session import DropoutSchedule
 from secagg.sim import SimulationReport
 from secagg.transport.local import TransportError, run_simulation
+from secagg.unmask import UnmaskWork
 
 #: public round labels (the simulator's per-round keys) for the server's state names
 _LABEL_OF_STATE = {r.state_name: r.label for r in Round}
@@ -78,10 +79,14 @@ def run_grpc_simulation(args: argparse.Namespace, config: SessionConfig,
 def to_report(r: Mapping[str, Any], config: SessionConfig) -> dict[str, Any]:
     """The simulator's JSON fields from a transport run (plus the transport's own)."""
     included = len(r["included_ids"])
-    floor = 0.0
+    floor, full, full_parts = 0.0, 0.0, {}
     if not r["aborted"] and r.get("masks_expanded"):
         floor = measure_floor(r["masks_expanded"], included, config.dim,
                               mask_dtype(config.modulus), config.modulus, r["threads"])
+        # the same honest floor as in process (§8.5): the server's counted primitives
+        full_floor = measure_full_floor(UnmaskWork(**r["server_work"]), keystream_floor=floor,
+                                        n=config.n, parallelism=r["threads"])
+        full, full_parts = full_floor.seconds, full_floor.parts
     refusals: dict[str, str] = {}
     for u, events in r["client_events"].items():
         for e in events:
@@ -96,6 +101,9 @@ def to_report(r: Mapping[str, Any], config: SessionConfig) -> dict[str, Any]:
         "server_seconds": r["server_seconds"], "client_seconds_mean": r["client_seconds_mean"],
         "floor_seconds": floor,
         "server_to_floor": r["server_seconds"] / floor if floor > 0 else None,
+        "server_work": r.get("server_work", {}), "full_floor_seconds": full,
+        "full_floor_parts": full_parts,
+        "server_to_full_floor": r["server_seconds"] / full if full > 0 else None,
         "bytes_up_per_client": r["bytes_up_per_client"],
         "bytes_down_per_client": r["bytes_down_per_client"],
         "bytes_up_per_round": _rename(r["bytes_up_per_round"]),
@@ -133,6 +141,8 @@ def _print(r: Mapping[str, Any]) -> None:
         ("clients", f"{r['clients']} ({r['included']} included)"),
         ("vector", f"{r['dim']} elements mod 2^{r['modulus_bits']}"),
         ("server compute", f"{r['server_seconds']:.3f} s"),
+        ("full floor", "n/a" if not r["full_floor_seconds"] else
+         f"{r['full_floor_seconds']:.3f} s (server {r['server_to_full_floor']:.2f}x)"),
         ("session wall time", f"{r['session_seconds']:.2f} s"),
         ("bytes up/client", f"{r['bytes_up_per_client'] / 1e3:.1f} kB (protocol messages)"),
         ("bytes on wire/client", "n/a" if wire is None else f"{wire / 1e3:.1f} kB"),

@@ -202,6 +202,7 @@ class RoundDriver:
             outcome.included_ids = list(result.included)
             outcome.dropped_ids = list(result.dropped)
             outcome.masks_expanded = result.masks_expanded
+            outcome.server_work = result.work.as_dict()
             outcome.sum = result.sum
         else:
             outcome.dropped_ids = list(session.config.cohort)

@@ -104,6 +104,7 @@ class SessionOutcome:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     refusals: dict[str, int] = field(default_factory=dict)  # gRPC status name -> count
     masks_expanded: int = 0
+    server_work: dict[str, int] = field(default_factory=dict)  # UnmaskWork counts (§8.5)
     threads: int = 0
     sum: np.ndarray | None = field(default=None, repr=False)
 
@@ -137,6 +138,7 @@ class SessionOutcome:
             "rounds": self.rounds,
             "refusals": self.refusals,
             "masks_expanded": self.masks_expanded,
+            "server_work": self.server_work,
             "threads": self.threads,
             "peak_rss_mb": peak_rss_mb(),
             "sum_sha256": None if self.sum is None else hashlib.sha256(
