@@ -62,6 +62,8 @@ MECHANISMS = ("ddg", "skellam")
 SAMPLINGS = ("none", "fixed")
 #: the client's DP parameters of the current session, in ``Context.state``
 STATE_KEY = "secagg.client.dp"
+#: how many DP updates this client has sent in the run, in ``Context.state``
+SPENT_KEY = "secagg.client.dp-spent"
 #: metric names of the ε the strategy sees next to the aggregate
 EPSILON_METRIC, EPSILON_ROUND_METRIC = "dp-epsilon", "dp-epsilon-round"
 _PREFIX = "dp-"
@@ -270,6 +272,26 @@ def check_session(params: DPParams, options: DPOptions, config: SessionConfig) -
                             f"{options.rounds} rounds, above this client's {options.epsilon:g}")
 
 
+def check_budget(state: Mapping[str, ConfigRecord], options: DPOptions) -> None:
+    """Refuse a session once this client has sent ``options.rounds`` DP updates in the
+    run: each session's noise was checked for ``rounds`` rounds, so more would exceed
+    the client's ε whatever the server counts (ProtocolError)."""
+    record = state.get(SPENT_KEY)
+    sent = int(record.get("sent", 0)) if record is not None else 0  # type: ignore[arg-type]
+    if sent >= options.rounds:
+        raise ProtocolError(f"refused: this client's DP budget of {options.rounds} rounds "
+                            "is spent")
+
+
+def spend(state: dict[str, ConfigRecord]) -> None:
+    """Count one DP update sent (at the masked input, whatever the session's fate)."""
+    from flwr.app import ConfigRecord
+
+    record = state.get(SPENT_KEY)
+    sent = int(record.get("sent", 0)) if record is not None else 0  # type: ignore[arg-type]
+    state[SPENT_KEY] = ConfigRecord({"sent": sent + 1})
+
+
 def encode_update(arrays: Sequence[np.ndarray], global_arrays: Sequence[np.ndarray],
                   params: DPParams, config: SessionConfig) -> np.ndarray:
     """The client's DP input: its update (returned model minus the global model),
@@ -292,16 +314,25 @@ def encode_update(arrays: Sequence[np.ndarray], global_arrays: Sequence[np.ndarr
 @dataclass(frozen=True)
 class DPRoundReport:
     """The privacy of one session: its own ε (None when not released) and the run's
-    cumulative ε, both at ``delta``; ``included`` is the count charged."""
+    cumulative ε, both at ``delta``; ``included`` is the count charged (0 when not
+    released). ``predicted_mse`` is the planner's expected squared error of the mean
+    with every client present (``n/included`` times more with fewer)."""
 
-    mechanism: str
-    bits: int
-    floor: int
+    params: DPParams
     included: int
     epsilon_round: float | None
     epsilon: float
     delta: float
     noise_multiplier: float
+    predicted_mse: float
+
+    @property
+    def mechanism(self) -> str:
+        return self.params.mechanism
+
+    @property
+    def floor(self) -> int:
+        return self.params.floor
 
 
 @dataclass
@@ -368,13 +399,13 @@ class ServerDP:
 
         p = session.params
         if included < p.floor:
-            session.report = self._report(session, included, None)
+            session.report = self.report(session, 0, None)
             return None, (f"{included} clients included, below the DP survivor floor "
                           f"{p.floor}: not released")
         mean = decode_mean(np.asarray(total, dtype=np.uint64), p, session_id, included,
                            round_index)
         eps_round = self.charge(p, included)
-        session.report = self._report(session, included, eps_round)
+        session.report = self.report(session, included, eps_round)
         arrays = [np.asarray(g + d).astype(g.dtype, copy=False) for g, d in
                   zip(session.global_arrays, unflatten(mean, session.layout), strict=True)]
         metrics = {EPSILON_METRIC: self.epsilon, EPSILON_ROUND_METRIC: eps_round}
@@ -399,11 +430,10 @@ class ServerDP:
 
         return rdp.epsilon_from_rdp(self._total, self.options.delta)
 
-    def _report(self, session: DPSession, included: int,
+    def report(self, session: DPSession, included: int,
                 eps_round: float | None) -> DPRoundReport:
-        p = session.params
-        return DPRoundReport(p.mechanism, p.bits, p.floor, included, eps_round, self.epsilon,
-                             self.options.delta, session.plan.noise_multiplier)
+        return DPRoundReport(session.params, included, eps_round, self.epsilon,
+                             self.options.delta, session.plan.noise_multiplier, session.plan.mse)
 
 
 __all__ = ["DPOptions", "DPRoundReport", "ServerDP", "options_from_run_config"]

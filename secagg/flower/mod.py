@@ -414,7 +414,9 @@ class SecAggPlusMod:
         if not is_plain_int(weight):
             raise ConfigError("the example count must be an integer")
         if dp_params is not None:  # uniform weights: the count stays on the client (spec §21.12)
-            return dp.encode_update(arrays, global_arrays, dp_params, config)
+            vector = dp.encode_update(arrays, global_arrays, dp_params, config)
+            dp.spend(ctxt.state.config_records)
+            return vector
         numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         return encode_update(arrays, numeric, weight, params, layout, config.n)
 
@@ -517,6 +519,7 @@ def _dp_check(record: ConfigRecord, ctxt: Context, own: DPOptions | None,
                             "session carries no DP parameters")
     params = dp.params_from_record(record)
     dp.check_session(params, options, config)
+    dp.check_budget(ctxt.state.config_records, options)
     ctxt.state.config_records[dp.STATE_KEY] = ConfigRecord(dp.params_to_record(params))
     return True
 

@@ -515,7 +515,8 @@ class SecAggPlusWorkflow(SettingsViews):
         if server.state is not ServerState.DONE or result is None:
             return FlowerRoundOutcome(None, (), tuple(nodes), server.abort_reason,
                                       failures.lines(), config,
-                                      dp=None if dp is None else self._dp_report(dp))
+                                      dp=None if dp is None or self.dp is None
+                                      else self.dp.report(dp, 0, None))
         included = tuple(failures.node_of[u] for u in result.included)
         if dp is not None and self.dp is not None:
             aggregate, reason = self.dp.decode(dp, result.sum, len(included),
@@ -533,12 +534,6 @@ class SecAggPlusWorkflow(SettingsViews):
                                   failures.lines(exclude=included), config,
                                   failures.lines(only=included),
                                   None if dp is None else dp.report)
-
-    def _dp_report(self, dp: DPSession) -> DPRoundReport:
-        """An aborted DP session's report: nothing released or charged."""
-        assert self.dp is not None
-        return DPRoundReport(dp.params.mechanism, dp.params.bits, dp.params.floor, 0, None,
-                             self.dp.epsilon, self.dp.options.delta, dp.plan.noise_multiplier)
 
     def _outgoing(self, stage: Stage, client_id: int, message: ProtocolMessage
                   ) -> ProtocolMessage:
