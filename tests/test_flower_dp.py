@@ -42,7 +42,6 @@ from secagg.flower.dp import (
     options_from_run_config,
     unsampled_round_epsilon,
 )
-from secagg.flower.workflow import FlowerRoundOutcome
 
 N = 10
 SHAPES = ((20, 10), (10,))  # 210 parameters
@@ -139,10 +138,6 @@ def run(options: DPOptions, rounds: int = 1, *, mod_of: Callable[[int], SecAggPl
 
 def flat(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
-
-
-def pids_of(outcome: FlowerRoundOutcome, grid_nodes: list[int]) -> list[int]:
-    return [grid_nodes.index(node) for node in outcome.included]
 
 
 # -- 1. the mean ---------------------------------------------------------------------------
@@ -270,7 +265,7 @@ def test_epsilon_reported_is_the_accountants_over_the_included(dropped: int) -> 
 
 def test_below_the_floor_the_round_is_refused_and_not_charged() -> None:
     options = DPOptions(epsilon=8.0, rounds=2, expected_dropout=0.1)  # floor 9
-    workflow, legacy = run(options, rounds=2, drops={1: {2, 5}})
+    workflow, _ = run(options, rounds=2, drops={1: {2, 5}})
     first, second = workflow.outcomes
     assert first.aggregate is None and first.abort_reason is not None
     assert "below the DP survivor floor 9" in first.abort_reason
