@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -283,7 +283,7 @@ def check_budget(state: Mapping[str, ConfigRecord], options: DPOptions) -> None:
                             "is spent")
 
 
-def spend(state: dict[str, ConfigRecord]) -> None:
+def spend(state: MutableMapping[str, ConfigRecord]) -> None:
     """Count one DP update sent (at the masked input, whatever the session's fate)."""
     from flwr.app import ConfigRecord
 
