@@ -348,3 +348,22 @@ if len(sys.argv) > 1:
     out = subprocess.run([sys.executable, "-c", code, "control"], capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "['scipy']"
+
+
+# -- 6. the example app ----------------------------------------------------------------------
+
+
+def test_the_example_app_runs_with_dp(capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/flower with ``--dp skellam``: its dp-* run config reaches the workflow and
+    every client's mod; one dropout a round is within the floor; ε spent <= the target."""
+    import importlib
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "examples/flower"))
+    monkeypatch.delitem(sys.modules, "run", raising=False)
+    example = importlib.import_module("run")
+    assert example.main(["--rounds", "2", "--dp", "skellam", "--epsilon", "8"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("distributed DP (skellam): epsilon ")
+    assert 0 < float(last.split()[4]) <= 8.0
