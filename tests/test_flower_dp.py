@@ -350,6 +350,46 @@ if len(sys.argv) > 1:
     assert out.stdout.strip().splitlines()[-1] == "['scipy']"
 
 
+def test_message_api_strategy_gets_the_dp_mean_and_epsilon() -> None:
+    """``strategy.start(SecAggGrid(grid, workflow))``: the one reply holds the DP model,
+    the included count as its weight and the cumulative ε among its metrics."""
+    from flwr.app import ArrayRecord, MetricRecord
+    from flwr.serverapp.strategy import FedAvg as MessageFedAvg
+
+    from secagg.flower import SecAggGrid
+
+    options = DPOptions(epsilon=1000.0, rounds=2, clip=1.0, bits=20)
+    workflow = SecAggPlusWorkflow(num_shares=N, reconstruction_threshold=6, dp=options)
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy = MessageFedAvg(fraction_evaluate=0.0, min_train_nodes=N, min_available_nodes=N)
+        result = strategy.start(SecAggGrid(grid, workflow),
+                                ArrayRecord([np.zeros(s) for s in SHAPES]), num_rounds=2)
+        context.state.array_records["final"] = result.arrays
+        context.state.metric_records["train"] = result.train_metrics_clientapp[2]
+
+    capp = ClientApp(mods=[SecAggPlusMod(dp=options)])
+
+    @capp.train()
+    def train(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        arrays = msg.content["arrays"].to_numpy_ndarrays()
+        new = [a + u for a, u in zip(arrays, update_of(pid), strict=True)]
+        return Message(RecordDict({"arrays": ArrayRecord(new), "metrics": MetricRecord(
+            {"num-examples": 5 + pid})}), reply_to=msg)
+
+    context, _ = run_inprocess(app, capp, N, seed=5)
+    final = flat(context.state.array_records["final"].to_numpy_ndarrays())
+    truth = 2 * np.mean([clipped(p, 1.0) for p in range(N)], axis=0)
+    assert np.max(np.abs(final - truth)) < 0.05
+    metrics = context.state.metric_records["train"]
+    assert workflow.dp is not None
+    assert metrics[EPSILON_METRIC] == pytest.approx(workflow.dp.epsilon)
+    assert [o.aggregate.total_weight for o in workflow.outcomes if o.aggregate] == [N, N]
+
+
 # -- 6. the example app ----------------------------------------------------------------------
 
 
