@@ -275,6 +275,20 @@ def test_below_the_floor_the_round_is_refused_and_not_charged() -> None:
     assert workflow.dp is not None and len(workflow.dp.charges) == 1
 
 
+def test_fixed_size_sampling_is_charged_with_amplification() -> None:
+    """``sampling="fixed"``: a cohort of n of ``population`` at q = n/population; the
+    client checks the amplified claim, and the ε charged is the accountant's at that q."""
+    options = DPOptions(epsilon=4.0, rounds=2, sampling="fixed", population=40)
+    workflow, _ = run(options, rounds=1)
+    report = workflow.outcomes[0].dp
+    assert report is not None and report.params.sampling_rate == N / 40
+    acc = DPAccountant(report.params, options.delta)
+    assert report.epsilon == pytest.approx(acc.charge(N).epsilon_total, rel=1e-12)
+    assert report.epsilon <= options.epsilon
+    with pytest.raises(ConfigError, match="population"):
+        DPOptions(sampling="fixed")
+
+
 def test_the_budget_covers_the_planned_rounds_only() -> None:
     options = DPOptions(epsilon=8.0, rounds=1)
     with pytest.raises(ConfigError, match="budget"):
