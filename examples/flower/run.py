@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray", action="store_true", help="use Flower's simulation engine")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--dp", choices=["none", "skellam", "ddg"], default="none",
+                        help="distributed DP (the noise is sized for one dropout per round)")
+    parser.add_argument("--epsilon", type=float, default=8.0, help="DP epsilon over the run")
+    parser.add_argument("--clip", type=float, default=1.0, help="DP clip (L2 norm of an update)")
     args = parser.parse_args(argv)
     if args.ray:  # Flower's own log shows each round's "fit progress" (test accuracy)
         from flwr.simulation import run_simulation
@@ -50,15 +54,23 @@ def main(argv: list[str] | None = None) -> int:
                        num_supernodes=10)
         return 0
     logging.getLogger("flwr").setLevel(logging.WARNING)
+    run_config: dict[str, bool | bytes | float | int | str] = {
+        "num-server-rounds": args.rounds, "num-partitions": args.nodes}
+    if args.dp != "none":  # one node drops before its masked input every round: e = 0.1
+        run_config.update({"dp": args.dp, "dp-epsilon": args.epsilon, "dp-clip": args.clip,
+                           "dp-expected-dropout": 1 / args.nodes})
     context, grid = run_inprocess(server_app.app, client_app.app, args.nodes,
-                                  run_config={"num-server-rounds": args.rounds,
-                                              "num-partitions": args.nodes}, drop=silent)
+                                  run_config=run_config, drop=silent)
     print("round  test accuracy")
     for rnd in range(args.rounds + 1):
         record = context.state.metric_records.get(f"round-{rnd}")
         if record is not None:
             print(f"{rnd:5d}  {record['accuracy']:.3f}")
     print(f"{len(grid.silenced)} messages left unanswered by dropping nodes")
+    epsilon = context.state.metric_records.get("dp")
+    if epsilon is not None:
+        print(f"distributed DP ({args.dp}): epsilon {epsilon['epsilon']:.3f} spent, "
+              f"delta {epsilon['delta']:g}")
     return 0
 
 

@@ -7,7 +7,8 @@ The names are Flower's own (``flwr.client.mod.secaggplus_mod``,
 ``flwr.server.workflow.SecAggPlusWorkflow``), so switching is a change of import.
 :func:`run_inprocess` runs a ServerApp against ClientApps in this process
 without Ray. See the README section "Flower" for what maps to what and what
-Flower still sends in clear.
+Flower still sends in clear. ``DPOptions`` (``secagg.flower.dp``) given to both the
+workflow and the mod (or the run config's ``dp-*`` keys) adds distributed DP.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 # only the mod (the deployment engine starts one per message), never the server
 # workflow, the in-process runner or what they import.
 _LAZY = {
+    "DPOptions": "secagg.flower.dp",
+    "DPRoundReport": "secagg.flower.dp",
     "RECORD_KEY": "secagg.flower.common",
     "SessionParams": "secagg.flower.common",
     "Stage": "secagg.flower.common",
@@ -47,6 +50,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from secagg.flower.common import RECORD_KEY, SessionParams, Stage
+    from secagg.flower.dp import DPOptions, DPRoundReport
     from secagg.flower.inprocess import InProcessGrid, run_inprocess
     from secagg.flower.mod import SecAggPlusMod, secaggplus_mod
     from secagg.flower.workflow import FlowerRoundOutcome, SecAggGrid, SecAggPlusWorkflow
@@ -67,6 +71,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "RECORD_KEY",
+    "DPOptions",
+    "DPRoundReport",
     "FlowerNotInstalledError",
     "FlowerRoundOutcome",
     "InProcessGrid",

@@ -56,6 +56,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.app import ConfigRecord, ConfigRecordValues, Context, Message, MessageType, RecordDict
@@ -90,7 +91,12 @@ from secagg.messages import SHARE_LEN, Abort, CiphertextBundle, KeyBroadcast, Un
 from secagg.rounds import decode_server
 from secagg.wire import Reader, Writer
 
+if TYPE_CHECKING:
+    from secagg.dp.params import DPParams
+    from secagg.flower.dp import DPOptions
+
 SEED_LEN = 32
+_DP_STATE_KEY = "secagg.client.dp"  # = secagg.flower.dp.STATE_KEY (that module loads lazily)
 _HELD_ENTRY = 4 + 2 * SHARE_LEN  # u32 peer id, its s-share, its b-share
 logger = logging.getLogger(__name__)
 _EXPECTED: dict[Stage, type[KeyBroadcast | CiphertextBundle | UnmaskRequest]] = {
@@ -229,13 +235,18 @@ class SecAggPlusMod:
     which is what happens when Flower runs each message in a new process.
     ``receipt_dir``: keep a receipt of each session (spec §18.6) and write it there
     when the session ends, for ``secagg audit TRANSCRIPT --receipts DIR``.
+    ``dp``: the distributed-DP target this client checks a training session against
+    and encodes with (:class:`secagg.flower.dp.DPOptions`; spec §21.12); None takes it
+    from the run config's ``dp-*`` keys, and without those a DP session is refused.
     """
 
     def __init__(self, *, min_cohort: int | None = None, cache: bool = True,
-                 receipt_dir: str | None = None) -> None:
+                 receipt_dir: str | None = None, dp: DPOptions | None = None) -> None:
         if min_cohort is not None and (isinstance(min_cohort, bool) or min_cohort < 3):
             raise ConfigError("min_cohort must be an int >= 3")
         self.min_cohort = min_cohort
+        #: this client's own DP target (None: the run config's ``dp-*`` keys, if any)
+        self.dp = dp
         self.cache = cache
         self.receipt_dir = receipt_dir
         self._lock = threading.Lock()
@@ -251,7 +262,7 @@ class SecAggPlusMod:
         """Pickle the policy only: Flower's Ray engine ships the ClientApp (and so
         this mod) to its workers; the lock and the cache stay in this process."""
         return {"min_cohort": self.min_cohort, "cache": self.cache,
-                "receipt_dir": self.receipt_dir}
+                "receipt_dir": self.receipt_dir, "dp": self.dp}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         # re-run __init__ on the unpickled instance, so the policy's checks apply again
@@ -280,7 +291,7 @@ class SecAggPlusMod:
         out: bytes | None = None
         with timing.part("total"):
             if stage is Stage.ADVERTISE_KEYS:
-                out = self._advertise(record, ctxt, timing)
+                out = self._advertise(record, ctxt, timing, kind == MessageType.EVALUATE)
             elif stage is Stage.ABORT:
                 self._abort(record, ctxt)
             else:
@@ -295,13 +306,15 @@ class SecAggPlusMod:
         return Message(RecordDict({RECORD_KEY: ConfigRecord(reply)}), reply_to=msg)
 
     # -- stages --------------------------------------------------------------------------
-    def _advertise(self, record: ConfigRecord, ctxt: Context, timing: StageTiming) -> bytes:
+    def _advertise(self, record: ConfigRecord, ctxt: Context, timing: StageTiming,
+                   evaluate: bool = False) -> bytes:
         """Stage 0: a new session (any earlier one is forgotten), fresh seed and keys."""
         config_bytes = get_field(record, RecordField.CONFIG, bytes)
         client_id = get_field(record, RecordField.CLIENT_ID, int)
         params = SessionParams.from_record(record)
         config = SessionConfig.decode(config_bytes)
-        if params.quantization(config.n).modulus != config.modulus:
+        if not _dp_check(record, ctxt, self.dp, config, evaluate) and params.quantization(
+                config.n).modulus != config.modulus:
             raise ProtocolError("the session's modulus is not the one its quantization needs")
         state = _Persisted(config_bytes, client_id, os.urandom(SEED_LEN), params, [],
                            Stage.SHARE_KEYS)
@@ -372,13 +385,22 @@ class SecAggPlusMod:
         content = msg.content
         evaluate = msg.metadata.message_type.split(".")[0] == MessageType.EVALUATE
         _, model = model_record(content)
-        if task_hash(params, model_hash(model), evaluate=evaluate) != config.task_hash:
+        dp_params = None if evaluate else _dp_params(ctxt)
+        expected_hash = task_hash(params, model_hash(model), evaluate=evaluate)
+        if dp_params is not None:  # the DP parameters are bound into the task hash (§21.12)
+            from secagg.flower import dp
+
+            expected_hash = dp.dp_task_hash(expected_hash, dp_params)
+        if expected_hash != config.task_hash:
             raise ProtocolError(
                 f"the model sent for {'evaluation' if evaluate else 'training'} is not the "
                 "one this session was opened for"
             )
-        layout = EVALUATE_LAYOUT if evaluate else model_layout(model)[1]
-        if params.dim(layout) != config.dim:
+        global_arrays, layout = ([], EVALUATE_LAYOUT) if evaluate else model_layout(model)
+        if dp_params is not None:  # checked at the first stage; the model's size only now
+            if dp_params.dim != layout.size:
+                raise ProtocolError("the session's DP dimension does not match the model")
+        elif params.dim(layout) != config.dim:
             raise ProtocolError("the session's vector length does not match the model")
         del content.config_records[RECORD_KEY]  # the training function sees Flower's own
         legacy = (LEGACY_EVALUATE_PARAMETERS if evaluate
@@ -391,6 +413,10 @@ class SecAggPlusMod:
             weight = int(weight)
         if not is_plain_int(weight):
             raise ConfigError("the example count must be an integer")
+        if dp_params is not None:  # uniform weights: the count stays on the client (spec §21.12)
+            vector = dp.encode_update(arrays, global_arrays, dp_params, config)
+            dp.spend(ctxt.state.config_records)
+            return vector
         numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         return encode_update(arrays, numeric, weight, params, layout, config.n)
 
@@ -458,6 +484,54 @@ class SecAggPlusMod:
     @staticmethod
     def _save(ctxt: Context, state: _Persisted) -> None:
         ctxt.state.config_records[STATE_KEY] = state.to_record()
+
+
+def _dp_options(ctxt: Context, own: DPOptions | None) -> DPOptions | None:
+    """The client's DP target: its own, else the run config's (``dp-*`` keys)."""
+    if own is not None or not ctxt.run_config.get("dp"):
+        return own
+    from secagg.flower.dp import options_from_run_config
+
+    return options_from_run_config(ctxt.run_config)
+
+
+def _dp_check(record: ConfigRecord, ctxt: Context, own: DPOptions | None,
+              config: SessionConfig, evaluate: bool) -> bool:
+    """At the first stage: whether the session is DP; a DP session is checked against the
+    client's own target and its parameters kept for the masked input (spec §21.12). A
+    client with a DP target refuses a training session without DP, and one without a
+    target refuses a DP session (it could not check the noise). Loads the DP code only
+    when DP is configured on either side."""
+    ctxt.state.config_records.pop(_DP_STATE_KEY, None)
+    options = _dp_options(ctxt, own)
+    asked = "dp-mechanism" in record
+    if evaluate and asked:
+        raise ProtocolError("refused: distributed DP applies to training sessions only")
+    if evaluate or (options is None and not asked):
+        return False  # secure evaluation sums the loss and metrics, never the update
+    from secagg.flower import dp
+
+    if options is None:
+        raise ProtocolError("refused: the session asks for distributed DP, which this client "
+                            "is not configured for")
+    if not asked:
+        raise ProtocolError("refused: this client trains only with distributed DP, and the "
+                            "session carries no DP parameters")
+    params = dp.params_from_record(record)
+    dp.check_session(params, options, config)
+    dp.check_budget(ctxt.state.config_records, options)
+    ctxt.state.config_records[dp.STATE_KEY] = ConfigRecord(dp.params_to_record(params))
+    return True
+
+
+def _dp_params(ctxt: Context) -> DPParams | None:
+    """The DP parameters this session's first stage checked and kept; None if not DP."""
+    record = ctxt.state.config_records.get(_DP_STATE_KEY)
+    if record is None:
+        return None
+    from secagg.flower.dp import params_from_record
+
+    return params_from_record(record)
 
 
 def _placeholder(config: SessionConfig) -> np.ndarray:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import cast
 
+import numpy as np
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -68,6 +69,14 @@ from secagg.flower.common import (
     model_layout,
     model_record,
     task_hash,
+)
+from secagg.flower.dp import (
+    DPOptions,
+    DPRoundReport,
+    DPSession,
+    ServerDP,
+    dp_task_hash,
+    params_to_record,
 )
 from secagg.graph import GraphKind
 from secagg.messages import MAGIC, Abort, ServerMessage
@@ -110,6 +119,9 @@ class FlowerRoundOutcome:
     failures: tuple[str, ...]
     config: SessionConfig
     late_dropouts: tuple[str, ...] = ()
+    #: distributed DP (spec §21.12): this round's ε (None: not released) and the run's
+    #: cumulative ε at δ; None when the workflow runs without DP
+    dp: DPRoundReport | None = None
 
 
 class SecAggPlusWorkflow(SettingsViews):
@@ -156,6 +168,17 @@ class SecAggPlusWorkflow(SettingsViews):
     means and the total example count. Legacy strategies:
     ``DefaultWorkflow(fit_workflow=wf, evaluate_workflow=wf.evaluate)``; message-API
     strategies: :class:`SecAggGrid` routes evaluation batches through a session.
+
+    Distributed DP (spec §21.12): ``dp=DPOptions(mechanism, epsilon, delta, rounds,
+    clip, bits, ...)`` (the trainer's names) makes every training session DP: the
+    workflow plans the noise for the cohort and model size, binds the parameters
+    into the task hash, each client checks them against its own target and adds its
+    noise share to its clipped update; the aggregate is the global model plus the
+    DP mean update of the included clients (uniform weights: ``num_examples`` is the
+    included count), a round below the survivor floor is not released, and every
+    released round is charged with its included count. ``dp-epsilon`` (cumulative)
+    and ``dp-epsilon-round`` travel in the aggregate's metrics and in
+    :attr:`FlowerRoundOutcome.dp`.
     """
 
     def __init__(
@@ -183,6 +206,7 @@ class SecAggPlusWorkflow(SettingsViews):
         session_log: SessionLog | None = None,
         secure_evaluate: bool = False,
         evaluate_metrics: Sequence[str] = (),
+        dp: DPOptions | None = None,
     ) -> None:
         self.num_shares = _check_count(num_shares, "num_shares")
         self.reconstruction_threshold = _check_count(reconstruction_threshold,
@@ -240,6 +264,11 @@ class SecAggPlusWorkflow(SettingsViews):
         self.secure_evaluate = secure_evaluate
         self.evaluate_metrics = tuple(evaluate_metrics)
         self.params(max(self.min_cohort, 3))  # refuse bad clip, levels, metric keys now
+        if dp is not None and self.secure_metrics:
+            raise ConfigError("with distributed DP a client's vector is its clipped update "
+                              "only: secure_metrics are not available")
+        #: distributed DP: planning, decoding and accounting of training sessions (§21.12)
+        self.dp = None if dp is None else ServerDP(dp)
         if secure_evaluate:
             self.params(max(self.min_cohort, 3), evaluate=True)
 
@@ -355,8 +384,9 @@ class SecAggPlusWorkflow(SettingsViews):
         if params_agg:
             context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
                 params_agg, True)
-            context.history.add_metrics_distributed_fit(server_round=current_round,
-                                                        metrics=metrics_agg)
+            context.history.add_metrics_distributed_fit(  # with DP: its ε, whatever the strategy
+                server_round=current_round, metrics={**metrics_agg, **(
+                    agg.metrics if self.dp is not None else {})})
 
     # -- the legacy evaluation path -------------------------------------------------------
     def evaluate(self, grid: Grid, context: Context) -> None:
@@ -423,16 +453,25 @@ class SecAggPlusWorkflow(SettingsViews):
         if len(hashes) != 1:
             raise ConfigError("secure aggregation sums one model: every sampled client "
                               "must be sent the same global model")
-        layout = EVALUATE_LAYOUT if evaluate else model_layout(
-            model_record(contents[nodes[0]])[1])[1]
-        config = self.session_config(list(ids.values()), params.dim(layout),
-                                     params.quantization(n).modulus, round_index=server_round,
-                                     task_hash=task_hash(params, hashes.pop(),
-                                                         evaluate=evaluate))
+        global_arrays, layout = ([], EVALUATE_LAYOUT) if evaluate else model_layout(
+            model_record(contents[nodes[0]])[1])
+        base_hash = task_hash(params, hashes.pop(), evaluate=evaluate)
+        dp = None if evaluate else self._dp_session(list(ids.values()), global_arrays, layout,
+                                                    server_round)
+        if dp is None:
+            config = self.session_config(list(ids.values()), params.dim(layout),
+                                         params.quantization(n).modulus,
+                                         round_index=server_round, task_hash=base_hash)
+        else:
+            config = self.session_config(list(ids.values()), dp.params.padded_dim,
+                                         1 << dp.params.bits, round_index=server_round,
+                                         task_hash=dp_task_hash(base_hash, dp.params))
         server = ServerProtocol(config, threads=self.threads)
         failures = _FailureLog({u: node for node, u in ids.items()})
         first: dict[str, ConfigRecordValues] = {RecordField.CONFIG: config.encode(),
                                                  **params.to_record()}
+        if dp is not None:
+            first.update(params_to_record(dp.params))
         channel = _FlowerChannel(grid, ids, contents, first, failures,
                                  message_type=message_type, group_id=group_id,
                                  timeout=self.timeout)
@@ -451,7 +490,7 @@ class SecAggPlusWorkflow(SettingsViews):
                 if self.session_log is not None and transcript.path is not None:
                     self.session_log.append(config.session_id, transcript.path,
                                             transcript.sha256)
-        outcome = self._outcome(server, nodes, failures, config, params, layout)
+        outcome = self._outcome(server, nodes, failures, config, params, layout, dp)
         self.outcomes.append(outcome)
         for failure in outcome.failures:
             logger.warning("secure aggregation left out %s", failure)
@@ -459,24 +498,42 @@ class SecAggPlusWorkflow(SettingsViews):
             logger.warning("secure aggregation: %s", line)
         return outcome
 
-    @staticmethod
-    def _outcome(server: ServerProtocol, nodes: Sequence[int], failures: _FailureLog,
+    def _dp_session(self, cohort: list[int], global_arrays: list[np.ndarray], layout: Layout,
+                    server_round: int) -> DPSession | None:
+        """A training session's DP plan (None without DP); the floor from a probe config."""
+        if self.dp is None:
+            return None
+        probe = self.session_config(cohort, self.dp.padded_dim(layout.size),
+                                    1 << self.dp.options.bits, round_index=server_round)
+        return self.dp.open(len(cohort), global_arrays, layout, probe)
+
+    def _outcome(self, server: ServerProtocol, nodes: Sequence[int], failures: _FailureLog,
                  config: SessionConfig, params: SessionParams,
-                 layout: Layout) -> FlowerRoundOutcome:
+                 layout: Layout, dp: DPSession | None = None) -> FlowerRoundOutcome:
         """The finished (or aborted) session in node ids, the aggregate decoded."""
         result = server.result
         if server.state is not ServerState.DONE or result is None:
             return FlowerRoundOutcome(None, (), tuple(nodes), server.abort_reason,
-                                      failures.lines(), config)
+                                      failures.lines(), config,
+                                      dp=None if dp is None or self.dp is None
+                                      else self.dp.report(dp, 0, None))
         included = tuple(failures.node_of[u] for u in result.included)
-        aggregate = decode_aggregate(result.sum, params, layout, len(nodes),
-                                     len(result.included))
+        if dp is not None and self.dp is not None:
+            aggregate, reason = self.dp.decode(dp, result.sum, len(included),
+                                               config.session_id, config.round_index)
+            if aggregate is None:
+                return FlowerRoundOutcome(None, (), tuple(nodes), reason, failures.lines(),
+                                          config, dp=dp.report)
+        else:
+            aggregate = decode_aggregate(result.sum, params, layout, len(nodes),
+                                         len(result.included))
         dropped = tuple(sorted(set(nodes) - set(included)))
         logger.info("secure aggregation: %d of %d clients included, total weight %d",
                     len(included), len(nodes), aggregate.total_weight)
         return FlowerRoundOutcome(aggregate, included, dropped, None,
                                   failures.lines(exclude=included), config,
-                                  failures.lines(only=included))
+                                  failures.lines(only=included),
+                                  None if dp is None else dp.report)
 
     def _outgoing(self, stage: Stage, client_id: int, message: ProtocolMessage
                   ) -> ProtocolMessage:

@@ -96,11 +96,14 @@ def make_workflow(run_config: Any, num_nodes: int) -> Any:
                                          clipping_range=clip, max_weight=float(max_weight),
                                          timeout=timeout)
     transcripts = str(run_config.get("transcript-dir", "") or "") or None
+    # distributed DP from the run config's dp-* keys (the clients' mod reads the same);
+    # then a client's vector is its noised update only: no metrics are summed
+    dp = importlib.import_module("secagg.flower.dp").options_from_run_config(run_config)
     return module.SecAggPlusWorkflow(
         num_shares=shares, reconstruction_threshold=threshold, clipping_range=clip,
         max_weight=max_weight, timeout=timeout, transcript_dir=transcripts,
         min_cohort=int(run_config.get("min-cohort", 0)) or None,
-        secure_metrics=("train_loss", "train_accuracy"))
+        secure_metrics=() if dp else ("train_loss", "train_accuracy"), dp=dp)
 
 
 def _number(value: Any) -> int | float:

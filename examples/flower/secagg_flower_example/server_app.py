@@ -19,7 +19,8 @@ Run-config options beyond the task's (empty string / 0: off):
   ``num-partitions``), so a deployment can go on after nodes leave;
 * ``stage-timeout``: seconds each stage waits for replies (default: until all
   reply or Flower reports the node gone); ``dim``: pad the model to that many
-  parameters (benchmarks).
+  parameters (benchmarks);
+* ``dp`` (``"skellam"``/``"ddg"``) and ``dp-*``: distributed DP (README.md here).
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ def main(grid: Grid, context: Context) -> None:
         num_rounds=int(cfg.get("num-server-rounds", 5))), strategy=strategy)  # type: ignore[arg-type]
     workflow = make_workflow(cfg, num_nodes)
     DefaultWorkflow(fit_workflow=workflow)(TimedGrid(grid, log) if results_dir else grid, legacy)
+    dp = getattr(workflow, "dp", None)  # distributed DP: what the run spent
+    if dp is not None:
+        context.state.metric_records["dp"] = MetricRecord({"epsilon": dp.epsilon,
+                                                           "delta": dp.options.delta})
     log.write(workflow)
 
 
@@ -113,7 +118,10 @@ class RunLog:
                 if hasattr(workflow, "quantization_bits") else None)
         outcomes = [{"included": list(o.included), "dropped": list(o.dropped),
                      "aborted": o.abort_reason, "failures": list(o.failures),
-                     "threshold": o.config.threshold, "step": step}
+                     "threshold": o.config.threshold, "step": step,
+                     # distributed DP: this round's and the run's epsilon (None without)
+                     "epsilon_round": getattr(o.dp, "epsilon_round", None),
+                     "epsilon": getattr(o.dp, "epsilon", None)}
                     for o in getattr(workflow, "outcomes", [])]
         (self.folder / "results.json").write_text(json.dumps(
             {"rounds": self.rounds, "outcomes": outcomes}, indent=1), encoding="utf-8")
