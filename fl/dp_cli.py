@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 #: options whose default depends on --dp: (without --dp, with --dp); alpha None = IID
 JOB_DEFAULTS: dict[str, tuple[Any, Any]] = {
     "clients": (20, 200),
+    "rounds": (10, 20),
     "local_epochs": (5, 3),
+    "lr": (0.5, 1.0),
     "alpha": (0.5, None),
 }
 
