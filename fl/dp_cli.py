@@ -55,10 +55,12 @@ def add_dp_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --dp: smallest block of the block-diagonal rotation, a power of "
                    "two (650 parameters -> 512+128+16 = 656 coordinates); 0 pads to one power "
                    "of two (1024) (default %(default)s)")
-    p.add_argument("--dp-sampling", choices=["none", "fixed"], default="none",
+    p.add_argument("--dp-sampling", choices=["none", "fixed", "poisson"], default="none",
                    help="with --dp: cohort sampling the accountant may use: none (charged at "
-                   "q = 1) or fixed (--cohort of --clients without replacement, replace-one "
-                   "neighbours; only against parties who do not see the cohort)")
+                   "q = 1), fixed (--cohort of --clients without replacement, replace-one "
+                   "neighbours) or poisson (each client joins with rate --cohort/--clients; "
+                   "cohorts outside a range whose tails cost 10%% of delta are skipped); "
+                   "amplification holds only against parties who do not see the cohort")
 
 
 def resolve_defaults(args: argparse.Namespace) -> None:
