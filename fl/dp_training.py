@@ -266,7 +266,7 @@ class _DPTrainer:
         floor = dp_floor(probe, expected)
         # the noise sized for the smallest cohort costs largest/floor in error, whatever
         # the width: not held against it (as the planner's automatic width does)
-        self.plan = plan(largest, flat.size, options.clip, options.epsilon, self.delta_rdp,
+        self.plan = plan(min(largest, len(self.ids)), flat.size, options.clip, options.epsilon, self.delta_rdp,
                          config.rounds, options.bits, options.mechanism,
                          survivor_floor=floor, max_wrap=options.max_wrap,
                          sampling_rate=self.q, sampling="fixed" if fixed else "poisson",
