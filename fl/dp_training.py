@@ -34,9 +34,21 @@ carries more noise than needed (at most ``n/F`` times the variance).
 **Accounting**: by default no amplification by sampling is claimed (``sampling
 "none"``: charged at q = 1, add/remove neighbours). ``sampling="fixed"`` charges
 a cohort of ``k`` of the ``N`` clients drawn without replacement at ``q = k/N``
-(replace-one neighbours, WBK19; §21.7). Amplification only holds against a
-party that does not see who took part: the server running the protocol does,
-so against the server the unamplified ε is the one to read. ε grows roughly
+(replace-one neighbours, WBK19; §21.7). ``sampling="poisson"`` lets each client
+join each round independently with rate ``q = k/N`` (add/remove neighbours, the
+Zhu-Wang bound, :func:`secagg.dp.rdp.poisson_subsample`): the cohort size then
+varies, so the run releases only cohorts in a range ``[lo, hi]``
+(:func:`secagg.dp.accountant.poisson_cohorts`), sizes the noise for the survivor
+floor of ``lo`` clients and the wrap-around for ``hi``, and skips (trains nothing,
+releases nothing, charges nothing) a round whose cohort falls outside. Skipping
+depends on the cohort size, which the subsampled bound does not cover, so it is
+paid in δ: the range is chosen so that its tails cost at most a tenth of δ
+(``sampling_tail_delta``) and ε is converted at the rest. Every released Poisson
+round is charged at the floor, not its included count (which depends on who was
+sampled). Amplification only holds against a party that does not see who took
+part: the server running the protocol does, so against the server the
+unamplified ε is the one to read (and the simulation draws cohorts from the
+run's seed, where a deployment needs the clients' own secret coins). ε grows roughly
 like ``sqrt(rounds)/n`` at fixed noise: to keep ε, the noise multiplier grows
 like ``sqrt(rounds)``, and the error of the mean falls like ``1/n``.
 
@@ -264,10 +276,11 @@ class _DPTrainer:
             else options.expected_dropout
         self.delta_rdp = self.cohorts.delta_rdp
         floor = dp_floor(probe, expected)
-        # the noise sized for the smallest cohort costs largest/floor in error, whatever
-        # the width: not held against it (as the planner's automatic width does)
-        self.plan = plan(min(largest, len(self.ids)), flat.size, options.clip, options.epsilon, self.delta_rdp,
-                         config.rounds, options.bits, options.mechanism,
+        # the noise sized for the smallest cohort costs about largest/smallest in error,
+        # whatever the width: not held against it (as the planner's automatic width does)
+        self.plan = plan(min(largest, len(self.ids)), flat.size, options.clip,
+                         options.epsilon, self.delta_rdp, config.rounds, options.bits,
+                         options.mechanism,
                          survivor_floor=floor, max_wrap=options.max_wrap,
                          sampling_rate=self.q, sampling="fixed" if fixed else "poisson",
                          min_block=options.min_block,
@@ -383,7 +396,6 @@ class _DPTrainer:
         return self.accountant.charge(self.params.floor if poisson else included).epsilon_round
 
     def round(self, r: int) -> DPRoundRecord:
-        config = self.config
         cohort, point, schedule = self._draw()
         if not self.cohorts.smallest <= len(cohort) <= self.cohorts.largest:
             return self._skipped(r, cohort, point)
