@@ -14,7 +14,7 @@ without. 20 rounds rather than 10: ε grows like sqrt(rounds) at a fixed noise, 
 the noise per round grows by sqrt(2), but the model ends further from its start
 and with larger margins, and the two DP twins (independent noise each) disagree
 on fewer test examples: their accuracy gap's spread fell from about 1.1-1.5 to
-about 0.6 points in measurement (README, "secagg train").
+about 0.6-0.8 points in measurement (README, "secagg train").
 """
 
 from __future__ import annotations
