@@ -60,10 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the minimum cohort: a run whose per-round cohort is smaller is "
                    "refused before training, since a sum over few clients reveals too much "
                    "about each (default %(default)s; at least 3)")
-    p.add_argument("--rounds", type=int, default=d.rounds, help="FL rounds (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help=f"FL rounds (default {d.rounds}; 20 with --dp)")
     p.add_argument("--local-epochs", type=int, default=None,
                    help=f"local SGD epochs per round (default {d.local_epochs}; 3 with --dp)")
-    p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate (default %(default)s)")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"SGD learning rate (default {d.lr:g}; 1 with --dp)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="SGD minibatch size (default %(default)s)")
     p.add_argument("--alpha", type=float, default=None,
@@ -143,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     except SecAggError as exc:
         print(f"secagg train: refused: {exc}", file=sys.stderr)
         return 2
-    resolve_defaults(args)  # --clients, --local-epochs, --alpha: FedAvg's or the DP job's
+    resolve_defaults(args)  # --clients, --rounds, --lr, ...: FedAvg's or the DP job's
     if args.mu is None:
         args.mu = FEDPROX_DEFAULT_MU if args.algorithm == "fedprox" else 0.0
     if args.dp is not None:

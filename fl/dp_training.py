@@ -34,9 +34,21 @@ carries more noise than needed (at most ``n/F`` times the variance).
 **Accounting**: by default no amplification by sampling is claimed (``sampling
 "none"``: charged at q = 1, add/remove neighbours). ``sampling="fixed"`` charges
 a cohort of ``k`` of the ``N`` clients drawn without replacement at ``q = k/N``
-(replace-one neighbours, WBK19; §21.7). Amplification only holds against a
-party that does not see who took part: the server running the protocol does,
-so against the server the unamplified ε is the one to read. ε grows roughly
+(replace-one neighbours, WBK19; §21.7). ``sampling="poisson"`` lets each client
+join each round independently with rate ``q = k/N`` (add/remove neighbours, the
+Zhu-Wang bound, :func:`secagg.dp.rdp.poisson_subsample`): the cohort size then
+varies, so the run releases only cohorts in a range ``[lo, hi]``
+(:func:`secagg.dp.accountant.poisson_cohorts`), sizes the noise for the survivor
+floor of ``lo`` clients and the wrap-around for ``hi``, and skips (trains nothing,
+releases nothing, charges nothing) a round whose cohort falls outside. Skipping
+depends on the cohort size, which the subsampled bound does not cover, so it is
+paid in δ: the range is chosen so that its tails cost at most a tenth of δ
+(``sampling_tail_delta``) and ε is converted at the rest. Every released Poisson
+round is charged at the floor, not its included count (which depends on who was
+sampled). Amplification only holds against a party that does not see who took
+part: the server running the protocol does, so against the server the
+unamplified ε is the one to read (and the simulation draws cohorts from the
+run's seed, where a deployment needs the clients' own secret coins). ε grows roughly
 like ``sqrt(rounds)/n`` at fixed noise: to keep ε, the noise multiplier grows
 like ``sqrt(rounds)``, and the error of the mean falls like ``1/n``.
 
@@ -66,6 +78,7 @@ import numpy as np
 from fl.algorithms import RunState
 from fl.data import FederatedData
 from fl.fedavg import (
+    RANDOM_DROP_POINT,
     FedAvgConfig,
     Progress,
     RoundOutcome,
@@ -76,7 +89,7 @@ from fl.models import Metrics, Model
 from secagg import graph as graphs
 from secagg.config import SessionConfig
 from secagg.crypto.prg import mask_dtype
-from secagg.dp.accountant import DPAccountant
+from secagg.dp.accountant import DPAccountant, PoissonCohorts, poisson_cohorts
 from secagg.dp.central import central_epsilon_of
 from secagg.dp.errors import DPConfigError
 from secagg.dp.params import DPParams, check_mechanism
@@ -84,10 +97,14 @@ from secagg.dp.pipeline import decode_mean, encode_client
 from secagg.dp.planning import Plan, format_plan, plan
 from secagg.dp.rounding import clip_l2
 from secagg.quantize import Layout, flatten, unflatten
-from secagg.rounds import Round
-from secagg.sim import run_simulation
+from secagg.rounds import SEMI_HONEST_ROUNDS, Round
+from secagg.sim import random_schedule, run_simulation
 
 F64 = np.ndarray
+#: the trainer's cohort samplings (``--dp-sampling``)
+SAMPLINGS = ("none", "fixed", "poisson")
+#: how the abort reason of a Poisson round outside the released range starts
+POISSON_SKIP = "a Poisson cohort"
 
 
 @dataclass(frozen=True)
@@ -102,7 +119,8 @@ class DPOptions:
     max_wrap: float = 1e-4
     #: dropout rate the noise is sized for (None: the run's simulated ``dropout``)
     expected_dropout: float | None = None
-    #: "none" (charged at q = 1) or "fixed" (cohort of k of N, WBK19 amplification)
+    #: "none" (charged at q = 1), "fixed" (cohort of k of N, WBK19 amplification) or
+    #: "poisson" (each client joins with rate k/N, Zhu-Wang amplification)
     sampling: str = "none"
     #: smallest block of the block-diagonal rotation (0: one power of two; spec §21.11)
     min_block: int = 16
@@ -113,9 +131,9 @@ class DPOptions:
             raise DPConfigError("epsilon and clip must be positive and delta in (0, 1)")
         if self.expected_dropout is not None and not 0 <= self.expected_dropout < 1:
             raise DPConfigError("expected dropout must be in [0, 1)")
-        if self.sampling not in ("none", "fixed"):
+        if self.sampling not in SAMPLINGS:
             raise DPConfigError(f"unknown DP cohort sampling {self.sampling!r}; "
-                                "expected none or fixed")
+                                "expected none, fixed or poisson")
 
 
 @dataclass
@@ -145,6 +163,8 @@ class DPTrainingHistory:
     plan: Plan
     initial_accuracy: float
     rounds: list[DPRoundRecord] = field(default_factory=list)
+    #: the cohort sizes released and the δ their tails cost (Poisson sampling)
+    cohorts: PoissonCohorts | None = None
 
     @property
     def epsilon(self) -> float:
@@ -173,6 +193,7 @@ class DPTrainingHistory:
             "survivor_floor": p.floor, "noise_multiplier": self.plan.noise_multiplier,
             "expected_dropout": self.expected_dropout, "dp_sampling": self.options.sampling,
             "sampling_rate": p.sampling_rate, "rotation_blocks": list(p.blocks),
+            **self._poisson(),
             "central_noise_multiplier": min(zs) if zs else None,
             "bytes_up_per_element": per_element,
             "bytes_up_per_parameter": None if per_element is None
@@ -183,6 +204,13 @@ class DPTrainingHistory:
             "rounds": [asdict(r) for r in self.rounds],
         }
 
+
+    def _poisson(self) -> dict[str, Any]:
+        c = self.cohorts if self.options.sampling == "poisson" else None
+        return {"cohort_range": None if c is None else [c.smallest, c.largest],
+                "sampling_tail_delta": 0.0 if c is None else c.tail_delta,
+                "skipped_rounds": [r.round for r in self.rounds
+                                   if (r.abort_reason or "").startswith(POISSON_SKIP)]}
 
     @property
     def expected_dropout(self) -> float:
@@ -237,20 +265,28 @@ class _DPTrainer:
             raise DPConfigError(f"cohort_size {self.k} exceeds the {len(self.ids)} clients")
         start = model.get_weights()
         flat, self.layout = flatten(start)
-        # the session's own floor, for a cohort of this size (ids do not matter)
-        probe = SessionConfig.create(self.ids[:self.k], 1, 2**options.bits,
+        fixed = options.sampling == "fixed"
+        self.q = self.k / len(self.ids) if options.sampling != "none" else 1.0
+        self.cohorts = _cohort_range(len(self.ids), self.k, self.q, config, options)
+        smallest, largest = self.cohorts.smallest, self.cohorts.largest
+        # the session's own floor, for the smallest cohort released (ids do not matter)
+        probe = SessionConfig.create(self.ids[:smallest], 1, 2**options.bits,
                                      settings=config.session_settings(), check_memory=False)
         expected = config.dropout if options.expected_dropout is None \
             else options.expected_dropout
-        fixed = options.sampling == "fixed"
-        self.q = self.k / len(self.ids) if fixed else 1.0
-        self.plan = plan(self.k, flat.size, options.clip, options.epsilon, options.delta,
-                         config.rounds, options.bits, options.mechanism,
-                         survivor_floor=dp_floor(probe, expected), max_wrap=options.max_wrap,
+        self.delta_rdp = self.cohorts.delta_rdp
+        floor = dp_floor(probe, expected)
+        # the noise sized for the smallest cohort costs about largest/smallest in error,
+        # whatever the width: not held against it (as the planner's automatic width does)
+        self.plan = plan(min(largest, len(self.ids)), flat.size, options.clip,
+                         options.epsilon, self.delta_rdp, config.rounds, options.bits,
+                         options.mechanism,
+                         survivor_floor=floor, max_wrap=options.max_wrap,
                          sampling_rate=self.q, sampling="fixed" if fixed else "poisson",
-                         min_block=options.min_block)
+                         min_block=options.min_block,
+                         max_error_ratio=2.0 * max(1.0, largest / (smallest or 1)))
         self.params = self.plan.params
-        self.accountant = DPAccountant(self.params, options.delta)
+        self.accountant = DPAccountant(self.params, self.delta_rdp)
         self.central_zs: list[float] = []
         self.rng = np.random.default_rng([config.seed, 0xF1])
         self.noise_rng = np.random.default_rng()  # central baseline only (simulation)
@@ -314,7 +350,7 @@ class _DPTrainer:
         return math.sqrt(included * p.client_variance()) / (p.gamma * p.clip)
 
     def central_epsilon(self) -> float:
-        return central_epsilon_of(self.central_zs, self.options.delta, self.q,
+        return central_epsilon_of(self.central_zs, self.delta_rdp, self.q,
                                   self.params.sampling)
 
     def _twins(self, r: int, included: list[int]) -> None:
@@ -332,9 +368,37 @@ class _DPTrainer:
         plain_mean = np.mean([ups[u] for u in included], axis=0)
         self.plain = _add(self.plain, unflatten(plain_mean, self.layout))
 
+    def _draw(self) -> tuple[list[int], Round, dict[Round, set[int]]]:
+        if self.options.sampling == "poisson":
+            return draw_poisson_round(self.rng, self.ids, self.q, self.config)
+        return draw_round(self.rng, self.ids, self.k, self.config)
+
+    def _skipped(self, r: int, cohort: list[int], point: Round) -> DPRoundRecord:
+        """A Poisson cohort outside the released range: no training, nothing released,
+        nothing charged (its probability is paid in δ, :class:`PoissonCohorts`)."""
+        lo, hi = self.cohorts.smallest, self.cohorts.largest
+        m_secure = self.evaluate(self.secure)
+        return DPRoundRecord(
+            round=r, cohort=cohort, drop_at=point.label, dropped=[], included=[],
+            aborted=True, abort_reason=f"{POISSON_SKIP} of {len(cohort)}, outside "
+            f"[{lo}, {hi}]: not released", accuracy_secure=m_secure.accuracy,
+            accuracy_central_dp=self.evaluate(self.central).accuracy,
+            accuracy_plaintext=self.evaluate(self.plain).accuracy, loss_secure=m_secure.loss,
+            epsilon_round=None, epsilon=self.accountant.epsilon, central_noise_multiplier=None,
+            epsilon_central_dp=self.central_epsilon(), secagg_seconds=0.0, train_seconds=0.0,
+            bytes_up_per_element=None, clipped_fraction=0.0)
+
+    def _charge(self, included: int) -> float:
+        """Charge a released round: with its included count, or under Poisson sampling
+        with the floor, the least noise any released round carries (the included count
+        depends on who was sampled, so a charge that followed it would itself leak)."""
+        poisson = self.options.sampling == "poisson"
+        return self.accountant.charge(self.params.floor if poisson else included).epsilon_round
+
     def round(self, r: int) -> DPRoundRecord:
-        config = self.config
-        cohort, point, schedule = draw_round(self.rng, self.ids, self.k, config)
+        cohort, point, schedule = self._draw()
+        if not self.cohorts.smallest <= len(cohort) <= self.cohorts.largest:
+            return self._skipped(r, cohort, point)
         t0 = time.perf_counter()
         updates = self._flat_updates(cohort, self.secure, r, "train")
         train_seconds = time.perf_counter() - t0
@@ -346,7 +410,7 @@ class _DPTrainer:
         released = step.mean is not None
         if step.mean is not None:
             self.secure = _add(self.secure, unflatten(step.mean, self.layout))
-            charge = self.accountant.charge(len(step.included))
+            charge = self._charge(len(step.included))
         self._twins(r, step.included if released else [])
         m_secure = self.evaluate(self.secure)
         return DPRoundRecord(
@@ -357,7 +421,7 @@ class _DPTrainer:
             accuracy_central_dp=self.evaluate(self.central).accuracy,
             accuracy_plaintext=self.evaluate(self.plain).accuracy,
             loss_secure=m_secure.loss,
-            epsilon_round=None if charge is None else charge.epsilon_round,
+            epsilon_round=charge,
             epsilon=self.accountant.epsilon,
             central_noise_multiplier=self.central_zs[-1] if released else None,
             epsilon_central_dp=self.central_epsilon(), secagg_seconds=step.seconds,
@@ -388,7 +452,8 @@ def run_dp_training(
     if on_plan:
         on_plan(format_plan(trainer.plan))
     history = DPTrainingHistory(config, options, trainer.plan,
-                                model.evaluate(data.x_test, data.y_test).accuracy)
+                                model.evaluate(data.x_test, data.y_test).accuracy,
+                                cohorts=trainer.cohorts)
     for r in range(1, config.rounds + 1):
         record = trainer.round(r)
         history.rounds.append(record)
@@ -396,6 +461,32 @@ def run_dp_training(
             on_round(record)
     model.set_weights(trainer.secure)
     return history
+
+
+def draw_poisson_round(rng: np.random.Generator, ids: Sequence[int], q: float,
+                       config: FedAvgConfig) -> tuple[list[int], Round, dict[Round, set[int]]]:
+    """:func:`fl.fedavg.draw_round` with Poisson sampling (§21.7): each client joins
+    independently with rate ``q``, so the cohort's size varies. Drawn from the run's
+    seeded generator, like every cohort of the simulation: amplification assumes the
+    draw is hidden from the adversary, and the server sees the cohort in any case."""
+    cohort = [u for u, x in zip(ids, rng.random(len(ids)), strict=True) if x < q]
+    point = (Round.from_label(config.drop_at) if config.drop_at != RANDOM_DROP_POINT
+             else SEMI_HONEST_ROUNDS[int(rng.integers(len(SEMI_HONEST_ROUNDS)))])
+    return cohort, point, random_schedule(cohort, config.dropout, point, rng)
+
+
+def _cohort_range(population: int, k: int, q: float, config: FedAvgConfig,
+                  options: DPOptions) -> PoissonCohorts:
+    """The cohort sizes released: ``k`` exactly, or the Poisson range (δ paid for its
+    tails); a range reaching below the protocol's minimum cohort is refused."""
+    if options.sampling != "poisson":
+        return PoissonCohorts(k, k, 0.0, options.delta)
+    cohorts = poisson_cohorts(population, q, config.rounds, options.epsilon, options.delta)
+    if cohorts.smallest < config.min_cohort:
+        raise DPConfigError(
+            f"Poisson cohorts of rate {q:g} over {population} clients reach {cohorts.smallest} "
+            f"clients, below the minimum cohort {config.min_cohort}; raise --cohort")
+    return cohorts
 
 
 def _add(base: Sequence[np.ndarray], delta: Sequence[np.ndarray]) -> list[np.ndarray]:

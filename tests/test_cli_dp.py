@@ -51,3 +51,22 @@ def test_dp_needs_a_subcommand() -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["dp"])
     assert exc.value.code == 2
+
+
+def test_plan_min_block_default_is_the_trainers(capsys: pytest.CaptureFixture[str]) -> None:
+    """`dp plan` rotates in blocks of at least 16 by default, as `secagg train --dp` does,
+    so its bytes per element are what the trainer sends; --min-block 0 is one block."""
+    import argparse
+
+    from fl.dp_cli import add_dp_arguments
+    from fl.dp_training import DPOptions
+    from secagg.cli.dp import DEFAULT_MIN_BLOCK
+
+    train = argparse.ArgumentParser()
+    add_dp_arguments(train)
+    assert DEFAULT_MIN_BLOCK == DPOptions().min_block == train.parse_args([]).dp_min_block == 16
+    assert cli.main([*BASE, "--bits", "16", "--json"]) == 0
+    j = json.loads(capsys.readouterr().out)
+    assert j["padded_dim"] == 656 and j["bytes_per_element"] == pytest.approx(2 * 656 / 650)
+    assert cli.main([*BASE, "--bits", "16", "--json", "--min-block", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["padded_dim"] == 1024

@@ -144,3 +144,61 @@ def test_fixed_size_sampling_is_charged_with_amplification() -> None:
 
     assert noise_per_clip(out["fixed"]) > noise_per_clip(out["none"])
     assert out["fixed"].binding() != out["none"].binding()
+
+
+def _poisson_run(**config: object) -> object:
+    data = federate("digits", 60, iid=True, seed=4)
+    model = make_model("logreg", data.num_features, data.num_classes, seed=4)
+    fed = FedAvgConfig(**{"rounds": 3, "local_epochs": 1, "dropout": 0.1,  # type: ignore[arg-type]
+                          "drop_at": "masked-input", "graph": "complete", "cohort_size": 45,
+                          "seed": 4, **config})
+    return run_dp_training(data, model, fed, DPOptions(mechanism="skellam", sampling="poisson"))
+
+
+def test_poisson_sampling_epsilon_never_below_the_rounds_run() -> None:
+    """--dp-sampling poisson: cohorts of varying size (rate 45/60), the noise sized for
+    the smallest released cohort's floor, every released round charged at that floor
+    (at least the noise it summed), so the reported ε is never below the ε recomputed
+    from the included counts; the δ the range's tails cost is reported."""
+    h = _poisson_run()
+    p, d = h.plan.params, h.to_dict()  # type: ignore[attr-defined]
+    lo, hi = d["cohort_range"]
+    assert p.sampling == "poisson" and p.sampling_rate == 0.75 and p.clients == min(hi, 60)
+    assert 10 <= lo < 45 < hi <= 61 and d["dp_sampling"] == "poisson"
+    assert 0 < d["sampling_tail_delta"] <= 1e-6 and d["delta"] == 1e-5
+    released = [r for r in h.rounds if not r.aborted]  # type: ignore[attr-defined]
+    assert released and all(lo <= len(r.cohort) <= hi for r in h.rounds)  # type: ignore[attr-defined]
+    assert len({len(r.cohort) for r in h.rounds}) > 1  # type: ignore[attr-defined]
+    delta_rdp = 1e-5 - d["sampling_tail_delta"]
+    included = [len(r.included) for r in released]
+    assert min(included) >= p.floor
+    assert h.epsilon >= _recomputed_epsilon(p, included, delta_rdp) * (1 - 1e-12)  # type: ignore[attr-defined]
+    assert h.epsilon == pytest.approx(  # type: ignore[attr-defined]
+        _recomputed_epsilon(p, [p.floor] * len(released), delta_rdp), rel=1e-12)
+    assert h.epsilon <= 8.0  # type: ignore[attr-defined]
+
+
+def test_poisson_cohort_outside_the_range_is_skipped_and_not_charged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drawn cohort outside the released range trains nothing, releases nothing and is
+    not charged (its chance is paid in δ); the JSON lists the skipped rounds."""
+    import fl.dp_training as dpt
+    from secagg.dp.accountant import PoissonCohorts
+
+    monkeypatch.setattr(dpt, "poisson_cohorts",
+                        lambda *a, **k: PoissonCohorts(59, 60, 1e-6, 9e-6))
+    h = _poisson_run()
+    assert all(r.aborted and r.abort_reason.startswith(dpt.POISSON_SKIP)  # type: ignore[union-attr]
+               and r.epsilon_round is None and not r.included
+               for r in h.rounds)  # type: ignore[attr-defined]
+    d = h.to_dict()  # type: ignore[attr-defined]
+    assert d["skipped_rounds"] == [1, 2, 3] and d["epsilon"] == 0.0
+    assert d["final_accuracy_secure"] == d["initial_accuracy"]
+
+
+def test_poisson_cohorts_below_the_minimum_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--dp", "skellam", "--clients", "60", "--cohort", "10",
+                 "--dp-sampling", "poisson", "--rounds", "2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "below the minimum cohort" in err and err.count("\n") == 1

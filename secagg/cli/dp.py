@@ -18,6 +18,10 @@ from secagg.cli.plugins import SubParsers
 from secagg.dp.params import MECHANISMS
 from secagg.errors import SecAggError
 
+#: the trainer's ``--dp-min-block`` default (``fl.dp_training.DPOptions.min_block``), so
+#: a plan predicts the bytes ``secagg train --dp`` sends (§21.11; a test holds them equal)
+DEFAULT_MIN_BLOCK = 16
+
 
 def register(sub: SubParsers) -> None:
     p = sub.add_parser(
@@ -50,9 +54,10 @@ def register(sub: SubParsers) -> None:
                    help="fewest included clients the noise must cover (default: all n)")
     q.add_argument("--sampling-rate", type=float, default=1.0, metavar="Q",
                    help="cohort sampling rate (default 1: no amplification)")
-    q.add_argument("--min-block", type=int, default=0, metavar="B",
-                   help="block-diagonal rotation with blocks of at least B (a power of two) "
-                   "instead of one power-of-two block (default 0: one block)")
+    q.add_argument("--min-block", type=int, default=DEFAULT_MIN_BLOCK, metavar="B",
+                   help="block-diagonal rotation with blocks of at least B, a power of two "
+                   "(650 -> 512+128+16 = 656 coordinates); 0 pads to one power of two "
+                   "(default %(default)s, as secagg train --dp-min-block)")
     q.add_argument("--sampling", choices=["poisson", "fixed"], default="poisson",
                    help="how cohorts are drawn: poisson (each client independently, add/remove "
                    "neighbours) or fixed (q*N of N without replacement, replace-one neighbours)")

@@ -8,6 +8,7 @@ before release (:class:`BelowSurvivorFloorError`), so nothing is charged for it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,3 +81,43 @@ class DPAccountant:
         if not self.history:
             return 0.0
         return rdp.epsilon_from_rdp(self._total, self.delta)
+
+
+@dataclass(frozen=True)
+class PoissonCohorts:
+    """The cohort sizes a Poisson-sampled run releases, and the δ their tails cost (§21.7).
+
+    Each of ``population`` clients joins a round independently with rate ``q``, so the
+    cohort size is Binomial. A round whose cohort falls outside ``[smallest, largest]``
+    is not released: the noise is sized for ``smallest`` (its survivor floor) and the
+    wrap-around bound for ``largest``. That skip depends on the cohort size, which the
+    Poisson-subsampled RDP bound does not cover, so it is paid for in δ: the run differs
+    from one that never skips (a trusted top-up of the noise on a small cohort) only
+    when some round's size is out of range, probability at most ``rounds·p`` with ``p``
+    the two tails for a neighbouring population (``N − 1`` below, ``N + 1`` above), and
+    ``(ε, δ_rdp)``-DP of that run gives ``(ε, δ_rdp + (1 + e^ε)·rounds·p)`` for this one.
+    ``tail_delta`` is that second term, at most ``share·δ``; the accountant converts at
+    ``delta_rdp = δ − tail_delta``.
+    """
+
+    smallest: int
+    largest: int
+    tail_delta: float
+    delta_rdp: float
+
+
+def poisson_cohorts(population: int, q: float, rounds: int, epsilon: float, delta: float,
+                    share: float = 0.1) -> PoissonCohorts:
+    """The widest-kept cohort range whose tails cost at most ``share·delta`` (see above)."""
+    from scipy.stats import binom
+
+    if population < 2 or not 0 < q <= 1 or rounds < 1 or not 0 < share < 1:
+        raise ValueError("poisson cohorts need 2+ clients, q in (0, 1], rounds >= 1")
+    budget = share * delta / (rounds * (1 + math.exp(epsilon))) / 2  # per tail, per round
+    ks = np.arange(population + 2)
+    below = binom.cdf(ks - 1, population - 1, q)  # P(size < k) with one client fewer
+    above = binom.sf(ks, population + 1, q)  # P(size > k) with one client more
+    smallest = int(ks[below <= budget].max())
+    largest = int(ks[above <= budget].min())
+    tail = (1 + math.exp(epsilon)) * rounds * float(below[smallest] + above[largest])
+    return PoissonCohorts(smallest, largest, tail, delta - tail)
