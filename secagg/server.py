@@ -292,7 +292,8 @@ class ServerProtocol:
             raise ProtocolError(f"duplicate MaskedInput from client {u}")
         if msg.bits != self._bits or msg.count != self.config.dim:
             raise ProtocolError(f"masked vector from client {u} has the wrong length or width")
-        vec = unpack(msg.packed, msg.bits, msg.count, self._dtype)
+        # a view of the message where the width allows: no vector-sized copy (issue 15)
+        vec = unpack(msg.packed, msg.bits, msg.count, self._dtype, copy=False)
         R = self.config.modulus
         if 1 << msg.bits != R and vec.size and int(vec.max()) >= R:
             raise ProtocolError(f"masked vector from client {u} has values outside [0, R)")
@@ -632,11 +633,12 @@ class ServerProtocol:
         """Subtract every survivor's self mask and every dropped client's pairwise masks;
         return how many pairwise masks (one agreement each) that took.
 
-        Work is split across ``threads`` workers; each expands masks into its own
-        scratch buffer and folds them into its own partial sums ("plus" for masks
-        the survivors added, "minus" for masks they subtracted), so no two
-        threads write the same memory. Both the keystream (OpenSSL) and the
-        folding (numba, nogil) run without the GIL.
+        Work is split across ``threads`` workers. The first folds its masks straight
+        out of ``total``; each other one subtracts its masks from its own zeroed
+        partial, added to ``total`` once all are done, so no two threads write the
+        same memory and one thread holds two vectors (``total`` and a scratch buffer),
+        not four. Both the keystream (OpenSSL) and the folding (numba, nogil) run
+        without the GIL.
         """
         cfg = self.config
         sid, dim, R, cipher = cfg.session_id, cfg.dim, cfg.modulus, cfg.prg
@@ -645,32 +647,31 @@ class ServerProtocol:
             tasks.extend(("pair", v, w) for w in sorted(self._nbrs(v, self._u3)))
         keys = self._keys
 
-        def work(chunk: list[tuple[str, int, int]]) -> tuple[np.ndarray, np.ndarray]:
-            plus = np.zeros(dim, dtype=self._dtype)
-            minus = np.zeros(dim, dtype=self._dtype)
+        def work(chunk: list[tuple[str, int, int]], target: np.ndarray | None) -> np.ndarray:
+            out = np.zeros(dim, dtype=self._dtype) if target is None else target
             scratch = np.empty(dim, dtype=self._dtype)
             for kind, a, b in chunk:
                 if kind == "self":
                     masking.expand_self_mask(b_seeds[a], sid, a, dim, R, cipher, out=scratch)
-                    add_into(plus, scratch, R)
+                    sub_into(out, scratch, R)
                     continue
                 v, w = a, b  # v dropped, w survived and added sign(w, v) * PRG(s_wv)
                 agreed = mask_keys[v].exchange(keys[w].mask_pk)
                 seed = masking.pairwise_seed(agreed, sid, v, w, keys[v].mask_pk, keys[w].mask_pk)
                 masking.expand_pairwise_mask(seed, sid, v, w, dim, R, cipher, out=scratch)
-                add_into(plus if masking.pairwise_sign(w, v) > 0 else minus, scratch, R)
-            return plus, minus
+                (sub_into if masking.pairwise_sign(w, v) > 0 else add_into)(out, scratch, R)
+            return out
 
         n_workers = min(self.threads, max(1, len(tasks)))
         chunks = [tasks[i::n_workers] for i in range(n_workers)]
+        targets: list[np.ndarray | None] = [total] + [None] * (n_workers - 1)
         if n_workers == 1:
-            results = [work(chunks[0])]
+            work(chunks[0], total)
         else:
             with ThreadPoolExecutor(max_workers=n_workers) as pool:
-                results = list(pool.map(work, chunks))
-        for plus, minus in results:
-            sub_into(total, plus, R)
-            add_into(total, minus, R)
+                partials = list(pool.map(work, chunks, targets))
+            for partial in partials[1:]:
+                add_into(total, partial, R)
         return len(tasks) - len(b_seeds)
 
     def _remove_masks_on(
