@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 
 from secagg import cli
+from secagg import server as server_module
 from secagg.config import SessionConfig
 from secagg.crypto.prg import StreamCipher, expand_mask, expand_mask_range
 from secagg.engine import InlineEngine, ProcessEngine, make_engine
 from secagg.errors import ConfigError
 from secagg.measure import simulate
 from secagg.rounds import Round
-from secagg.server import ServerProtocol, ServerState
-from secagg.unmask import RANGE_ALIGN, split_ranges
+from secagg.server import ServerProtocol, ServerState, deal_masks
+from secagg.unmask import RANGE_ALIGN, PairJob, split_ranges
 from tests.conftest import (
     Session,
     cohort,
@@ -224,3 +225,30 @@ def test_engine_choices_refused() -> None:
         make_engine(2, "process", address="auto")
     with pytest.raises(ConfigError, match="start method"):
         ProcessEngine(2, start_method="teleport")
+
+
+@pytest.mark.parametrize("split_max", [0, 1 << 20])
+def test_range_and_mask_splits_give_the_same_sum(pool: ProcessEngine, split_max: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short vector is split by mask, a long one by range (forced here with a tiny
+    MASK_SPLIT_MAX_DIM): both give the threaded server's sum and work counts."""
+    monkeypatch.setattr(server_module, "MASK_SPLIT_MAX_DIM", split_max)
+    config = SessionConfig.create(cohort(14), 2000, 1 << 32, min_cohort=10)
+    s, twin = _unmask_both(config, {"share-keys": {2}, "masked-input": {3, 8, 13}}, pool, seed=5)
+    s.assert_exact()
+    ours, theirs = s.server.result, twin.result
+    assert ours is not None and theirs is not None
+    assert ours.sum.tobytes() == theirs.sum.tobytes() and ours.work == theirs.work
+
+
+def test_deal_masks_balances_and_covers_every_mask() -> None:
+    jobs = [PairJob(v, bytes(32), bytes(32), tuple((w, bytes(32)) for w in range(peers)))
+            for v, peers in [(1, 9), (2, 5), (3, 5), (4, 1)]]
+    selfs = tuple((u, bytes(32)) for u in range(10, 22))
+    dealt = deal_masks(jobs, selfs, 3)
+    assert sorted(j.v for g, _ in dealt for j in g) == [1, 2, 3, 4]
+    assert sorted(u for _, s in dealt for u, _ in s) == list(range(10, 22))
+    loads = [2 * sum(len(j.peers) for j in g) + len(s) for g, s in dealt]
+    assert len(dealt) == 3 and max(loads) - min(loads) <= 2, loads
+    only_selfs = deal_masks([], selfs[:2], 4)  # no dropped client: no empty job
+    assert len(only_selfs) == 2 and all(s and not g for g, s in only_selfs)
