@@ -33,6 +33,7 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 
 import numpy as np
 
@@ -270,17 +271,24 @@ class ServerProtocol:
             raise ProtocolError(f"ShareKeys from client {u}, which is not in U1")
         if u in self._commitments:
             raise ProtocolError(f"duplicate ShareKeys from client {u}")
-        if len(msg.self_mask_commitment) != COMMITMENT_LEN or any(
-            len(ct) != CIPHERTEXT_LEN for _, ct in msg.ciphertexts
+        # column-wise checks (C-level loops: a server takes n * k ciphertexts)
+        receivers: tuple[int, ...] = tuple(map(_FIRST, msg.ciphertexts))
+        texts: tuple[bytes, ...] = tuple(map(_SECOND, msg.ciphertexts))
+        if len(msg.self_mask_commitment) != COMMITMENT_LEN or (
+            texts and set(map(len, texts)) != {CIPHERTEXT_LEN}
         ):
             raise ProtocolError(f"ShareKeys from client {u} has a field of the wrong length")
-        receivers = [rid for rid, _ in msg.ciphertexts]
-        if set(receivers) != self._nbrs(u, self._u1) or len(receivers) != len(set(receivers)):
+        unique = set(receivers)
+        if unique != self._nbrs(u, self._u1) or len(receivers) != len(unique):
             raise ProtocolError(f"client {u} must send one ciphertext to each neighbour in U1")
         # keyed by u, one int object per sender (keying by the decoded receiver ids
         # would keep n * k int objects alive, ~10 MB at n = 10^4)
+        inbox = self._inbox
         for rid, ct in msg.ciphertexts:
-            self._inbox.setdefault(rid, {})[u] = ct
+            try:
+                inbox[rid][u] = ct
+            except KeyError:
+                inbox[rid] = {u: ct}
         self._commitments[u] = msg.self_mask_commitment
 
     def _receive_masked(self, msg: msgs.MaskedInput) -> None:
@@ -330,16 +338,19 @@ class ServerProtocol:
         expected = dict.fromkeys(request.alive, msgs.ShareKind.SELF_MASK_SEED)
         expected.pop(u, None)
         expected.update(dict.fromkeys(request.dropped, msgs.ShareKind.MASK_KEY))
-        got = {owner: kind for owner, kind, _ in msg.shares}
+        got = dict(zip(map(_FIRST, msg.shares), map(_SECOND, msg.shares), strict=True))
+        values: tuple[bytes, ...] = tuple(map(_THIRD, msg.shares))
         if got != expected or len(msg.shares) != len(got):
             raise ProtocolError(f"client {u} did not answer exactly the shares it was asked for")
-        if any(
-            len(share) != SHARE_LEN or int.from_bytes(share, "big") >= shamir.PRIME
-            for _, _, share in msg.shares
-        ):
+        # equal-length big-endian strings compare as their numbers: one C-level max
+        if values and (set(map(len, values)) != {SHARE_LEN} or max(values) >= _PRIME_BYTES):
             raise ProtocolError(f"client {u} sent a share outside the Shamir field")
         for owner, kind, share in msg.shares:
-            self._shares[kind].setdefault(owner, {})[u] = share
+            held = self._shares[kind]
+            try:
+                held[owner][u] = share
+            except KeyError:
+                held[owner] = {u: share}
         self._responders.add(u)
 
     # -- closing rounds ------------------------------------------------------------------
@@ -451,10 +462,9 @@ class ServerProtocol:
             if u not in self._u2:
                 out[u] = msgs.Abort("excluded: too few neighbours shared keys")
                 continue
-            inbox = self._inbox.get(u, {})
+            senders = sorted(self._nbrs(u, self._u2))
             out[u] = msgs.CiphertextBundle(tuple(
-                (v, inbox[v]) for v in sorted(self._nbrs(u, self._u2))
-            ))
+                zip(senders, map(self._inbox.get(u, {}).__getitem__, senders), strict=True)))
         self._inbox.clear()
         self.state = ServerState.COLLECT_MASKED
         return out
@@ -751,6 +761,12 @@ def _masks_job(job: tuple[RangeJob, list[PairJob]]) -> tuple[np.ndarray, int]:
     whole, group = job
     seeds = pairwise_seeds(whole.session_id, group)
     return mask_range(replace(whole, pair_seeds=tuple(seeds))), len(seeds)
+
+
+#: the Shamir prime as a share's bytes: a share is in the field iff it is below these
+_PRIME_BYTES = shamir.PRIME.to_bytes(SHARE_LEN, "big")
+#: columns of a message's records, taken by C-level maps (a server takes n * k of them)
+_FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
 def _seeds_job(job: tuple[bytes, list[PairJob]]) -> list[tuple[int, int, bytes]]:
