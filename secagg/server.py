@@ -42,7 +42,7 @@ from secagg import masking
 from secagg import messages as msgs
 from secagg.config import Mode, SessionConfig
 from secagg.crypto import shamir
-from secagg.crypto.agreement import X25519PrivateKey, public_key_matches, validate_public_key
+from secagg.crypto.agreement import X25519PrivateKey, validate_public_key
 from secagg.crypto.prg import mask_dtype
 from secagg.crypto.signatures import verify
 from secagg.engine import Engine
@@ -51,13 +51,21 @@ from secagg.errors import (
     ConfigError,
     InvalidKeyError,
     ProtocolError,
-    ReconstructionError,
     SignatureError,
 )
 from secagg.identity import TrustStore, advertise_statement, lookup_verify_key, view_statement
 from secagg.kernels.arith import add_into, sub_into
 from secagg.messages import CIPHERTEXT_LEN, COMMITMENT_LEN, SHARE_LEN
 from secagg.packing import bit_width, unpack
+from secagg.recover import (
+    RecoveryBatch,
+    RecoveryCounts,
+    SecretJob,
+    SecretKind,
+    concat,
+    recover,
+    split_batches,
+)
 from secagg.unmask import (
     PairJob,
     RangeJob,
@@ -563,54 +571,7 @@ class ServerProtocol:
 
     def _close_unmask(self) -> None:
         # spec §8.5
-        cfg, t = self.config, self.config.threshold
-        sid = cfg.session_id
-        cache = shamir.LagrangeCache()
-        attempts = [0]  # interpolations tried: each is checked once
-        responders = sorted(self._responders)
-        if len(responders) > t:
-            # complete graph: each owner's first t holders are these t + 1 minus one
-            cache.prepare_superset(responders[: t + 1])
-        b_seeds: dict[int, bytes] = {}
-        for w in sorted(self._u3):
-            shares = self._shares[msgs.ShareKind.SELF_MASK_SEED].get(w, {})
-            if len(shares) < t:
-                raise AbortError(f"only {len(shares)} shares of client {w}'s self-mask seed")
-            commitment = self._commitments[w]
-
-            def check(seed: bytes, w: int = w, commitment: bytes = commitment) -> bool:
-                attempts[0] += 1
-                return masking.self_mask_commitment(sid, w, seed) == commitment
-
-            try:
-                b_seeds[w] = shamir.reconstruct_verified(shares, t, check, cache=cache)
-            except ReconstructionError:
-                raise AbortError(
-                    f"shares of client {w}'s self-mask seed do not reconstruct a value "
-                    "matching its commitment"
-                ) from None
-        mask_keys: dict[int, X25519PrivateKey] = {}
-        key_checks = [0]
-        for v in sorted(self._u2 - self._u3):
-            if not self._nbrs(v, self._u2) & self._u3:
-                continue
-            shares = self._shares[msgs.ShareKind.MASK_KEY].get(v, {})
-            if len(shares) < t:
-                raise AbortError(f"only {len(shares)} shares of dropped client {v}'s mask key")
-            pk = self._keys[v].mask_pk
-
-            def check_key(secret: bytes, pk: bytes = pk) -> bool:
-                attempts[0] += 1
-                key_checks[0] += 1
-                return public_key_matches(secret, pk)
-
-            try:
-                secret = shamir.reconstruct_verified(shares, t, check_key, cache=cache)
-            except ReconstructionError:
-                raise AbortError(
-                    f"shares of dropped client {v}'s mask key do not match its public key"
-                ) from None
-            mask_keys[v] = X25519PrivateKey.from_bytes(secret)
+        b_seeds, mask_keys, counts = self._recover_secrets()
         assert self._accumulator is not None
         total = self._accumulator
         if self.engine is None:
@@ -619,10 +580,10 @@ class ServerProtocol:
             pairs = self._remove_masks_on(self.engine, total, b_seeds, mask_keys)
         work = UnmaskWork(
             self_masks=len(b_seeds), pairwise_masks=pairs, agreements=pairs,
-            key_checks=key_checks[0], key_derivations=2 * pairs + len(b_seeds),
-            interpolations=attempts[0],
-            coefficient_sets=cache.misses - cache.derived,
-            derived_coefficient_sets=cache.derived, supersets=cache.supersets, threshold=t)
+            key_checks=counts.key_checks, key_derivations=2 * pairs + len(b_seeds),
+            interpolations=counts.interpolations, coefficient_sets=counts.coefficient_sets,
+            derived_coefficient_sets=counts.derived_coefficient_sets,
+            supersets=counts.supersets, threshold=self.config.threshold)
         self.result = UnmaskedSum(
             sum=total,
             included=tuple(sorted(self._u3)),
@@ -632,6 +593,55 @@ class ServerProtocol:
         )
         self._accumulator = None
         self.state = ServerState.DONE
+
+    def _recover_secrets(
+        self,
+    ) -> tuple[dict[int, bytes], dict[int, X25519PrivateKey], RecoveryCounts]:
+        """Reconstruct every survivor's b_u and every needed dropped client's s_u (§8.5).
+
+        The reconstructions are pure jobs (:mod:`secagg.recover`), run here or, with
+        an engine, on its workers; the decisions are taken here, in the order of the
+        single-process server: survivors by id, then dropped clients by id, each
+        first refused for too few shares, then for shares that verify no secret.
+        """
+        t, kind = self.config.threshold, msgs.ShareKind
+        owners: list[tuple[SecretKind, int, dict[int, bytes]]] = [
+            (SecretKind.SELF_MASK_SEED, w, self._shares[kind.SELF_MASK_SEED].get(w, {}))
+            for w in sorted(self._u3)]
+        owners += [(SecretKind.MASK_KEY, v, self._shares[kind.MASK_KEY].get(v, {}))
+                   for v in sorted(self._u2 - self._u3) if self._nbrs(v, self._u2) & self._u3]
+        jobs = tuple(SecretJob(k, o, shares, self._commitments[o] if k is SecretKind.
+                               SELF_MASK_SEED else self._keys[o].mask_pk)
+                     for k, o, shares in owners if len(shares) >= t)
+        responders = sorted(self._responders)
+        # complete graph: each owner's first t holders are these t + 1 minus one
+        batch = RecoveryBatch(self.config.session_id, t,
+                              tuple(responders[: t + 1]) if len(responders) > t else (), jobs)
+        if self.engine is None or self.engine.workers < 2 or len(jobs) < 2:
+            found, counts = recover(batch)
+        else:
+            found, counts = concat(self.engine.map(
+                recover, split_batches(batch, self.engine.workers)))
+        secrets = dict(zip(((j.kind, j.owner) for j in jobs), found, strict=True))
+        b_seeds: dict[int, bytes] = {}
+        mask_keys: dict[int, X25519PrivateKey] = {}
+        for k, o, shares in owners:
+            self_seed = k is SecretKind.SELF_MASK_SEED
+            if len(shares) < t:
+                raise AbortError(f"only {len(shares)} shares of client {o}'s self-mask seed"
+                                 if self_seed else
+                                 f"only {len(shares)} shares of dropped client {o}'s mask key")
+            secret = secrets[(k, o)]
+            if secret is None:
+                raise AbortError(
+                    f"shares of client {o}'s self-mask seed do not reconstruct a value "
+                    "matching its commitment" if self_seed else
+                    f"shares of dropped client {o}'s mask key do not match its public key")
+            if self_seed:
+                b_seeds[o] = secret
+            else:
+                mask_keys[o] = X25519PrivateKey.from_bytes(secret)
+        return b_seeds, mask_keys, counts
 
     # -- unmasking at the floor -----------------------------------------------------------
     def _remove_masks(
