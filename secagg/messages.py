@@ -313,6 +313,10 @@ class MaskedInput(Message):
     #: decoded, a read-only view of the received message (no copy of the vector)
     packed: bytes | memoryview
 
+    def __reduce__(self) -> tuple[type[MaskedInput], tuple[int, int, int, bytes]]:
+        # a decoded vector is a memoryview, which does not pickle: copy it only here
+        return (type(self), (self.sender, self.bits, self.count, bytes(self.packed)))
+
     def _write(self, w: Writer) -> None:
         w.u32(self.sender).u8(self.bits).u32(self.count).u64(len(self.packed)).raw(self.packed)
 

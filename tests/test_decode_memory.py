@@ -7,6 +7,8 @@ the accumulator. Counted with tracemalloc, so a copy brought back fails here.
 
 from __future__ import annotations
 
+import copy
+import pickle
 import tracemalloc
 
 import numpy as np
@@ -39,6 +41,9 @@ def test_decoded_masked_vector_is_a_view_of_the_message() -> None:
     assert msg.packed.obj is data  # no copy of the vector
     assert msg == msgs.MaskedInput(3, 32, DIM, pack(vec, 32))
     assert msgs.decode(msg.encode()) == msg  # encodes back to the same bytes
+    assert hash(msg) == hash(msgs.MaskedInput(3, 32, DIM, pack(vec, 32)))
+    for twin in (pickle.loads(pickle.dumps(msg)), copy.deepcopy(msg)):
+        assert twin == msg and isinstance(twin.packed, bytes)
     view = unpack(msg.packed, 32, DIM, np.uint32, copy=False)
     assert np.shares_memory(view, np.frombuffer(data, dtype=np.uint8))
     assert not view.flags.writeable and np.array_equal(view, vec)
