@@ -10,8 +10,11 @@ Only the server's part of the session is measured: every call the driver bills t
 in this process's CPU seconds (``time.process_time``). With ``--workers K`` the
 unmasking's workers are other processes: their time shows as wall, not CPU, here,
 so CPU seconds are the coordinator's serial work, the part that does not shrink with
-more workers. The memory replay and the floors are not measured (they run outside
-the driver).
+more workers. Every job the server sends to an engine (``Engine.map``) is timed in its
+worker too (CPU seconds); ``critical_path_cpu_s`` = the coordinator's CPU plus, for each
+map call, its slowest job: what the server would take on idle cores, whatever the load
+(communication and scheduling not counted). The memory replay and the floors are not
+measured (they run outside the driver).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import functools
 import io
 import json
 import pstats
@@ -28,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from secagg import engine as engines
 from secagg.rounds import Round
 from secagg.session import SessionDriver
 
@@ -39,9 +44,11 @@ _TIMES: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # key -> [wall
 def _billed(key: str) -> Iterator[None]:
     w0, c0 = time.perf_counter(), time.process_time()
     _PROFILE.enable()
+    _INSIDE[0] = True
     try:
         yield
     finally:
+        _INSIDE[0] = False
         _PROFILE.disable()
         _TIMES[key][0] += time.perf_counter() - w0
         _TIMES[key][1] += time.process_time() - c0
@@ -64,6 +71,32 @@ def _patch() -> None:
     SessionDriver.close = timed_close  # type: ignore[method-assign]
 
 
+_JOBS: list[list[float]] = []  # per map call: each job's CPU seconds in its worker
+_INSIDE = [False]  # in a server call billed to server_seconds (not the memory replay)
+
+
+def _timed(fn: Callable[[Any], Any], item: Any) -> tuple[Any, float]:
+    """Run one job in a worker and return its result with the CPU seconds it took."""
+    c0 = time.process_time()
+    out = fn(item)
+    return out, time.process_time() - c0
+
+
+def _patch_engines() -> None:
+    """Time every job of ``map`` (the server's unmasking) in its worker."""
+    for cls in (engines.ProcessEngine, engines.RayEngine, engines.InlineEngine):
+        original = cls.map
+
+        def timed_map(self: Any, fn: Callable[[Any], Any], items: Any,
+                      original: Callable[..., list[Any]] = original) -> list[Any]:
+            pairs = original(self, functools.partial(_timed, fn), items)
+            if _INSIDE[0]:
+                _JOBS.append([cpu for _, cpu in pairs])
+            return [out for out, _ in pairs]
+
+        cls.map = timed_map  # type: ignore[method-assign]
+
+
 def _top(n: int) -> list[dict[str, Any]]:
     stats = pstats.Stats(_PROFILE, stream=io.StringIO())
     rows = []
@@ -83,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true")
     a = p.parse_args(own)
     _patch()
+    _patch_engines()
     from secagg.cli import main as cli_main
 
     out = io.StringIO()
@@ -94,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
         "args": sim_args, "rc": rc, "exact": report.get("exact"),
         "server_seconds": report.get("server_seconds"),
         "server_cpu_s": round(sum(c for _, c in _TIMES.values()), 4),
+        "job_cpu_s": [[round(c, 4) for c in call] for call in _JOBS],
+        "critical_path_cpu_s": round(sum(c for _, c in _TIMES.values())
+                                     + sum(max(call, default=0.0) for call in _JOBS), 4),
         "full_floor_seconds": report.get("full_floor_seconds"),
         "by_round": rounds, "top": _top(a.top),
     }
@@ -102,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"server {result['server_seconds']:.3f} s, coordinator CPU {result['server_cpu_s']:.3f}"
           f" s, full floor {result['full_floor_seconds']}, exact {result['exact']}")
+    print(f"  jobs' CPU by map call {result['job_cpu_s']}; critical path "
+          f"{result['critical_path_cpu_s']:.3f} CPU s")
     for key, t in rounds.items():
         print(f"  {key:24s} wall {t['wall_s']:8.3f}  cpu {t['cpu_s']:8.3f}")
     for row in result["top"]:
