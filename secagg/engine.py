@@ -104,7 +104,10 @@ class _PoolEngine:
 
 
 def _warm(_: int) -> int:
-    """Import and compile the kernels in a fresh worker, so no session pays for it."""
+    """Import the jobs' modules and compile the kernels in a fresh worker (a Ray actor
+    too), so no session pays for it."""
+    import secagg.recover
+    import secagg.server  # noqa: F401 - the unmasking's jobs live here
     from secagg.kernels.warmup import warm_up
 
     warm_up(1 << 32)
@@ -135,8 +138,9 @@ class ProcessEngine(_PoolEngine):
             raise ConfigError(f"start method {start_method!r} is not available here")
         context: BaseContext = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
-            context.set_forkserver_preload(["secagg.unmask", "secagg.simclients",
-                                             "secagg.kernels.warmup"])
+            # every module a job names (pickled by reference), so no job pays an import
+            context.set_forkserver_preload(["secagg.unmask", "secagg.recover", "secagg.server",
+                                             "secagg.simclients", "secagg.kernels.warmup"])
         self._pools = [ProcessPoolExecutor(max_workers=1, mp_context=context)
                        for _ in range(self._workers)]
         # start every worker now: a pool starts its process lazily, on first use

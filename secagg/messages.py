@@ -310,7 +310,12 @@ class MaskedInput(Message):
     sender: int
     bits: int
     count: int
-    packed: bytes
+    #: decoded, a read-only view of the received message (no copy of the vector)
+    packed: bytes | memoryview
+
+    def __reduce__(self) -> tuple[type[MaskedInput], tuple[int, int, int, bytes]]:
+        # a decoded vector is a memoryview, which does not pickle: copy it only here
+        return (type(self), (self.sender, self.bits, self.count, bytes(self.packed)))
 
     def _write(self, w: Writer) -> None:
         w.u32(self.sender).u8(self.bits).u32(self.count).u64(len(self.packed)).raw(self.packed)
@@ -325,7 +330,7 @@ class MaskedInput(Message):
         length = r.u64("packed length")
         if length != (count * bits + 7) // 8 or length > MAX_VECTOR_BYTES:
             raise MessageDecodeError("packed length does not match count and bits")
-        return cls(sender, bits, count, r.fixed(length, "packed vector"))
+        return cls(sender, bits, count, r.view(length, "packed vector"))
 
 
 # --- round 4: Unmasking --------------------------------------------------------------------

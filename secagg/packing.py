@@ -84,12 +84,16 @@ def pack(values: np.ndarray, bits: int) -> bytes:
     return out.tobytes()
 
 
-def unpack(data: bytes, bits: int, count: int, dtype: DTypeLike = np.uint64) -> np.ndarray:
+def unpack(data: bytes | bytearray | memoryview, bits: int, count: int,
+           dtype: DTypeLike = np.uint64, *, copy: bool = True) -> np.ndarray:
     """Decode ``count`` elements of ``bits`` bits; the exact inverse of :func:`pack`.
 
     Raises :class:`~secagg.errors.MessageDecodeError` when the length is not
     exactly ``packed_size(count, bits)`` or a padding bit is set, so malformed or
     non-canonical bytes from the network never turn into a vector.
+    ``copy=False`` lets a byte-aligned width whose wire type is already ``dtype``
+    come back as a read-only view of ``data``: the server adds it into its
+    accumulator and drops it, so copying would cost a whole vector (issue 15).
     """
     size = packed_size(count, bits)
     bits, count = int(bits), int(count)
@@ -104,7 +108,8 @@ def unpack(data: bytes, bits: int, count: int, dtype: DTypeLike = np.uint64) -> 
     if raw.size != size:
         raise MessageDecodeError("packed vector has the wrong length")
     if bits in _ALIGNED:
-        return np.frombuffer(data, dtype=f"<u{bits // 8}", count=count).astype(out_dtype)
+        wire = np.frombuffer(data, dtype=f"<u{bits // 8}", count=count)
+        return wire.astype(out_dtype, copy=copy)
     if not use_jit(count):
         out, canonical = _np_unpack(raw, bits, count, out_dtype)
     else:

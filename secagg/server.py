@@ -32,7 +32,8 @@ import enum
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from operator import itemgetter
 
 import numpy as np
 
@@ -41,7 +42,7 @@ from secagg import masking
 from secagg import messages as msgs
 from secagg.config import Mode, SessionConfig
 from secagg.crypto import shamir
-from secagg.crypto.agreement import X25519PrivateKey, public_key_matches, validate_public_key
+from secagg.crypto.agreement import X25519PrivateKey, validate_public_key
 from secagg.crypto.prg import mask_dtype
 from secagg.crypto.signatures import verify
 from secagg.engine import Engine
@@ -50,13 +51,21 @@ from secagg.errors import (
     ConfigError,
     InvalidKeyError,
     ProtocolError,
-    ReconstructionError,
     SignatureError,
 )
 from secagg.identity import TrustStore, advertise_statement, lookup_verify_key, view_statement
 from secagg.kernels.arith import add_into, sub_into
 from secagg.messages import CIPHERTEXT_LEN, COMMITMENT_LEN, SHARE_LEN
 from secagg.packing import bit_width, unpack
+from secagg.recover import (
+    RecoveryBatch,
+    RecoveryCounts,
+    SecretJob,
+    SecretKind,
+    concat,
+    recover,
+    split_batches,
+)
 from secagg.unmask import (
     PairJob,
     RangeJob,
@@ -270,17 +279,24 @@ class ServerProtocol:
             raise ProtocolError(f"ShareKeys from client {u}, which is not in U1")
         if u in self._commitments:
             raise ProtocolError(f"duplicate ShareKeys from client {u}")
-        if len(msg.self_mask_commitment) != COMMITMENT_LEN or any(
-            len(ct) != CIPHERTEXT_LEN for _, ct in msg.ciphertexts
+        # column-wise checks (C-level loops: a server takes n * k ciphertexts)
+        receivers: tuple[int, ...] = tuple(map(_FIRST, msg.ciphertexts))
+        texts: tuple[bytes, ...] = tuple(map(_SECOND, msg.ciphertexts))
+        if len(msg.self_mask_commitment) != COMMITMENT_LEN or (
+            texts and set(map(len, texts)) != {CIPHERTEXT_LEN}
         ):
             raise ProtocolError(f"ShareKeys from client {u} has a field of the wrong length")
-        receivers = [rid for rid, _ in msg.ciphertexts]
-        if set(receivers) != self._nbrs(u, self._u1) or len(receivers) != len(set(receivers)):
+        unique = set(receivers)
+        if unique != self._nbrs(u, self._u1) or len(receivers) != len(unique):
             raise ProtocolError(f"client {u} must send one ciphertext to each neighbour in U1")
         # keyed by u, one int object per sender (keying by the decoded receiver ids
         # would keep n * k int objects alive, ~10 MB at n = 10^4)
+        inbox = self._inbox
         for rid, ct in msg.ciphertexts:
-            self._inbox.setdefault(rid, {})[u] = ct
+            try:
+                inbox[rid][u] = ct
+            except KeyError:
+                inbox[rid] = {u: ct}
         self._commitments[u] = msg.self_mask_commitment
 
     def _receive_masked(self, msg: msgs.MaskedInput) -> None:
@@ -292,7 +308,8 @@ class ServerProtocol:
             raise ProtocolError(f"duplicate MaskedInput from client {u}")
         if msg.bits != self._bits or msg.count != self.config.dim:
             raise ProtocolError(f"masked vector from client {u} has the wrong length or width")
-        vec = unpack(msg.packed, msg.bits, msg.count, self._dtype)
+        # a view of the message where the width allows: no vector-sized copy (issue 15)
+        vec = unpack(msg.packed, msg.bits, msg.count, self._dtype, copy=False)
         R = self.config.modulus
         if 1 << msg.bits != R and vec.size and int(vec.max()) >= R:
             raise ProtocolError(f"masked vector from client {u} has values outside [0, R)")
@@ -329,16 +346,19 @@ class ServerProtocol:
         expected = dict.fromkeys(request.alive, msgs.ShareKind.SELF_MASK_SEED)
         expected.pop(u, None)
         expected.update(dict.fromkeys(request.dropped, msgs.ShareKind.MASK_KEY))
-        got = {owner: kind for owner, kind, _ in msg.shares}
+        got = dict(zip(map(_FIRST, msg.shares), map(_SECOND, msg.shares), strict=True))
+        values: tuple[bytes, ...] = tuple(map(_THIRD, msg.shares))
         if got != expected or len(msg.shares) != len(got):
             raise ProtocolError(f"client {u} did not answer exactly the shares it was asked for")
-        if any(
-            len(share) != SHARE_LEN or int.from_bytes(share, "big") >= shamir.PRIME
-            for _, _, share in msg.shares
-        ):
+        # equal-length big-endian strings compare as their numbers: one C-level max
+        if values and (set(map(len, values)) != {SHARE_LEN} or max(values) >= _PRIME_BYTES):
             raise ProtocolError(f"client {u} sent a share outside the Shamir field")
         for owner, kind, share in msg.shares:
-            self._shares[kind].setdefault(owner, {})[u] = share
+            held = self._shares[kind]
+            try:
+                held[owner][u] = share
+            except KeyError:
+                held[owner] = {u: share}
         self._responders.add(u)
 
     # -- closing rounds ------------------------------------------------------------------
@@ -450,10 +470,9 @@ class ServerProtocol:
             if u not in self._u2:
                 out[u] = msgs.Abort("excluded: too few neighbours shared keys")
                 continue
-            inbox = self._inbox.get(u, {})
+            senders = sorted(self._nbrs(u, self._u2))
             out[u] = msgs.CiphertextBundle(tuple(
-                (v, inbox[v]) for v in sorted(self._nbrs(u, self._u2))
-            ))
+                zip(senders, map(self._inbox.get(u, {}).__getitem__, senders), strict=True)))
         self._inbox.clear()
         self.state = ServerState.COLLECT_MASKED
         return out
@@ -552,54 +571,7 @@ class ServerProtocol:
 
     def _close_unmask(self) -> None:
         # spec §8.5
-        cfg, t = self.config, self.config.threshold
-        sid = cfg.session_id
-        cache = shamir.LagrangeCache()
-        attempts = [0]  # interpolations tried: each is checked once
-        responders = sorted(self._responders)
-        if len(responders) > t:
-            # complete graph: each owner's first t holders are these t + 1 minus one
-            cache.prepare_superset(responders[: t + 1])
-        b_seeds: dict[int, bytes] = {}
-        for w in sorted(self._u3):
-            shares = self._shares[msgs.ShareKind.SELF_MASK_SEED].get(w, {})
-            if len(shares) < t:
-                raise AbortError(f"only {len(shares)} shares of client {w}'s self-mask seed")
-            commitment = self._commitments[w]
-
-            def check(seed: bytes, w: int = w, commitment: bytes = commitment) -> bool:
-                attempts[0] += 1
-                return masking.self_mask_commitment(sid, w, seed) == commitment
-
-            try:
-                b_seeds[w] = shamir.reconstruct_verified(shares, t, check, cache=cache)
-            except ReconstructionError:
-                raise AbortError(
-                    f"shares of client {w}'s self-mask seed do not reconstruct a value "
-                    "matching its commitment"
-                ) from None
-        mask_keys: dict[int, X25519PrivateKey] = {}
-        key_checks = [0]
-        for v in sorted(self._u2 - self._u3):
-            if not self._nbrs(v, self._u2) & self._u3:
-                continue
-            shares = self._shares[msgs.ShareKind.MASK_KEY].get(v, {})
-            if len(shares) < t:
-                raise AbortError(f"only {len(shares)} shares of dropped client {v}'s mask key")
-            pk = self._keys[v].mask_pk
-
-            def check_key(secret: bytes, pk: bytes = pk) -> bool:
-                attempts[0] += 1
-                key_checks[0] += 1
-                return public_key_matches(secret, pk)
-
-            try:
-                secret = shamir.reconstruct_verified(shares, t, check_key, cache=cache)
-            except ReconstructionError:
-                raise AbortError(
-                    f"shares of dropped client {v}'s mask key do not match its public key"
-                ) from None
-            mask_keys[v] = X25519PrivateKey.from_bytes(secret)
+        b_seeds, mask_keys, counts = self._recover_secrets()
         assert self._accumulator is not None
         total = self._accumulator
         if self.engine is None:
@@ -608,10 +580,10 @@ class ServerProtocol:
             pairs = self._remove_masks_on(self.engine, total, b_seeds, mask_keys)
         work = UnmaskWork(
             self_masks=len(b_seeds), pairwise_masks=pairs, agreements=pairs,
-            key_checks=key_checks[0], key_derivations=2 * pairs + len(b_seeds),
-            interpolations=attempts[0],
-            coefficient_sets=cache.misses - cache.derived,
-            derived_coefficient_sets=cache.derived, supersets=cache.supersets, threshold=t)
+            key_checks=counts.key_checks, key_derivations=2 * pairs + len(b_seeds),
+            interpolations=counts.interpolations, coefficient_sets=counts.coefficient_sets,
+            derived_coefficient_sets=counts.derived_coefficient_sets,
+            supersets=counts.supersets, threshold=self.config.threshold)
         self.result = UnmaskedSum(
             sum=total,
             included=tuple(sorted(self._u3)),
@@ -621,6 +593,55 @@ class ServerProtocol:
         )
         self._accumulator = None
         self.state = ServerState.DONE
+
+    def _recover_secrets(
+        self,
+    ) -> tuple[dict[int, bytes], dict[int, X25519PrivateKey], RecoveryCounts]:
+        """Reconstruct every survivor's b_u and every needed dropped client's s_u (§8.5).
+
+        The reconstructions are pure jobs (:mod:`secagg.recover`), run here or, with
+        an engine, on its workers; the decisions are taken here, in the order of the
+        single-process server: survivors by id, then dropped clients by id, each
+        first refused for too few shares, then for shares that verify no secret.
+        """
+        t, kind = self.config.threshold, msgs.ShareKind
+        owners: list[tuple[SecretKind, int, dict[int, bytes]]] = [
+            (SecretKind.SELF_MASK_SEED, w, self._shares[kind.SELF_MASK_SEED].get(w, {}))
+            for w in sorted(self._u3)]
+        owners += [(SecretKind.MASK_KEY, v, self._shares[kind.MASK_KEY].get(v, {}))
+                   for v in sorted(self._u2 - self._u3) if self._nbrs(v, self._u2) & self._u3]
+        jobs = tuple(SecretJob(k, o, shares, self._commitments[o] if k is SecretKind.
+                               SELF_MASK_SEED else self._keys[o].mask_pk)
+                     for k, o, shares in owners if len(shares) >= t)
+        responders = sorted(self._responders)
+        # complete graph: each owner's first t holders are these t + 1 minus one
+        batch = RecoveryBatch(self.config.session_id, t,
+                              tuple(responders[: t + 1]) if len(responders) > t else (), jobs)
+        if self.engine is None or self.engine.workers < 2 or len(jobs) < 2:
+            found, counts = recover(batch)
+        else:
+            found, counts = concat(self.engine.map(
+                recover, split_batches(batch, self.engine.workers)))
+        secrets = dict(zip(((j.kind, j.owner) for j in jobs), found, strict=True))
+        b_seeds: dict[int, bytes] = {}
+        mask_keys: dict[int, X25519PrivateKey] = {}
+        for k, o, shares in owners:
+            self_seed = k is SecretKind.SELF_MASK_SEED
+            if len(shares) < t:
+                raise AbortError(f"only {len(shares)} shares of client {o}'s self-mask seed"
+                                 if self_seed else
+                                 f"only {len(shares)} shares of dropped client {o}'s mask key")
+            secret = secrets[(k, o)]
+            if secret is None:
+                raise AbortError(
+                    f"shares of client {o}'s self-mask seed do not reconstruct a value "
+                    "matching its commitment" if self_seed else
+                    f"shares of dropped client {o}'s mask key do not match its public key")
+            if self_seed:
+                b_seeds[o] = secret
+            else:
+                mask_keys[o] = X25519PrivateKey.from_bytes(secret)
+        return b_seeds, mask_keys, counts
 
     # -- unmasking at the floor -----------------------------------------------------------
     def _remove_masks(
@@ -632,11 +653,12 @@ class ServerProtocol:
         """Subtract every survivor's self mask and every dropped client's pairwise masks;
         return how many pairwise masks (one agreement each) that took.
 
-        Work is split across ``threads`` workers; each expands masks into its own
-        scratch buffer and folds them into its own partial sums ("plus" for masks
-        the survivors added, "minus" for masks they subtracted), so no two
-        threads write the same memory. Both the keystream (OpenSSL) and the
-        folding (numba, nogil) run without the GIL.
+        Work is split across ``threads`` workers. The first folds its masks straight
+        out of ``total``; each other one subtracts its masks from its own zeroed
+        partial, added to ``total`` once all are done, so no two threads write the
+        same memory and one thread holds two vectors (``total`` and a scratch buffer),
+        not four. Both the keystream (OpenSSL) and the folding (numba, nogil) run
+        without the GIL.
         """
         cfg = self.config
         sid, dim, R, cipher = cfg.session_id, cfg.dim, cfg.modulus, cfg.prg
@@ -645,32 +667,31 @@ class ServerProtocol:
             tasks.extend(("pair", v, w) for w in sorted(self._nbrs(v, self._u3)))
         keys = self._keys
 
-        def work(chunk: list[tuple[str, int, int]]) -> tuple[np.ndarray, np.ndarray]:
-            plus = np.zeros(dim, dtype=self._dtype)
-            minus = np.zeros(dim, dtype=self._dtype)
+        def work(chunk: list[tuple[str, int, int]], target: np.ndarray | None) -> np.ndarray:
+            out = np.zeros(dim, dtype=self._dtype) if target is None else target
             scratch = np.empty(dim, dtype=self._dtype)
             for kind, a, b in chunk:
                 if kind == "self":
                     masking.expand_self_mask(b_seeds[a], sid, a, dim, R, cipher, out=scratch)
-                    add_into(plus, scratch, R)
+                    sub_into(out, scratch, R)
                     continue
                 v, w = a, b  # v dropped, w survived and added sign(w, v) * PRG(s_wv)
                 agreed = mask_keys[v].exchange(keys[w].mask_pk)
                 seed = masking.pairwise_seed(agreed, sid, v, w, keys[v].mask_pk, keys[w].mask_pk)
                 masking.expand_pairwise_mask(seed, sid, v, w, dim, R, cipher, out=scratch)
-                add_into(plus if masking.pairwise_sign(w, v) > 0 else minus, scratch, R)
-            return plus, minus
+                (sub_into if masking.pairwise_sign(w, v) > 0 else add_into)(out, scratch, R)
+            return out
 
         n_workers = min(self.threads, max(1, len(tasks)))
         chunks = [tasks[i::n_workers] for i in range(n_workers)]
+        targets: list[np.ndarray | None] = [total] + [None] * (n_workers - 1)
         if n_workers == 1:
-            results = [work(chunks[0])]
+            work(chunks[0], total)
         else:
             with ThreadPoolExecutor(max_workers=n_workers) as pool:
-                results = list(pool.map(work, chunks))
-        for plus, minus in results:
-            sub_into(total, plus, R)
-            add_into(total, minus, R)
+                partials = list(pool.map(work, chunks, targets))
+            for partial in partials[1:]:
+                add_into(total, partial, R)
         return len(tasks) - len(b_seeds)
 
     def _remove_masks_on(
@@ -682,10 +703,16 @@ class ServerProtocol:
     ) -> int:
         """:meth:`_remove_masks` on an engine's workers; returns the pairwise masks removed.
 
-        First the agreements, dealt out by dropped client (each job returns its
-        pairwise seeds); then the masks by coordinate range: each job regenerates
-        its range of every mask and returns one partial vector, which is
-        subtracted from the same range here. Same sum mod R, byte for byte.
+        A short vector (at most MASK_SPLIT_MAX_DIM coordinates) is split by mask: each
+        job runs the agreements of its dropped clients and regenerates its share of
+        the masks over the whole vector, in one pass with no round trip in between;
+        every mask's fixed cost (key derivation, cipher setup: ~15 us, a fifth of a
+        10^5-coordinate mask) is then paid once, not once per worker. A long vector
+        is split by coordinate range, so memory stays O(m / workers) per job: first
+        the agreements, dealt out by dropped client (each job returns its pairwise
+        seeds), then every job regenerates its range of every mask and returns one
+        partial vector, subtracted from the same range here. Same sum mod R, byte
+        for byte, either way.
         """
         cfg, keys = self.config, self._keys
         sid, R = cfg.session_id, cfg.modulus
@@ -694,16 +721,62 @@ class ServerProtocol:
                     tuple((w, keys[w].mask_pk) for w in sorted(self._nbrs(v, self._u3))))
             for v in sorted(mask_keys)
         ]
+        self_seeds = tuple(sorted(b_seeds.items()))
+        whole = RangeJob(sid, R, cfg.prg, 0, cfg.dim, self_seeds, ())
+        if cfg.dim <= MASK_SPLIT_MAX_DIM:
+            pairs = 0
+            jobs = [(replace(whole, self_seeds=selfs), group)
+                    for group, selfs in deal_masks(pair_jobs, self_seeds, engine.workers)]
+            for partial, count in engine.map(_masks_job, jobs):
+                sub_into(total, partial, R)
+                pairs += count
+            return pairs
         seeds: list[tuple[int, int, bytes]] = []
         groups = split_evenly(pair_jobs, engine.workers)
         for found in engine.map(_seeds_job, [(sid, group) for group in groups]):
             seeds.extend(found)
-        self_seeds = tuple(sorted(b_seeds.items()))
         ranges = split_ranges(cfg.dim, engine.workers)
-        jobs = [RangeJob(sid, R, cfg.prg, a, b, self_seeds, tuple(seeds)) for a, b in ranges]
-        for (a, b), partial in zip(ranges, engine.map(mask_range, jobs), strict=True):
+        range_jobs = [replace(whole, start=a, stop=b, pair_seeds=tuple(seeds)) for a, b in ranges]
+        for (a, b), partial in zip(ranges, engine.map(mask_range, range_jobs), strict=True):
             sub_into(total[a:b], partial, R)
         return len(seeds)
+
+
+#: Longest vector the engine path splits by mask rather than by coordinate range: each
+#: job then returns a whole partial vector (4 MiB at 32 bits), so the coordinator holds
+#: one per worker; past this the masks' fixed costs are a small part of their keystream.
+MASK_SPLIT_MAX_DIM = 1 << 20
+
+
+def deal_masks(pair_jobs: list[PairJob], self_seeds: tuple[tuple[int, bytes], ...],
+               parts: int) -> list[tuple[list[PairJob], tuple[tuple[int, bytes], ...]]]:
+    """The masks dealt into at most ``parts`` jobs of about equal work: the dropped
+    clients' pairs (an agreement and a mask each, weight 2) by :func:`split_evenly`,
+    then each self mask (weight 1) to the lightest job. No job is empty."""
+    groups = split_evenly(pair_jobs, parts)
+    groups += [[] for _ in range(max(1, parts) - len(groups))]
+    loads = [2 * sum(len(job.peers) for job in group) for group in groups]
+    selfs: list[list[tuple[int, bytes]]] = [[] for _ in groups]
+    for item in self_seeds:
+        i = loads.index(min(loads))
+        selfs[i].append(item)
+        loads[i] += 1
+    return [(g, tuple(s)) for g, s in zip(groups, selfs, strict=True) if g or s]
+
+
+def _masks_job(job: tuple[RangeJob, list[PairJob]]) -> tuple[np.ndarray, int]:
+    """One worker's share of the masks over the whole vector: its dropped clients'
+    agreements, then its self and pairwise masks folded into one partial vector
+    (a module-level function, so it pickles). Returns it and its pairwise mask count."""
+    whole, group = job
+    seeds = pairwise_seeds(whole.session_id, group)
+    return mask_range(replace(whole, pair_seeds=tuple(seeds))), len(seeds)
+
+
+#: the Shamir prime as a share's bytes: a share is in the field iff it is below these
+_PRIME_BYTES = shamir.PRIME.to_bytes(SHARE_LEN, "big")
+#: columns of a message's records, taken by C-level maps (a server takes n * k of them)
+_FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
 def _seeds_job(job: tuple[bytes, list[PairJob]]) -> list[tuple[int, int, bytes]]:

@@ -44,7 +44,7 @@ class Writer:
         self._buf += data
         return self
 
-    def raw(self, data: bytes) -> Writer:
+    def raw(self, data: bytes | memoryview) -> Writer:
         self._buf += data
         return self
 
@@ -93,6 +93,15 @@ class Reader:
 
     def fixed(self, length: int, what: str) -> bytes:
         return bytes(self._take(length, what))
+
+    def view(self, length: int, what: str) -> memoryview:
+        """The next ``length`` bytes as a read-only view of the message, not a copy.
+
+        For the one field that is as long as the model (a masked vector, §7.3):
+        copying it would cost the receiver a whole extra vector of memory and a
+        pass over it. The view keeps the received message alive while it is held.
+        """
+        return self._take(length, what)
 
     def var(self, what: str, max_len: int) -> bytes:
         n = self.u32(what + " length")

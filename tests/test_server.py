@@ -459,3 +459,15 @@ def test_result_sum_matches_plaintext_with_threads(cfg: SessionConfig) -> None:
     assert result is not None and set(result.included) == set(c.cohort) - {3, 4, 5, 6}
     assert sums_equal(result.sum, plaintext_sum(s.inputs, result.included, c.modulus, c.dim))
     assert result.masks_expanded == 16 + 3 * 16  # self masks + 3 dropped x 16 survivors
+
+
+def test_share_field_check_at_its_boundary(cfg: SessionConfig) -> None:
+    """A share is refused on receipt iff it is not 33 bytes below PRIME (the server
+    compares the bytes, which for equal lengths is comparing the numbers)."""
+    s, _, responses = _at_unmask(cfg, {"masked-input": {6}})
+    srv, resp = s.server, responses[2]
+    for value in (PRIME.to_bytes(33, "big"), (PRIME + 1).to_bytes(33, "big"), b"\xff" * 33,
+                  bytes(32), bytes(34)):
+        refused(srv, _tamper(resp, None, value), "outside the Shamir field")
+    srv.receive(_tamper(resp, None, (PRIME - 1).to_bytes(33, "big")))  # in the field: taken
+    assert 2 not in srv.expected()

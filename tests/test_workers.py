@@ -5,6 +5,7 @@ matches the protocol (d * (n - d) agreements on the complete graph, ...)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import os
@@ -14,14 +15,17 @@ import numpy as np
 import pytest
 
 from secagg import cli
+from secagg import server as server_module
 from secagg.config import SessionConfig
 from secagg.crypto.prg import StreamCipher, expand_mask, expand_mask_range
+from secagg.crypto.shamir import PRIME
 from secagg.engine import InlineEngine, ProcessEngine, make_engine
 from secagg.errors import ConfigError
 from secagg.measure import simulate
+from secagg.messages import ShareKind, UnmaskResponse
 from secagg.rounds import Round
-from secagg.server import ServerProtocol, ServerState
-from secagg.unmask import RANGE_ALIGN, split_ranges
+from secagg.server import ServerProtocol, ServerState, deal_masks
+from secagg.unmask import RANGE_ALIGN, PairJob, UnmaskWork, split_ranges
 from tests.conftest import (
     Session,
     cohort,
@@ -88,6 +92,16 @@ def _unmask_both(config: SessionConfig, drops: dict[str, set[int]], engine: obje
     return s, twin
 
 
+def _same_work(ours: UnmaskWork, theirs: UnmaskWork, workers: int) -> bool:
+    """The same primitives, except that each worker's reconstructions prepare their own
+    Lagrange superset (so up to one per worker) and coefficient sets."""
+    cache = {"supersets": 0, "coefficient_sets": 0, "derived_coefficient_sets": 0}
+    sets = theirs.coefficient_sets + theirs.derived_coefficient_sets
+    return (dataclasses.replace(ours, **cache) == dataclasses.replace(theirs, **cache)
+            and ours.supersets <= theirs.supersets <= workers * max(1, ours.supersets)
+            and ours.coefficient_sets + ours.derived_coefficient_sets <= sets)
+
+
 CASES = [
     ("complete", {"masked-input": {2, 5, 9}}),
     ("complete", {"share-keys": {3}, "masked-input": {4, 7}, "unmask": {11}}),
@@ -109,7 +123,7 @@ def test_workers_give_the_same_sum_byte_for_byte(pool: ProcessEngine, graph: str
     ours, theirs = s.server.result, twin.result
     assert ours is not None and theirs is not None
     assert ours.sum.tobytes() == theirs.sum.tobytes()
-    assert ours.work == theirs.work and ours.included == theirs.included
+    assert _same_work(ours.work, theirs.work, pool.workers) and ours.included == theirs.included
     assert sums_equal(theirs.sum, plaintext_sum(s.inputs, theirs.included, config.modulus, dim))
 
 
@@ -197,7 +211,7 @@ def test_cli_workers(capsys: pytest.CaptureFixture[str]) -> None:
     for key in ("full_floor_seconds", "server_to_full_floor", "floor_seconds",
                 "server_to_floor", "server_seconds", "peak_server_mb", "server_work"):
         assert key in one and key in two
-    assert one["server_work"] == two["server_work"]
+    assert _same_work(UnmaskWork(**one["server_work"]), UnmaskWork(**two["server_work"]), 2)
     assert one["server_work"]["agreements"] == 3 * 9
     assert cli.main([*args, "--workers", "2", "--transport", "grpc"]) == 2
     assert "--workers and --engine need --transport inproc" in capsys.readouterr().err
@@ -224,3 +238,55 @@ def test_engine_choices_refused() -> None:
         make_engine(2, "process", address="auto")
     with pytest.raises(ConfigError, match="start method"):
         ProcessEngine(2, start_method="teleport")
+
+
+@pytest.mark.parametrize("split_max", [0, 1 << 20])
+def test_range_and_mask_splits_give_the_same_sum(pool: ProcessEngine, split_max: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short vector is split by mask, a long one by range (forced here with a tiny
+    MASK_SPLIT_MAX_DIM): both give the threaded server's sum and work counts."""
+    monkeypatch.setattr(server_module, "MASK_SPLIT_MAX_DIM", split_max)
+    config = SessionConfig.create(cohort(14), 2000, 1 << 32, min_cohort=10)
+    s, twin = _unmask_both(config, {"share-keys": {2}, "masked-input": {3, 8, 13}}, pool, seed=5)
+    s.assert_exact()
+    ours, theirs = s.server.result, twin.result
+    assert ours is not None and theirs is not None
+    assert ours.sum.tobytes() == theirs.sum.tobytes()
+    assert _same_work(ours.work, theirs.work, pool.workers)
+
+
+def test_deal_masks_balances_and_covers_every_mask() -> None:
+    jobs = [PairJob(v, bytes(32), bytes(32), tuple((w, bytes(32)) for w in range(peers)))
+            for v, peers in [(1, 9), (2, 5), (3, 5), (4, 1)]]
+    selfs = tuple((u, bytes(32)) for u in range(10, 22))
+    dealt = deal_masks(jobs, selfs, 3)
+    assert sorted(j.v for g, _ in dealt for j in g) == [1, 2, 3, 4]
+    assert sorted(u for _, s in dealt for u, _ in s) == list(range(10, 22))
+    loads = [2 * sum(len(j.peers) for j in g) + len(s) for g, s in dealt]
+    assert len(dealt) == 3 and max(loads) - min(loads) <= 2, loads
+    only_selfs = deal_masks([], selfs[:2], 4)  # no dropped client: no empty job
+    assert len(only_selfs) == 2 and all(s and not g for g, s in only_selfs)
+
+
+@pytest.mark.parametrize("kind", [ShareKind.SELF_MASK_SEED, ShareKind.MASK_KEY])
+def test_failed_reconstruction_on_workers_aborts_as_in_process(pool: ProcessEngine,
+                                                               kind: ShareKind) -> None:
+    """Reconstructions run on the workers, the decision in the server: a secret that no
+    subset verifies aborts with the reason, and in the order, of the threaded server."""
+    config = SessionConfig.create(cohort(12), 100, 1 << 32, min_cohort=10)
+    s = Session(config, seed=6, threads=2)
+    requests = s.to_unmasking({"masked-input": {4, 9}})
+    for u, msg in sorted(s.respond(requests).items()):
+        assert isinstance(msg, UnmaskResponse)
+        s.server.receive(UnmaskResponse(u, tuple(  # every share of ``kind`` is a lie
+            (o, k, (PRIME - 1 - o).to_bytes(33, "big") if k is kind else v)
+            for o, k, v in msg.shares)))
+    twin = copy.deepcopy(s.server)
+    twin.engine = pool
+    s.server.close_round()
+    twin.close_round()
+    assert s.server.state is twin.state is ServerState.ABORTED
+    assert twin.abort_reason == s.server.abort_reason
+    first = "client 1's self-mask seed" if kind is ShareKind.SELF_MASK_SEED else \
+        "dropped client 4's mask key"
+    assert first in (twin.abort_reason or "")

@@ -309,7 +309,7 @@ def message_fields(msg: msgs.Message) -> Json:
                                 for s, c in msg.ciphertexts]}
     if isinstance(msg, msgs.MaskedInput):
         return {"sender": msg.sender, "bits": msg.bits, "count": msg.count,
-                "packed": _hex(msg.packed)}
+                "packed": _hex(bytes(msg.packed))}
     if isinstance(msg, msgs.UnmaskRequest):
         return {"alive": list(msg.alive), "dropped": list(msg.dropped)}
     if isinstance(msg, msgs.UnmaskResponse):
