@@ -38,7 +38,7 @@ from typing import Any
 
 from bench import common
 from bench.common import fmt
-from bench.flower_deployment import REPO_ROOT, Deployment, DeploymentError
+from bench.flower_deployment import REPO_ROOT, Deployment, DeploymentError, Stopped
 from bench.report import STANDALONE_MARK, write_standalone_section
 from secagg.rounds import Round
 
@@ -242,6 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except DeploymentError as exc:
                 print(f"secagg bench flower --engine deployment: {exc}", file=sys.stderr)
                 return 1
+            except Stopped as exc:  # SIGTERM/SIGHUP: the deployment's processes are gone
+                print(f"secagg bench flower --engine deployment: {exc}", file=sys.stderr)
+                return 128 + exc.signum
     given = sys.argv[1:] if argv is None else list(argv)
     payload = {"suite": SUITE, "quick": args.quick, "machine": common.machine(),
                "command": common.command_line("flower", ["--engine", "deployment", *given]),
