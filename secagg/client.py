@@ -53,13 +53,13 @@ from secagg.errors import (
 from secagg.kernels.arith import add_into, sub_into
 from secagg.messages import SHARE_LEN
 from secagg.packing import bit_width, pack
-from secagg.policy import ClientPolicy, default_policy
 from secagg.wire import Reader, Writer
 
 if TYPE_CHECKING:  # active mode only: imported where used, so a semi-honest client
     # (a Flower ClientApp process, one per message) never loads libsodium (issue 19)
     from secagg.crypto.signatures import SigningKey
     from secagg.identity import TrustStore
+    from secagg.policy import ClientPolicy
 
 PAYLOAD_LEN = 4 + 4 + SHARE_LEN + SHARE_LEN
 
@@ -138,11 +138,14 @@ class ClientProtocol:
             raise ConfigError("input values must lie in [0, R)")
         self._active = config.mode is Mode.ACTIVE
         _check_policy(config, client_id, identity, trust_store, expected_task_hash, min_cohort)
-        if policy is not None and not isinstance(policy, ClientPolicy):
-            raise ConfigError("policy must be a secagg.policy.ClientPolicy")
-        policy = policy if policy is not None else default_policy(config.mode)
-        if policy is not None:
-            policy.check(config)
+        if policy is not None or self._active:  # semi-honest by default: no policy to load
+            from secagg.policy import ClientPolicy, default_policy
+
+            if policy is not None and not isinstance(policy, ClientPolicy):
+                raise ConfigError("policy must be a secagg.policy.ClientPolicy")
+            policy = policy if policy is not None else default_policy(config.mode)
+            if policy is not None:
+                policy.check(config)
         self.config = config
         self.client_id = client_id
         self._input: np.ndarray | None = np.ascontiguousarray(vec)
