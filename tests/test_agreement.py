@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import nacl.bindings
 import pytest
 from hypothesis import given, settings
@@ -125,6 +127,16 @@ def test_rfc7748_5_2_vector_1_through_wrapper() -> None:
     scalar, u, out = RFC7748_5_2[0]
     assert X25519PrivateKey.from_bytes(h(scalar)).exchange(h(u)) == h(out)
     assert nacl.bindings.crypto_scalarmult(h(scalar), h(u)) == h(out)
+
+
+def test_a_used_key_pickles() -> None:
+    """Worker pools pickle clients: a key that has computed its public key (and so holds
+    the backend's unpicklable key object) still pickles, and agrees the same afterwards."""
+    key = X25519PrivateKey.from_bytes(h(ALICE_PRIV))
+    shared = key.exchange(h(BOB_PUB))
+    again = pickle.loads(pickle.dumps(key))
+    assert again == key and again.public_key == key.public_key
+    assert again.exchange(h(BOB_PUB)) == shared == h(SHARED)
 
 
 @settings(max_examples=50, deadline=None)

@@ -110,6 +110,11 @@ class X25519PrivateKey:
             self._public = _base(self._key())
         return self._public
 
+    def __reduce__(self) -> tuple[type[X25519PrivateKey], tuple[bytes]]:
+        """Pickle (process pools, Ray) the secret only: the backend's key object does not
+        pickle, and is rebuilt on first use."""
+        return (X25519PrivateKey, (self._secret,))
+
     def _key(self) -> _x25519.X25519PrivateKey:
         """The backend's key object, built once (building it is half an agreement's cost)."""
         if self._backend is None:
