@@ -20,6 +20,10 @@ to the user's home or the repository), ``PYTHONPATH`` with the repository root (
 the ClientApp and ServerApp processes import this checkout's ``secagg`` and
 ``fl``), runs in its own process group, and logs to a file in the work
 directory. :meth:`Deployment.close` (also on ``with`` exit) kills every group.
+Since those groups do not receive the signals sent to this process, a ``with``
+block also turns SIGTERM (``kill``, ``pkill``) and SIGHUP into :class:`Stopped`, an
+exception that unwinds through ``close`` like Ctrl-C's KeyboardInterrupt does, so
+a stopped bench leaves no SuperLink, SuperExec or SuperNode behind.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -48,6 +53,21 @@ CONNECTION = "deployment"
 
 class DeploymentError(RuntimeError):
     """A process of the deployment could not be started or the run failed."""
+
+
+class Stopped(BaseException):
+    """This process got SIGTERM or SIGHUP inside a ``with Deployment``: unwind and clean up.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+#: signals whose default action would end this process without running ``close``
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def binary(name: str) -> str:
@@ -146,6 +166,7 @@ class Deployment:
     simulation: bool = False
     processes: list[Process] = field(default_factory=list)
     nodes: list[Process] = field(default_factory=list)
+    _handlers: dict[int, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -265,14 +286,39 @@ class Deployment:
             p.handle.close()
 
     def __enter__(self) -> Deployment:
+        self._catch_stop_signals()
         try:
             return self.start()
         except BaseException:
             self.close()
+            self._restore_signals()
             raise
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        try:
+            self.close()
+        finally:
+            self._restore_signals()
+
+    def _catch_stop_signals(self) -> None:
+        """SIGTERM/SIGHUP raise :class:`Stopped` here (main thread only: Python delivers
+        signals there, and only there may handlers be set)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def stop(signum: int, frame: object) -> None:
+            for sig in STOP_SIGNALS:  # a second signal must not interrupt the cleanup
+                signal.signal(sig, signal.SIG_IGN)
+            raise Stopped(signum)
+
+        handler: Callable[[int, Any], None] = stop
+        for sig in STOP_SIGNALS:
+            self._handlers[sig] = signal.signal(sig, handler)
+
+    def _restore_signals(self) -> None:
+        while self._handlers:
+            sig, previous = self._handlers.popitem()
+            signal.signal(sig, previous)
 
     # -- runs -----------------------------------------------------------------------------
     def flwr(self, args: list[str], log: Path, timeout: float) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,8 @@ the harness the deployment test uses), runs the example app
 ``SecAggPlusWorkflow`` and then, on a fresh SuperLink and SuperNodes, with ours.
 The two runs differ only in the run-config switch ``secagg-impl``, which chooses
 the two imports; both use the complete graph (``num_shares = N``) with
-``reconstruction_threshold = 0.6`` (t = 6 of 10), clip 8, 2**22 levels, no dropouts.
+t = 0.6 N rounded up, at least a majority (:func:`threshold`: 6 of 10, 3 of 4), clip 8,
+2**22 levels, no dropouts.
 ``--dim m`` pads the model to m parameters (clients return the padding unchanged).
 
 Reported per implementation, from the app's ``results-dir`` and ``timing-dir``:
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -38,7 +40,7 @@ from typing import Any
 
 from bench import common
 from bench.common import fmt
-from bench.flower_deployment import REPO_ROOT, Deployment, DeploymentError
+from bench.flower_deployment import REPO_ROOT, Deployment, DeploymentError, Stopped
 from bench.report import STANDALONE_MARK, write_standalone_section
 from secagg.rounds import Round
 
@@ -68,9 +70,15 @@ def mean(values: Sequence[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def threshold(nodes: int) -> int:
+    """t for N nodes: 0.6 N rounded up, and more than N / 2 (our workflow refuses less,
+    e.g. the fraction 0.6 of 4 nodes, 2)."""
+    return max(math.ceil(0.6 * nodes), nodes // 2 + 1)
+
+
 def run_config(impl: str, nodes: int, rounds: int, dim: int, work: Path) -> dict[str, Any]:
     return {"num-server-rounds": rounds, "num-partitions": nodes, "num-shares": nodes,
-            "reconstruction-threshold": 0.6, "min-cohort": min(nodes, 10), "dim": dim,
+            "reconstruction-threshold": threshold(nodes), "min-cohort": min(nodes, 10), "dim": dim,
             "secagg-impl": impl, "results-dir": str(work / "results"),
             "timing-dir": str(work / "timing")}
 
@@ -242,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except DeploymentError as exc:
                 print(f"secagg bench flower --engine deployment: {exc}", file=sys.stderr)
                 return 1
+            except Stopped as exc:  # SIGTERM/SIGHUP: the deployment's processes are gone
+                print(f"secagg bench flower --engine deployment: {exc}", file=sys.stderr)
+                return 128 + exc.signum
     given = sys.argv[1:] if argv is None else list(argv)
     payload = {"suite": SUITE, "quick": args.quick, "machine": common.machine(),
                "command": common.command_line("flower", ["--engine", "deployment", *given]),

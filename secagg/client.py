@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,7 +42,6 @@ from secagg.crypto.aead import open_sealed, seal_once
 from secagg.crypto.agreement import X25519PrivateKey, validate_public_key
 from secagg.crypto.entropy import Entropy, resolve
 from secagg.crypto.prg import mask_dtype
-from secagg.crypto.signatures import SigningKey, verify
 from secagg.errors import (
     ConfigError,
     CryptoError,
@@ -50,12 +50,16 @@ from secagg.errors import (
     ProtocolError,
     SignatureError,
 )
-from secagg.identity import TrustStore, advertise_statement, lookup_verify_key, view_statement
 from secagg.kernels.arith import add_into, sub_into
 from secagg.messages import SHARE_LEN
 from secagg.packing import bit_width, pack
-from secagg.policy import ClientPolicy, default_policy
 from secagg.wire import Reader, Writer
+
+if TYPE_CHECKING:  # active mode only: imported where used, so a semi-honest client
+    # (a Flower ClientApp process, one per message) never loads libsodium (issue 19)
+    from secagg.crypto.signatures import SigningKey
+    from secagg.identity import TrustStore
+    from secagg.policy import ClientPolicy
 
 PAYLOAD_LEN = 4 + 4 + SHARE_LEN + SHARE_LEN
 
@@ -134,11 +138,14 @@ class ClientProtocol:
             raise ConfigError("input values must lie in [0, R)")
         self._active = config.mode is Mode.ACTIVE
         _check_policy(config, client_id, identity, trust_store, expected_task_hash, min_cohort)
-        if policy is not None and not isinstance(policy, ClientPolicy):
-            raise ConfigError("policy must be a secagg.policy.ClientPolicy")
-        policy = policy if policy is not None else default_policy(config.mode)
-        if policy is not None:
-            policy.check(config)
+        if policy is not None or self._active:  # semi-honest by default: no policy to load
+            from secagg.policy import ClientPolicy, default_policy
+
+            if policy is not None and not isinstance(policy, ClientPolicy):
+                raise ConfigError("policy must be a secagg.policy.ClientPolicy")
+            policy = policy if policy is not None else default_policy(config.mode)
+            if policy is not None:
+                policy.check(config)
         self.config = config
         self.client_id = client_id
         self._input: np.ndarray | None = np.ascontiguousarray(vec)
@@ -202,6 +209,8 @@ class ClientProtocol:
         mask_sk = X25519PrivateKey.generate(self._entropy)
         signature = b""
         if self._active:
+            from secagg.identity import advertise_statement
+
             assert self._identity is not None
             signature = self._identity.sign(advertise_statement(
                 self.config.session_id, self.client_id, enc_sk.public_key, mask_sk.public_key))
@@ -295,6 +304,9 @@ class ClientProtocol:
         This is what defeats key substitution (spec §12.2 b): a server that
         relays its own X25519 keys in place of v's cannot sign them as v.
         """
+        from secagg.crypto.signatures import verify
+        from secagg.identity import advertise_statement
+
         vk = self._identity_key(e.client_id)
         try:
             verify(vk, advertise_statement(self.config.session_id, e.client_id, e.enc_pk,
@@ -308,6 +320,8 @@ class ClientProtocol:
         seen_identities.add(vk)
 
     def _identity_key(self, client_id: int) -> bytes:
+        from secagg.identity import lookup_verify_key
+
         assert self._trust is not None
         try:
             vk = lookup_verify_key(self._trust, client_id)
@@ -493,6 +507,8 @@ class ClientProtocol:
 
     def _sign_view(self, msg: msgs.ConsistencyRequest) -> msgs.ConsistencySignature:
         """Round 3: check the view like an unmask request, then sign it (spec §15.6)."""
+        from secagg.identity import view_statement
+
         if msg.signatures:
             raise ProtocolError("the view to sign must not carry signatures yet")
         self._check_view(msg.alive, msg.dropped, "consistency request")
@@ -514,6 +530,9 @@ class ClientProtocol:
         shown the same status as u for every client both can see (in SecAgg, the
         same U3 as u, byte for byte).
         """
+        from secagg.crypto.signatures import verify
+        from secagg.identity import view_statement
+
         assert self._view is not None
         me, cfg = self.client_id, self.config
         alive, dropped = set(msg.alive), set(msg.dropped)
@@ -660,6 +679,9 @@ def _check_policy(
         return
     if identity is None or trust_store is None:
         raise ConfigError("active mode needs the client's identity key and a trust store")
+    from secagg.crypto.signatures import SigningKey
+    from secagg.identity import TrustStore, lookup_verify_key
+
     if not isinstance(identity, SigningKey):
         raise ConfigError("identity must be a secagg.crypto.signatures.SigningKey")
     if not isinstance(trust_store, TrustStore):

@@ -64,6 +64,18 @@ def test_the_mod_does_not_import_the_server_side() -> None:
     assert not ours & server_side, sorted(ours & server_side)
 
 
+def test_the_mod_loads_no_second_crypto_library() -> None:
+    """Flower's client side already loads ``cryptography`` (OpenSSL); our semi-honest
+    client path uses it too (X25519) and never loads libsodium (``nacl``, ``_sodium``),
+    a whole second library per ClientApp process. Ed25519 (active mode, the server's
+    identities) still uses it."""
+    ours = top_level(imported_by("import flwr.client.mod\n"
+                                 "from secagg.flower import secaggplus_mod"))
+    assert not ours & {"nacl", "_sodium"}, sorted(ours & {"nacl", "_sodium"})
+    assert "nacl" in top_level(imported_by("from secagg.flower import secaggplus_mod\n"
+                                           "import secagg.crypto.signatures"))
+
+
 def test_the_check_sees_a_heavy_import(flower_baseline: set[str]) -> None:
     """The budget check can fail: importing numba next to our mod is caught."""
     ours = imported_by("from secagg.flower import secaggplus_mod\nimport numba")

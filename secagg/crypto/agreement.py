@@ -1,4 +1,4 @@
-"""X25519 key agreement (RFC 7748) over libsodium, with strict public-key validation (spec §4.3).
+"""X25519 key agreement (RFC 7748) over OpenSSL, with strict public-key validation (spec §4.3).
 
 Why strict: in SecAgg a client's pairwise mask seed and its share-encryption keys
 come from X25519 agreements with keys that the (possibly malicious) server relays.
@@ -13,7 +13,14 @@ one typed error, :class:`secagg.errors.InvalidKeyError`, whichever layer caught 
 * the low-order points of Curve25519 and its twist (libsodium's blacklist: 0, 1,
   the two order-8 u-coordinates and ``p - 1``; their non-canonical forms ``p`` and
   ``p + 1`` and all high-bit variants fall under the rule above);
-* an all-zero shared secret (RFC 7748 section 6.1), or any error from libsodium.
+* an all-zero shared secret (RFC 7748 section 6.1), or any error from the backend.
+
+Why OpenSSL (``cryptography``) and not libsodium: X25519 is fully specified by
+RFC 7748 (the scalar is clamped, the u-coordinate's high bit masked), so both give
+the same bytes and the test vectors do not move; but a Flower ClientApp process has
+``cryptography`` loaded already (Flower's own client imports it), while libsodium
+would be a whole second library to load at every message (issue 19). A key keeps
+its OpenSSL object, so an agreement costs what libsodium's does.
 
 Backend errors are re-raised *outside* the ``except`` block, so the typed error has
 neither ``__cause__`` nor ``__context__``: nothing from the failed call, which had
@@ -24,8 +31,7 @@ from __future__ import annotations
 
 import hmac
 
-import nacl.bindings
-import nacl.exceptions
+from cryptography.hazmat.primitives.asymmetric import x25519 as _x25519
 
 from secagg.crypto import entropy as _entropy
 from secagg.errors import CryptoError, InvalidKeyError
@@ -50,7 +56,7 @@ _LOW_ORDER_U: frozenset[int] = frozenset(
     }
 )
 
-_BACKEND_ERRORS = (nacl.exceptions.CryptoError, RuntimeError, ValueError, TypeError)
+_BACKEND_ERRORS = (RuntimeError, ValueError, TypeError)
 
 
 def _as_bytes(value: object) -> bytes | None:
@@ -61,14 +67,14 @@ def _as_bytes(value: object) -> bytes | None:
 
 
 class X25519PrivateKey:
-    """A 32-byte X25519 secret scalar (stored unclamped; libsodium clamps on use).
+    """A 32-byte X25519 secret scalar (stored unclamped; the backend clamps on use).
 
     The raw bytes stay available through :meth:`secret_bytes` because SecAgg
     Shamir-shares the masking key so that the server can remove a dropped
     client's pairwise masks. ``repr`` shows only the public key.
     """
 
-    __slots__ = ("_public", "_secret")
+    __slots__ = ("_backend", "_public", "_secret")
 
     def __init__(self, secret: bytes) -> None:
         raw = _as_bytes(secret)
@@ -78,6 +84,7 @@ class X25519PrivateKey:
             raise CryptoError(f"X25519 secret key must be {SECRET_KEY_LEN} bytes, got {len(raw)}")
         self._secret = raw
         self._public: bytes | None = None
+        self._backend: _x25519.X25519PrivateKey | None = None
 
     @classmethod
     def generate(cls, entropy: _entropy.Entropy | None = None) -> X25519PrivateKey:
@@ -100,8 +107,19 @@ class X25519PrivateKey:
     def public_key(self) -> bytes:
         """The 32-byte canonical public key ``X25519(secret, 9)`` (cached)."""
         if self._public is None:
-            self._public = nacl.bindings.crypto_scalarmult_base(self._secret)
+            self._public = _base(self._key())
         return self._public
+
+    def __reduce__(self) -> tuple[type[X25519PrivateKey], tuple[bytes]]:
+        """Pickle (process pools, Ray) the secret only: the backend's key object does not
+        pickle, and is rebuilt on first use."""
+        return (X25519PrivateKey, (self._secret,))
+
+    def _key(self) -> _x25519.X25519PrivateKey:
+        """The backend's key object, built once (building it is half an agreement's cost)."""
+        if self._backend is None:
+            self._backend = _x25519.X25519PrivateKey.from_private_bytes(self._secret)
+        return self._backend
 
     def exchange(self, peer_public: bytes) -> bytes:
         """The raw 32-byte shared secret with ``peer_public``; see :func:`agree`."""
@@ -151,7 +169,7 @@ def agree(private: X25519PrivateKey, peer_public: bytes) -> bytes:
     peer = validate_public_key(peer_public)
     shared: bytes | None
     try:
-        shared = nacl.bindings.crypto_scalarmult(private.secret_bytes(), peer)
+        shared = _exchange(private._key(), peer)
     except _BACKEND_ERRORS:
         shared = None
     # Raised here, not inside ``except``, so the backend exception is not chained.
@@ -175,5 +193,15 @@ def public_key_matches(secret: bytes, expected_public: bytes) -> bool:
         return False
     if len(raw_secret) != SECRET_KEY_LEN or len(raw_public) != PUBLIC_KEY_LEN:
         return False
-    derived = nacl.bindings.crypto_scalarmult_base(raw_secret)
+    derived = _base(_x25519.X25519PrivateKey.from_private_bytes(raw_secret))
     return hmac.compare_digest(derived, raw_public)
+
+
+def _exchange(key: _x25519.X25519PrivateKey, peer: bytes) -> bytes:
+    """The backend's X25519 of ``key`` and a validated peer key (raw shared secret)."""
+    return key.exchange(_x25519.X25519PublicKey.from_public_bytes(peer))
+
+
+def _base(key: _x25519.X25519PrivateKey) -> bytes:
+    """``X25519(secret, 9)``: the raw 32-byte public key."""
+    return key.public_key().public_bytes_raw()

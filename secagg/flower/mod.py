@@ -234,7 +234,8 @@ class SecAggPlusMod:
     (a replay before the masked input, a resume from the held shares after it),
     which is what happens when Flower runs each message in a new process.
     ``receipt_dir``: keep a receipt of each session (spec §18.6) and write it there
-    when the session ends, for ``secagg audit TRANSCRIPT --receipts DIR``.
+    when the session ends, for ``secagg audit TRANSCRIPT --receipts DIR``; without
+    it no digest is kept (nothing would read them), so the Context stays smaller.
     ``dp``: the distributed-DP target this client checks a training session against
     and encodes with (:class:`secagg.flower.dp.DPOptions`; spec §21.12); None takes it
     from the run config's ``dp-*`` keys, and without those a DP session is refused.
@@ -325,7 +326,8 @@ class SecAggPlusMod:
             advertise = protocol.start().encode()
         self._forget(ctxt)
         self._save(ctxt, state)
-        receipts.start(ctxt, config, client_id, advertise)
+        if self.receipt_dir is not None:  # else no digests: a smaller Context to ship
+            receipts.start(ctxt, config, client_id, advertise)
         return advertise
 
     def _step(self, stage: Stage, msg: Message, record: ConfigRecord, ctxt: Context,
@@ -349,7 +351,8 @@ class SecAggPlusMod:
         with timing.part("protocol"):
             reply = protocol.handle(incoming)  # refuses (ProtocolError) before any change
         assert reply is not None
-        receipts.step(ctxt, incoming.encode(), reply)
+        if self.receipt_dir is not None:
+            receipts.step(ctxt, incoming.encode(), reply)
         state.next_stage = _NEXT[stage]
         if state.next_stage is None:  # done: the shares have no use left, forget them
             receipts.finish(ctxt, self.receipt_dir)
