@@ -347,7 +347,8 @@ class ClientProtocol:
         masked = self._input.copy()
         dim, R = cfg.dim, cfg.modulus
         scratch = np.empty(dim, dtype=masked.dtype)
-        masking.expand_self_mask(self._b_seed, sid, me, dim, R, cfg.prg, out=scratch)
+        masking.expand_self_mask(self._b_seed, sid, me, dim, R, cfg.prg, out=scratch,
+                                 version=cfg.prg_version)
         add_into(masked, scratch, R)
         for v in sorted(held):
             peer = self._peers[v]
@@ -357,7 +358,8 @@ class ClientProtocol:
                 raise ProtocolError(f"mask key agreement with client {v} failed") from None
             seed = masking.pairwise_seed(agreed, sid, me, v, self._mask_sk.public_key,
                                          peer.mask_pk)
-            masking.expand_pairwise_mask(seed, sid, me, v, dim, R, cfg.prg, out=scratch)
+            masking.expand_pairwise_mask(seed, sid, me, v, dim, R, cfg.prg, out=scratch,
+                                         version=cfg.prg_version)
             if masking.pairwise_sign(me, v) > 0:
                 add_into(masked, scratch, R)
             else:

@@ -42,7 +42,7 @@ from secagg import messages as msgs
 from secagg.config import Mode, SessionConfig
 from secagg.crypto import shamir
 from secagg.crypto.agreement import X25519PrivateKey, public_key_matches, validate_public_key
-from secagg.crypto.prg import mask_dtype
+from secagg.crypto.prg import mask_dtype, ranges_addressable
 from secagg.crypto.signatures import verify
 from secagg.engine import Engine
 from secagg.errors import (
@@ -63,6 +63,7 @@ from secagg.unmask import (
     UnmaskWork,
     mask_range,
     pairwise_seeds,
+    range_align,
     split_evenly,
     split_ranges,
 )
@@ -105,7 +106,7 @@ class ServerProtocol:
     and refused in semi-honest mode, where no signature is used.
     ``engine`` (:mod:`secagg.engine`), if given, runs the unmasking's agreements
     and mask regeneration on its workers, masks split by coordinate range
-    (power-of-two R only); ``threads`` is then unused.
+    (a power-of-two R, or PRG version 2 at any R: §4.6.1); ``threads`` is then unused.
     """
 
     def __init__(self, config: SessionConfig, *, threads: int | None = None,
@@ -113,10 +114,10 @@ class ServerProtocol:
         if engine is not None:
             if not isinstance(engine, Engine):
                 raise ConfigError("engine must provide workers and map(fn, items)")
-            if config.modulus & (config.modulus - 1):
-                raise ConfigError("unmasking on workers needs a power-of-two modulus R: "
-                                  "for other R, rejection sampling makes mask positions "
-                                  "data-dependent")
+            if not ranges_addressable(config.modulus, config.prg_version):
+                raise ConfigError("unmasking on workers needs a power-of-two modulus R or "
+                                  "PRG version 2 (--prg-version 2): with version 1, rejection "
+                                  "sampling makes mask positions data-dependent")
         self.engine = engine
         self._active = config.mode is Mode.ACTIVE
         if self._active and trust_store is None:
@@ -640,6 +641,7 @@ class ServerProtocol:
         """
         cfg = self.config
         sid, dim, R, cipher = cfg.session_id, cfg.dim, cfg.modulus, cfg.prg
+        version = cfg.prg_version
         tasks: list[tuple[str, int, int]] = [("self", w, 0) for w in sorted(b_seeds)]
         for v in sorted(mask_keys):
             tasks.extend(("pair", v, w) for w in sorted(self._nbrs(v, self._u3)))
@@ -651,13 +653,15 @@ class ServerProtocol:
             scratch = np.empty(dim, dtype=self._dtype)
             for kind, a, b in chunk:
                 if kind == "self":
-                    masking.expand_self_mask(b_seeds[a], sid, a, dim, R, cipher, out=scratch)
+                    masking.expand_self_mask(b_seeds[a], sid, a, dim, R, cipher, out=scratch,
+                                             version=version)
                     add_into(plus, scratch, R)
                     continue
                 v, w = a, b  # v dropped, w survived and added sign(w, v) * PRG(s_wv)
                 agreed = mask_keys[v].exchange(keys[w].mask_pk)
                 seed = masking.pairwise_seed(agreed, sid, v, w, keys[v].mask_pk, keys[w].mask_pk)
-                masking.expand_pairwise_mask(seed, sid, v, w, dim, R, cipher, out=scratch)
+                masking.expand_pairwise_mask(seed, sid, v, w, dim, R, cipher, out=scratch,
+                                             version=version)
                 add_into(plus if masking.pairwise_sign(w, v) > 0 else minus, scratch, R)
             return plus, minus
 
@@ -699,8 +703,9 @@ class ServerProtocol:
         for found in engine.map(_seeds_job, [(sid, group) for group in groups]):
             seeds.extend(found)
         self_seeds = tuple(sorted(b_seeds.items()))
-        ranges = split_ranges(cfg.dim, engine.workers)
-        jobs = [RangeJob(sid, R, cfg.prg, a, b, self_seeds, tuple(seeds)) for a, b in ranges]
+        ranges = split_ranges(cfg.dim, engine.workers, range_align(R))
+        jobs = [RangeJob(sid, R, cfg.prg, a, b, self_seeds, tuple(seeds), cfg.prg_version)
+                for a, b in ranges]
         for (a, b), partial in zip(ranges, engine.map(mask_range, jobs), strict=True):
             sub_into(total[a:b], partial, R)
         return len(seeds)
