@@ -40,7 +40,7 @@ from secagg.crypto import shamir
 from secagg.crypto.aead import open_sealed, seal_once
 from secagg.crypto.agreement import X25519PrivateKey, validate_public_key
 from secagg.crypto.entropy import Entropy, resolve
-from secagg.crypto.prg import mask_dtype
+from secagg.crypto.prg import check_prg_version, mask_dtype
 from secagg.crypto.signatures import SigningKey, verify
 from secagg.errors import (
     ConfigError,
@@ -124,6 +124,7 @@ class ClientProtocol:
     ) -> None:
         if client_id not in config.cohort:
             raise ConfigError(f"client {client_id} is not in the session's cohort")
+        check_prg_version(config.prg_version)  # never mask with a PRG it does not know (§4.6)
         vec = np.asarray(input_vector)
         dtype = mask_dtype(config.modulus)
         if vec.shape != (config.dim,) or vec.dtype != dtype:
