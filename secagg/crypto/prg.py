@@ -40,11 +40,12 @@ mask, a label of its own so no v2 stream ever equals a v1 stream), chunk index j
 in the cipher's IV (AES-CTR: initial counter block ``j * 2**64``; ChaCha20:
 nonce j). Rejection runs inside a chunk only, so chunk j's values do not depend
 on any other chunk and a range [a, b) costs at most one chunk of extra keystream.
-Why 2**17: each chunk pays a fixed setup (a cipher context, a refill round, two
-compaction calls: about 12 us measured) on top of about 70 us per 2**16 values of
-keystream and compaction, so at R = 1000003 chunks of 2**14, 2**15, 2**16, 2**17,
-2**18 values cost 1.75, 1.33, 1.15, 1.07, 1.03 times version 1 (bench.primitives
-measures it); 2**17 (512 KiB of uint32, within L2) keeps that under 10 % while a
+Why 2**17: each chunk pays a fixed setup (a cipher context and the Python around
+one keystream call and one compaction: about 9 us measured) on top of about 110 us
+of keystream and compaction per 2**17 values, so at R = 1000003, m = 10**6
+(aes128-ctr, best of 100, one run) chunks of 2**16, 2**17, 2**18 values cost 1.20,
+1.09, 1.04 times version 1 (``python -m bench.primitives`` reports the ratio);
+2**17 (512 KiB of uint32, within L2) keeps that within 10 % while a
 10**7-coordinate vector still splits into 77 ranges for workers.
 """
 
@@ -305,25 +306,42 @@ def _chunked_fill(seed: bytes, context: bytes, start: int, out: np.ndarray, modu
     power of two: chunk j (values ``[j C, (j + 1) C)``) is the first values below R of
     its own keystream (``_cipher_at(key, cipher, iv)`` with the chunk's IV), so each
     chunk is computed alone; a range starting inside a chunk computes that chunk's
-    head and drops it."""
+    head and drops it.
+
+    Speed: a chunk's keystream is written straight into ``out`` together with the
+    words its rejections are expected to need (plus a margin), spilling into the next
+    chunk's slots, which that chunk overwrites next; so one keystream call and one
+    compaction usually finish a chunk, and only a short last chunk or an unlucky one
+    needs a refill round.
+    """
     key = _key(seed, context, cipher, Label.MASK_PRG_CHUNKED_KEY)
     shift = 64 if cipher is StreamCipher.AES128_CTR else 0  # AES: j in the top 64 bits
     dtype = out.dtype
     stop = start + out.shape[0]
+    accept = modulus / float(1 << modulus.bit_length())
+    rejects = PRG_CHUNK * (1.0 - accept) / accept  # expected per chunk
+    # rare rejections (R just below 2^w): no spill, _rejection_fill's max check is cheaper
+    spill = int(rejects * 1.02) + 256 if rejects >= 0.5 else 0
     scratch = np.empty(_CHUNK // dtype.itemsize, dtype)  # refills: at most 1 MiB each
     for j in range(start // PRG_CHUNK, -(-stop // PRG_CHUNK)):
         a, b = max(start, j * PRG_CHUNK), min(stop, (j + 1) * PRG_CHUNK)
         enc = _cipher_at(key, cipher, j << shift)
         head = a - j * PRG_CHUNK
-        target = out[a - start : b - start] if head == 0 else np.empty(b - j * PRG_CHUNK, dtype)
-        _fill_words(enc, target)
-        _rejection_fill(enc, target, modulus, dtype, _CHUNK_STREAM_LIMIT, scratch)
+        if head:
+            target = np.empty(b - j * PRG_CHUNK, dtype)
+            region = target
+        else:
+            target = out[a - start : b - start]
+            region = out[a - start : min(out.shape[0], b - start + spill)]
+        _fill_words(enc, region)
+        _rejection_fill(enc, target, modulus, dtype, _CHUNK_STREAM_LIMIT, scratch, region)
         if head:
             out[a - start : b - start] = target[head:]
 
 
 def _rejection_fill(enc: CipherContext, out: np.ndarray, modulus: int, dtype: np.dtype,
-                    limit: int | None = None, scratch: np.ndarray | None = None) -> None:
+                    limit: int | None = None, scratch: np.ndarray | None = None,
+                    region: np.ndarray | None = None) -> None:
     """Turn keystream words already in ``out`` into uniform values < ``modulus``.
 
     Each word is masked to ``modulus.bit_length()`` bits, so at least half of
@@ -333,12 +351,17 @@ def _rejection_fill(enc: CipherContext, out: np.ndarray, modulus: int, dtype: np
     (R just below a power of two, e.g. 2**32 - 5 or 2**31 - 1), a cheap
     ``max`` check usually shows that nothing needs compacting. ``limit``: the most
     keystream bytes the stream may give in all (a chunk's reserve, §4.6.1), else
-    CryptoError; ``scratch``: a buffer for the refills, reused when large enough.
+    CryptoError; ``scratch``: a buffer for the refills, reused when large enough;
+    ``region``: the keystream words when they run past ``out`` (an array that starts
+    with ``out``'s memory and is longer; its words past ``out`` come next in the stream
+    and are free to overwrite).
     """
     bits = modulus.bit_length()
     word_mask = (1 << bits) - 1
     reject_rate = 1.0 - modulus / float(1 << bits)
-    if reject_rate * out.shape[0] < 0.5:
+    if region is not None and region.shape[0] > out.shape[0]:
+        filled = min(out.shape[0], compact_below(region, word_mask, modulus))
+    elif reject_rate * out.shape[0] < 0.5:
         if bits < 8 * dtype.itemsize:
             np.bitwise_and(out, dtype.type(word_mask), out=out)
         if int(out.max()) < modulus:
@@ -348,7 +371,7 @@ def _rejection_fill(enc: CipherContext, out: np.ndarray, modulus: int, dtype: np
     else:
         filled = compact_below(out, word_mask, modulus)
     max_words = _CHUNK // dtype.itemsize
-    drawn = out.nbytes
+    drawn = out.nbytes if region is None else region.nbytes
     while filled < out.shape[0]:
         need = out.shape[0] - filled
         draw = min(max_words, int(need / (1.0 - reject_rate) * 1.05) + 64)
