@@ -438,7 +438,8 @@ def _decode_prg_version(r: Reader) -> int:
         return 1
     version = r.u8("prg_version")
     if version == 1 or version not in PRG_VERSIONS:
-        raise MessageDecodeError(f"unknown PRG version {version}")
+        # an old encoder never wrote this byte: to it, this is one byte too many
+        raise MessageDecodeError(f"unknown PRG version {version} (or trailing bytes)")
     return version
 
 
