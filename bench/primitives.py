@@ -5,7 +5,9 @@ Run ``python -m bench.primitives [--quick] [--json]``. Reports, in one run:
 * raw AES-128-CTR and ChaCha20 keystream throughput (``update_into`` a
   preallocated buffer) next to :func:`secagg.crypto.prg.expand_mask` for the
   same number of output bytes, and their ratio (the PRG must stay >= 0.8 of raw
-  at R = 2**32, m = 10**6);
+  at R = 2**32, m = 10**6); at each non-power-of-two R also PRG version 2, the
+  chunked expansion (spec §4.6.1), and its cost against version 1 in the same run
+  (``v2_over_v1_<R>``: time of v2 / time of v1, to stay within about 1.10);
 * Shamir share / reconstruct time for a 32-byte secret, n = 100, t = 51;
 * X25519 agreements per second;
 * the numba accumulate kernel against numpy's in-place add.
@@ -93,6 +95,9 @@ def bench_prg(m: int, repeats: int) -> dict[str, dict[str, float]]:
             fns[name] = lambda c=cipher, r=modulus: expand_mask(
                 seed, context, m, r, cipher=c, out=prg_out
             )
+            fns[f"{name}-v2"] = lambda c=cipher, r=modulus: expand_mask(
+                seed, context, m, r, cipher=c, version=2, out=prg_out
+            )
         times = _best(fns, repeats)
         raw = min(times["raw_whole"], times["raw_chunked"])
         row = {
@@ -104,6 +109,8 @@ def bench_prg(m: int, repeats: int) -> dict[str, dict[str, float]]:
             if not name.startswith("raw"):
                 row[f"prg_{name}_gbps"] = nbytes / times[name] / 1e9
                 row[f"ratio_{name}"] = raw / times[name]
+        for name in _NON_POW2:
+            row[f"v2_over_v1_{name}"] = times[f"{name}-v2"] / times[name]
         results[cipher.value] = row
     return results
 
@@ -214,11 +221,14 @@ def _print_text(res: dict[str, Any]) -> None:
             f"   (whole buffer {row['raw_whole_gbps']:.2f}, 1 MiB calls"
             f" {row['raw_chunked_gbps']:.2f}; the faster is the reference)"
         )
-        for name in ["2^32", *_NON_POW2]:
+        for name in ["2^32", *_NON_POW2, *(f"{r}-v2" for r in _NON_POW2)]:
             print(
-                f"  {cipher:<11} expand_mask R={name:<9} {row[f'prg_{name}_gbps']:6.2f} GB/s"
+                f"  {cipher:<11} expand_mask R={name:<10} {row[f'prg_{name}_gbps']:6.2f} GB/s"
                 f"   PRG/raw = {row[f'ratio_{name}']:.3f}"
             )
+        for name in _NON_POW2:
+            print(f"  {cipher:<11} PRG version 2 / version 1 at R={name:<8} "
+                  f"{row[f'v2_over_v1_{name}']:.3f} (time)")
     s = res["shamir"]
     print(f"Shamir, 32-byte secret, n = {s['n']}, t = {s['t']}")
     print(f"  share               {s['share_ms']:.3f} ms")

@@ -893,13 +893,15 @@ class _Audit:
                  else self.accumulator.copy())
         scratch = np.empty(dim, dtype=dtype)
         for w, seed in sorted(b_seeds.items()):
-            masking.expand_self_mask(seed, sid, w, dim, R, cfg.prg, out=scratch)
+            masking.expand_self_mask(seed, sid, w, dim, R, cfg.prg, out=scratch,
+                                     version=cfg.prg_version)
             sub_into(total, scratch, R)
         for v, key in sorted(keys.items()):
             for w in sorted(self.nbrs(v, self.u3)):
                 pk_v, pk_w = self.adverts[v].mask_pk, self.adverts[w].mask_pk
                 seed = masking.pairwise_seed(key.exchange(pk_w), sid, v, w, pk_v, pk_w)
-                masking.expand_pairwise_mask(seed, sid, v, w, dim, R, cfg.prg, out=scratch)
+                masking.expand_pairwise_mask(seed, sid, v, w, dim, R, cfg.prg, out=scratch,
+                                             version=cfg.prg_version)
                 # w added sign(w, v) * PRG(s_vw): remove it
                 if masking.pairwise_sign(w, v) > 0:
                     sub_into(total, scratch, R)

@@ -41,7 +41,7 @@ from secagg.crypto import shamir
 from secagg.crypto.aead import open_sealed, seal_once
 from secagg.crypto.agreement import X25519PrivateKey, validate_public_key
 from secagg.crypto.entropy import Entropy, resolve
-from secagg.crypto.prg import mask_dtype
+from secagg.crypto.prg import check_prg_version, mask_dtype
 from secagg.errors import (
     ConfigError,
     CryptoError,
@@ -128,6 +128,7 @@ class ClientProtocol:
     ) -> None:
         if client_id not in config.cohort:
             raise ConfigError(f"client {client_id} is not in the session's cohort")
+        check_prg_version(config.prg_version)  # never mask with a PRG it does not know (§4.6)
         vec = np.asarray(input_vector)
         dtype = mask_dtype(config.modulus)
         if vec.shape != (config.dim,) or vec.dtype != dtype:
@@ -361,7 +362,8 @@ class ClientProtocol:
         masked = self._input.copy()
         dim, R = cfg.dim, cfg.modulus
         scratch = np.empty(dim, dtype=masked.dtype)
-        masking.expand_self_mask(self._b_seed, sid, me, dim, R, cfg.prg, out=scratch)
+        masking.expand_self_mask(self._b_seed, sid, me, dim, R, cfg.prg, out=scratch,
+                                 version=cfg.prg_version)
         add_into(masked, scratch, R)
         for v in sorted(held):
             peer = self._peers[v]
@@ -371,7 +373,8 @@ class ClientProtocol:
                 raise ProtocolError(f"mask key agreement with client {v} failed") from None
             seed = masking.pairwise_seed(agreed, sid, me, v, self._mask_sk.public_key,
                                          peer.mask_pk)
-            masking.expand_pairwise_mask(seed, sid, me, v, dim, R, cfg.prg, out=scratch)
+            masking.expand_pairwise_mask(seed, sid, me, v, dim, R, cfg.prg, out=scratch,
+                                         version=cfg.prg_version)
             if masking.pairwise_sign(me, v) > 0:
                 add_into(masked, scratch, R)
             else:

@@ -23,7 +23,7 @@ from secagg import graph as graphs
 from secagg.checks import is_plain_int, is_plain_rate, require_int
 from secagg.crypto.kdf import encode_context, hkdf
 from secagg.crypto.labels import Label
-from secagg.crypto.prg import StreamCipher
+from secagg.crypto.prg import PRG_VERSIONS, StreamCipher, check_prg_version
 from secagg.errors import ConfigError, MessageDecodeError
 from secagg.rates import PPM as _PPM
 from secagg.rates import count_from_ppm
@@ -76,16 +76,17 @@ def active_complete_threshold_default(n: int) -> int:
 
 @dataclass(frozen=True)
 class SessionSettings:
-    """The seven session choices a deployment makes once, validated once (spec §2.1, §2.3).
+    """The session choices a deployment makes once, validated once (spec §2.1, §2.3).
 
     ``graph``, ``threshold``, ``degree``, the declared ``dropout_rate`` and
     ``corruption_rate`` (what the SecAgg+ finder provisions for, not a simulated
-    rate), ``min_cohort`` and ``mode``. :meth:`SessionConfig.create`,
-    :class:`~secagg.aggregator.SecureAggregator`, the Flower workflow and
-    ``fl.FedAvgConfig`` all take one of these instead of re-listing the seven as
-    keyword arguments; their keyword arguments remain as a thin convenience that
-    builds one. Checks that need the cohort size (threshold rules, finder) run
-    when a :class:`SessionConfig` is built from it.
+    rate), ``min_cohort``, ``mode`` and ``prg_version`` (the mask PRG, §4.6: 1, or 2
+    for the chunked expansion that lets workers unmask by range at any R).
+    :meth:`SessionConfig.create`, :class:`~secagg.aggregator.SecureAggregator`, the
+    Flower workflow and ``fl.FedAvgConfig`` all take one of these instead of
+    re-listing the choices as keyword arguments; their keyword arguments remain as a
+    thin convenience that builds one. Checks that need the cohort size (threshold
+    rules, finder) run when a :class:`SessionConfig` is built from it.
     """
 
     graph: graphs.GraphKind = graphs.GraphKind.COMPLETE
@@ -95,8 +96,10 @@ class SessionSettings:
     corruption_rate: float = 0.05
     min_cohort: int = DEFAULT_MIN_COHORT
     mode: Mode = Mode.SEMI_HONEST
+    prg_version: int = 1
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "prg_version", check_prg_version(self.prg_version))
         try:
             object.__setattr__(self, "graph", graphs.GraphKind(self.graph))
         except ValueError:
@@ -177,6 +180,7 @@ class SessionConfig:
     corruption_ppm: int = 0
     mode: Mode = Mode.SEMI_HONEST
     prg: StreamCipher = StreamCipher.AES128_CTR
+    prg_version: int = 1
     _neighbours: dict[int, tuple[int, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -200,6 +204,7 @@ class SessionConfig:
         min_cohort: int | None = None,
         prg: StreamCipher = StreamCipher.AES128_CTR,
         mode: Mode | str | None = None,
+        prg_version: int | None = None,
         check_memory: bool = True,
     ) -> SessionConfig:
         """Build a config with safe defaults for what is not given.
@@ -217,7 +222,7 @@ class SessionConfig:
         chosen = SessionSettings.build(
             settings, graph=graph, threshold=threshold, degree=degree,
             dropout_rate=dropout_rate, corruption_rate=corruption_rate,
-            min_cohort=min_cohort, mode=mode,
+            min_cohort=min_cohort, mode=mode, prg_version=prg_version,
         )
         ids = tuple(sorted(cohort))
         k, t = _graph_choice(chosen, len(ids))
@@ -235,6 +240,7 @@ class SessionConfig:
             corruption_ppm=chosen.corruption_ppm,
             mode=chosen.mode,
             prg=prg,
+            prg_version=chosen.prg_version,
         )
         if check_memory:
             from secagg.budget import check_session  # budget imports this module
@@ -248,7 +254,7 @@ class SessionConfig:
         return SessionSettings(
             graph=self.graph, threshold=self.threshold, degree=self.degree,
             dropout_rate=self.dropout_ppm / _PPM, corruption_rate=self.corruption_ppm / _PPM,
-            min_cohort=self.min_cohort, mode=self.mode,
+            min_cohort=self.min_cohort, mode=self.mode, prg_version=self.prg_version,
         )
 
     def __post_init__(self) -> None:
@@ -303,6 +309,7 @@ class SessionConfig:
                 object.__setattr__(self, name, kind(getattr(self, name)))
             except ValueError:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}") from None
+        object.__setattr__(self, "prg_version", check_prg_version(self.prg_version))
 
     @property
     def corrupt_count(self) -> int:
@@ -354,6 +361,8 @@ class SessionConfig:
         w.u32(len(self.cohort))
         for cid in self.cohort:
             w.u32(cid)
+        if self.prg_version != 1:  # absent for version 1: those encodings stay as they were
+            w.u8(self.prg_version)
         return w.getvalue()
 
     @classmethod
@@ -378,6 +387,7 @@ class SessionConfig:
         dropout_ppm, corruption_ppm = r.u32("dropout_ppm"), r.u32("corruption_ppm")
         count = r.count("cohort", MAX_COHORT)
         cohort = tuple(r.u32("client id") for _ in range(count))
+        prg_version = _decode_prg_version(r)
         r.finish()
         return cls(
             cohort=cohort,
@@ -393,6 +403,7 @@ class SessionConfig:
             corruption_ppm=corruption_ppm,
             mode=mode,
             prg=prg,
+            prg_version=prg_version,
         )
 
     @cached_property
@@ -418,6 +429,18 @@ class SessionConfig:
             object.__setattr__(self, "_neighbours", table)
         assert self._neighbours is not None
         return self._neighbours
+
+
+def _decode_prg_version(r: Reader) -> int:
+    """The optional last field (§2.6): absent means PRG version 1; present, it must name
+    another version this implementation knows (a 1 there would be a second encoding)."""
+    if not r.remaining:
+        return 1
+    version = r.u8("prg_version")
+    if version == 1 or version not in PRG_VERSIONS:
+        # an old encoder never wrote this byte: to it, this is one byte too many
+        raise MessageDecodeError(f"unknown PRG version {version} (or trailing bytes)")
+    return version
 
 
 def _to_ppm(rate: float, name: str) -> int:

@@ -68,13 +68,17 @@ def self_mask_commitment(session_id: bytes, u: int, b_seed: bytes) -> bytes:
 
 
 def expand_self_mask(b_seed: bytes, session_id: bytes, u: int, dim: int, modulus: int,
-                     cipher: StreamCipher, out: np.ndarray | None = None) -> np.ndarray:
+                     cipher: StreamCipher, out: np.ndarray | None = None, *,
+                     version: int) -> np.ndarray:
+    """u's self mask PRG(b_u) (§8.3); ``version`` is the session's PRG version (§4.6),
+    required so no caller can expand a version-2 session's mask with version 1."""
     return expand_mask(b_seed, self_mask_context(session_id, u), dim, modulus, cipher=cipher,
-                       out=out)
+                       version=version, out=out)
 
 
 def expand_pairwise_mask(seed: bytes, session_id: bytes, u: int, v: int, dim: int,
                          modulus: int, cipher: StreamCipher,
-                         out: np.ndarray | None = None) -> np.ndarray:
+                         out: np.ndarray | None = None, *, version: int) -> np.ndarray:
+    """The pairwise mask PRG(s_uv) (§8.3), unsigned; ``version`` as for the self mask."""
     return expand_mask(seed, pairwise_mask_context(session_id, u, v), dim, modulus,
-                       cipher=cipher, out=out)
+                       cipher=cipher, version=version, out=out)

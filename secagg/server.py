@@ -43,7 +43,7 @@ from secagg import messages as msgs
 from secagg.config import Mode, SessionConfig
 from secagg.crypto import shamir
 from secagg.crypto.agreement import X25519PrivateKey, validate_public_key
-from secagg.crypto.prg import mask_dtype
+from secagg.crypto.prg import mask_dtype, ranges_addressable
 from secagg.crypto.signatures import verify
 from secagg.engine import Engine
 from secagg.errors import (
@@ -72,6 +72,7 @@ from secagg.unmask import (
     UnmaskWork,
     mask_range,
     pairwise_seeds,
+    range_align,
     split_evenly,
     split_ranges,
 )
@@ -113,8 +114,9 @@ class ServerProtocol:
     ``trust_store`` (client id -> Ed25519 verify key) is required in active mode
     and refused in semi-honest mode, where no signature is used.
     ``engine`` (:mod:`secagg.engine`), if given, runs the unmasking's agreements
-    and mask regeneration on its workers, masks split by coordinate range
-    (power-of-two R only); ``threads`` is then unused.
+    and mask regeneration on its workers (a power-of-two R, or PRG version 2 at any
+    R: §4.6.1): a vector of at most :data:`MASK_SPLIT_MAX_DIM` coordinates is split by
+    mask, a longer one by coordinate range (§8.5); ``threads`` is then unused.
     """
 
     def __init__(self, config: SessionConfig, *, threads: int | None = None,
@@ -122,10 +124,10 @@ class ServerProtocol:
         if engine is not None:
             if not isinstance(engine, Engine):
                 raise ConfigError("engine must provide workers and map(fn, items)")
-            if config.modulus & (config.modulus - 1):
-                raise ConfigError("unmasking on workers needs a power-of-two modulus R: "
-                                  "for other R, rejection sampling makes mask positions "
-                                  "data-dependent")
+            if not ranges_addressable(config.modulus, config.prg_version):
+                raise ConfigError("unmasking on workers needs a power-of-two modulus R or "
+                                  "PRG version 2 (--prg-version 2): with version 1, rejection "
+                                  "sampling makes mask positions data-dependent")
         self.engine = engine
         self._active = config.mode is Mode.ACTIVE
         if self._active and trust_store is None:
@@ -662,6 +664,7 @@ class ServerProtocol:
         """
         cfg = self.config
         sid, dim, R, cipher = cfg.session_id, cfg.dim, cfg.modulus, cfg.prg
+        version = cfg.prg_version
         tasks: list[tuple[str, int, int]] = [("self", w, 0) for w in sorted(b_seeds)]
         for v in sorted(mask_keys):
             tasks.extend(("pair", v, w) for w in sorted(self._nbrs(v, self._u3)))
@@ -672,13 +675,15 @@ class ServerProtocol:
             scratch = np.empty(dim, dtype=self._dtype)
             for kind, a, b in chunk:
                 if kind == "self":
-                    masking.expand_self_mask(b_seeds[a], sid, a, dim, R, cipher, out=scratch)
+                    masking.expand_self_mask(b_seeds[a], sid, a, dim, R, cipher, out=scratch,
+                                             version=version)
                     sub_into(out, scratch, R)
                     continue
                 v, w = a, b  # v dropped, w survived and added sign(w, v) * PRG(s_wv)
                 agreed = mask_keys[v].exchange(keys[w].mask_pk)
                 seed = masking.pairwise_seed(agreed, sid, v, w, keys[v].mask_pk, keys[w].mask_pk)
-                masking.expand_pairwise_mask(seed, sid, v, w, dim, R, cipher, out=scratch)
+                masking.expand_pairwise_mask(seed, sid, v, w, dim, R, cipher, out=scratch,
+                                             version=version)
                 (sub_into if masking.pairwise_sign(w, v) > 0 else add_into)(out, scratch, R)
             return out
 
@@ -722,7 +727,7 @@ class ServerProtocol:
             for v in sorted(mask_keys)
         ]
         self_seeds = tuple(sorted(b_seeds.items()))
-        whole = RangeJob(sid, R, cfg.prg, 0, cfg.dim, self_seeds, ())
+        whole = RangeJob(sid, R, cfg.prg, 0, cfg.dim, self_seeds, (), cfg.prg_version)
         if cfg.dim <= MASK_SPLIT_MAX_DIM:
             pairs = 0
             jobs = [(replace(whole, self_seeds=selfs), group)
@@ -735,7 +740,7 @@ class ServerProtocol:
         groups = split_evenly(pair_jobs, engine.workers)
         for found in engine.map(_seeds_job, [(sid, group) for group in groups]):
             seeds.extend(found)
-        ranges = split_ranges(cfg.dim, engine.workers)
+        ranges = split_ranges(cfg.dim, engine.workers, range_align(R))
         range_jobs = [replace(whole, start=a, stop=b, pair_seeds=tuple(seeds)) for a, b in ranges]
         for (a, b), partial in zip(ranges, engine.map(mask_range, range_jobs), strict=True):
             sub_into(total[a:b], partial, R)

@@ -7,13 +7,19 @@ mask expansion) is a pure function of public inputs plus the reconstructed
 secrets, so an engine (:mod:`secagg.engine`) can run it in worker processes
 without the state machine doing any I/O.
 
-The split (§8.5, "workers"): agreements by dropped client (each job returns the
+The split (§8.5, "workers"): a vector of at most ``server.MASK_SPLIT_MAX_DIM``
+coordinates is split by mask (each job runs its dropped clients' agreements and
+regenerates its share of the masks over the whole vector). A longer one is split in
+two steps: agreements by dropped client (each job returns the
 pairwise seeds), then masks by coordinate range: every job regenerates its range
 ``[start, stop)`` of every mask from the right keystream counter
 (:func:`secagg.crypto.prg.expand_mask_range`) and returns one partial vector the
 coordinator subtracts. Memory is O(stop - start) per job; the result is the same
 sum mod R, byte for byte, as the single-process path. Ranges need a
-power-of-two R (rejection sampling makes positions data-dependent otherwise).
+power-of-two R or the chunked PRG (version 2, §4.6.1): with version 1 at other R,
+rejection sampling makes positions data-dependent. With version 2 at such R,
+ranges start on chunk boundaries (:func:`range_align`), so no job expands
+keystream it throws away.
 """
 
 from __future__ import annotations
@@ -26,12 +32,19 @@ import numpy as np
 
 from secagg import masking
 from secagg.crypto.agreement import X25519PrivateKey
-from secagg.crypto.prg import StreamCipher, expand_mask_range, mask_dtype
+from secagg.crypto.prg import PRG_CHUNK, StreamCipher, expand_mask_range, mask_dtype
 from secagg.kernels.arith import add_into, sub_into
 
 #: Ranges start on a multiple of this many elements: 64 bytes of uint32 (one ChaCha20
 #: block, four AES blocks), so no job starts inside a cipher block.
 RANGE_ALIGN = 16
+
+
+def range_align(modulus: int) -> int:
+    """Where a job's range should start, in values: RANGE_ALIGN for a power-of-two R; a
+    chunk of the chunked PRG (§4.6.1) otherwise, since a range starting inside a chunk
+    expands the chunk's head and throws it away."""
+    return RANGE_ALIGN if modulus & (modulus - 1) == 0 else PRG_CHUNK
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,7 @@ class RangeJob:
     stop: int
     self_seeds: tuple[tuple[int, bytes], ...]  # (u, b_u)
     pair_seeds: tuple[tuple[int, int, bytes], ...]  # (v dropped, w survived, s_vw)
+    prg_version: int = 1  # the session's PRG version (§4.6)
 
     def __repr__(self) -> str:
         return (f"RangeJob([{self.start}, {self.stop}), self={len(self.self_seeds)}, "
@@ -117,24 +131,25 @@ def mask_range(job: RangeJob) -> np.ndarray:
     plus = np.zeros(length, dtype=dtype)
     minus = np.zeros(length, dtype=dtype)
     scratch = np.empty(length, dtype=dtype)
-    sid = job.session_id
+    sid, version = job.session_id, job.prg_version
     for u, seed in job.self_seeds:
         expand_mask_range(seed, masking.self_mask_context(sid, u), start, stop, R,
-                          cipher=job.cipher, out=scratch)
+                          cipher=job.cipher, version=version, out=scratch)
         add_into(plus, scratch, R)
     for v, w, seed in job.pair_seeds:
         expand_mask_range(seed, masking.pairwise_mask_context(sid, v, w), start, stop, R,
-                          cipher=job.cipher, out=scratch)
+                          cipher=job.cipher, version=version, out=scratch)
         add_into(plus if masking.pairwise_sign(w, v) > 0 else minus, scratch, R)
     sub_into(plus, minus, R)
     return plus
 
 
-def split_ranges(dim: int, parts: int) -> list[tuple[int, int]]:
-    """``parts`` (or fewer) contiguous ranges covering ``[0, dim)``, aligned to RANGE_ALIGN."""
-    blocks = -(-dim // RANGE_ALIGN)
+def split_ranges(dim: int, parts: int, align: int = RANGE_ALIGN) -> list[tuple[int, int]]:
+    """``parts`` (or fewer) contiguous ranges covering ``[0, dim)``, each starting on a
+    multiple of ``align`` (:func:`range_align`)."""
+    blocks = -(-dim // align)
     parts = max(1, min(parts, blocks))
-    bounds = [min(dim, (blocks * i // parts) * RANGE_ALIGN) for i in range(parts + 1)]
+    bounds = [min(dim, (blocks * i // parts) * align) for i in range(parts + 1)]
     return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
@@ -150,4 +165,4 @@ def split_evenly(items: Sequence[PairJob], parts: int) -> list[list[PairJob]]:
 
 
 __all__ = ["RANGE_ALIGN", "PairJob", "RangeJob", "UnmaskWork", "mask_range", "pairwise_seeds",
-           "split_evenly", "split_ranges"]
+           "range_align", "split_evenly", "split_ranges"]

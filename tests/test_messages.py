@@ -429,6 +429,7 @@ VARIANTS = {
     "dropout_ppm": {"dropout_ppm": 100_001},
     "corruption_ppm": {"corruption_ppm": 50_001},
     "prg": {"prg": StreamCipher.CHACHA20},
+    "prg_version": {"prg_version": 2},
 }
 
 
@@ -451,7 +452,8 @@ def test_session_id_sensitive_to_graph_and_degree() -> None:
 def test_every_field_is_encoded() -> None:
     """Guards the sensitivity test: a new field must be added to the encoding."""
     covered = {"cohort", "dim", "modulus", "threshold", "graph", "degree", "round_index",
-               "task_hash", "min_cohort", "dropout_ppm", "corruption_ppm", "mode", "prg"}
+               "task_hash", "min_cohort", "dropout_ppm", "corruption_ppm", "mode", "prg",
+               "prg_version"}
     fields = {f.name for f in dataclasses.fields(SessionConfig) if f.init}
     assert fields == covered
 

@@ -85,7 +85,7 @@ def test_prg_covers_every_modulus_type_and_both_ciphers() -> None:
 def test_hkdf_covers_every_kdf_label() -> None:
     labels = {v["input"]["label"] for v in _load("kdf")["vectors"] if v["kind"] == "hkdf"}
     assert labels == {"SHARE_ENCRYPTION", "PAIRWISE_MASK_SEED", "MASK_PRG_KEY", "SESSION_ID",
-                      "GRAPH_PERMUTATION"}
+                      "GRAPH_PERMUTATION", "MASK_PRG_CHUNKED_KEY"}
 
 
 def test_messages_cover_every_type_and_decode() -> None:

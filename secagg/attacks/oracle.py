@@ -252,13 +252,15 @@ def _recover_input(h: Harness, view: AdversaryView, v: int, shares: Shares) -> b
     pks = {e.client_id: e.mask_pk for e in key_list.entries}
     x = y.copy()
     scratch = np.empty(dim, dtype=x.dtype)
-    masking.expand_self_mask(b_seed, sid, v, dim, R, cfg.prg, out=scratch)
+    masking.expand_self_mask(b_seed, sid, v, dim, R, cfg.prg, out=scratch,
+                             version=cfg.prg_version)
     sub_into(x, scratch, R)
     for w in sorted(view.masked_with.get(v, ())):
         seed = _pair_seed(h, view, v, w, pks, shares)
         if seed is None:
             return False
-        masking.expand_pairwise_mask(seed, sid, v, w, dim, R, cfg.prg, out=scratch)
+        masking.expand_pairwise_mask(seed, sid, v, w, dim, R, cfg.prg, out=scratch,
+                                     version=cfg.prg_version)
         if masking.pairwise_sign(v, w) > 0:
             sub_into(x, scratch, R)
         else:

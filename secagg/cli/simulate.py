@@ -19,6 +19,7 @@ from secagg.cli.args import writable_file
 from secagg.cli.plugins import SubParsers
 from secagg.cli.progress import StageBar
 from secagg.config import Mode, SessionConfig
+from secagg.crypto.prg import PRG_VERSIONS, ranges_addressable
 from secagg.crypto.signatures import SigningKey
 from secagg.engine import ENGINES, make_engine
 from secagg.errors import SecAggError
@@ -57,7 +58,13 @@ def register(sub: SubParsers) -> None:
                    help="Harary degree k (with --threshold); default from the parameter finder")
     p.add_argument("--corruption", type=float, default=0.05,
                    help="declared fraction of corrupt clients for the Harary finder (0.05)")
-    p.add_argument("--modulus-bits", type=int, default=32, help="R = 2**bits (default 32)")
+    p.add_argument("--modulus-bits", type=int, default=None, help="R = 2**bits (default 32)")
+    p.add_argument("--modulus", type=int, default=None, metavar="R",
+                   help="R itself, any integer in [2, 2**64] (e.g. a prime); instead of "
+                   "--modulus-bits")
+    p.add_argument("--prg-version", type=int, choices=list(PRG_VERSIONS), default=1,
+                   help="mask PRG (spec §4.6): 1 (default), or 2, the chunked expansion "
+                   "that lets --workers unmask by range when R is not a power of two")
     p.add_argument("--min-cohort", type=int, default=None,
                    help="lower the minimum cohort size (default 10)")
     p.add_argument("--threads", type=int, default=None,
@@ -65,7 +72,7 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes for the server's unmasking (default 1: in process, "
                    "on --threads threads); K > 1 splits masks by coordinate range and needs "
-                   "a power-of-two R")
+                   "a power-of-two R or --prg-version 2")
     p.add_argument("--engine", choices=list(ENGINES), default="process",
                    help="what runs the --workers: process (a local process pool, default), "
                    "ray (Ray tasks; a local Ray started here unless --ray-address), inline")
@@ -92,25 +99,7 @@ def register(sub: SubParsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        kwargs = {}
-        if args.min_cohort is not None:
-            kwargs["min_cohort"] = args.min_cohort
-        if not 1 <= args.modulus_bits <= 64:
-            raise SecAggError("--modulus-bits must be in [1, 64]")
-        if args.clients < 3:
-            raise SecAggError(f"--clients must be at least 3, got {args.clients}")
-        config = SessionConfig.create(
-            range(1, args.clients + 1),
-            args.dim,
-            1 << args.modulus_bits,
-            graph=args.graph,
-            threshold=args.threshold,
-            degree=args.degree,
-            dropout_rate=min(max(args.dropout, 0.0), 0.99),
-            corruption_rate=args.corruption,
-            mode=args.mode,
-            **kwargs,
-        )
+        config = _config(args)
     except SecAggError as exc:
         print(f"secagg simulate: refused: {exc}", file=sys.stderr)
         return 2
@@ -157,6 +146,48 @@ def run(args: argparse.Namespace) -> int:
     if report.aborted:
         return 1
     return 0 if report.exact else 3
+
+
+def _config(args: argparse.Namespace) -> SessionConfig:
+    """The session's config from the options (SecAggError when refused)."""
+    kwargs = {}
+    if args.min_cohort is not None:
+        kwargs["min_cohort"] = args.min_cohort
+    if args.clients < 3:
+        raise SecAggError(f"--clients must be at least 3, got {args.clients}")
+    config = SessionConfig.create(
+        range(1, args.clients + 1),
+        args.dim,
+        _modulus(args),
+        graph=args.graph,
+        threshold=args.threshold,
+        degree=args.degree,
+        dropout_rate=min(max(args.dropout, 0.0), 0.99),
+        corruption_rate=args.corruption,
+        mode=args.mode,
+        prg_version=args.prg_version,
+        **kwargs,
+    )
+    if args.workers > 1 and not ranges_addressable(config.modulus, config.prg_version):
+        # refused here, before any worker starts (the server refuses it too, §8.5)
+        raise SecAggError(f"--workers {args.workers} with R = {config.modulus} (not a power "
+                          "of two) needs --prg-version 2: with PRG version 1, rejection "
+                          "sampling makes mask positions data-dependent")
+    return config
+
+
+def _modulus(args: argparse.Namespace) -> int:
+    """R from --modulus or --modulus-bits (default 2**32); never both."""
+    if args.modulus is not None:
+        if args.modulus_bits is not None:
+            raise SecAggError("give --modulus or --modulus-bits, not both")
+        if not 2 <= args.modulus <= 1 << 64:
+            raise SecAggError("--modulus must be in [2, 2**64]")
+        return int(args.modulus)
+    bits = 32 if args.modulus_bits is None else args.modulus_bits
+    if not 1 <= bits <= 64:
+        raise SecAggError("--modulus-bits must be in [1, 64]")
+    return 1 << bits
 
 
 def _own_peak_rss_mb() -> float:
@@ -232,7 +263,9 @@ def _print_table(r: SimulationReport, wall: float, args: argparse.Namespace) -> 
         ("graph", f"{r.graph} (k={r.degree}, t={r.threshold}, {r.mode})"),
         ("clients", f"{r.clients} ({r.included} included, dropout {args.dropout:.0%} at "
                     f"{args.drop_at})"),
-        ("vector", f"{r.dim} elements mod 2^{r.modulus_bits}"),
+        ("vector", f"{r.dim} elements mod "
+                   + (f"{args.modulus}" if args.modulus else f"2^{r.modulus_bits}")
+                   + f", PRG version {args.prg_version}"),
         ("server compute", f"{r.server_seconds:.3f} s ({ratio}; floor {r.floor_seconds:.3f} s, "
                            f"{workers})"),
         ("full floor", f"{r.full_floor_seconds:.3f} s ({full}; agreements, Shamir, keystream, "

@@ -26,6 +26,9 @@ class Label(enum.Enum):
     PAIRWISE_MASK_SEED = _PREFIX + b"pairwise-mask-seed"
     #: AES/ChaCha key that expands a mask seed into a vector (bound to session and vector)
     MASK_PRG_KEY = _PREFIX + b"mask-prg-key"
+    #: key of the chunked mask PRG (version 2, R not a power of two): one per mask, the
+    #: chunk index goes into the IV (spec §4.6.1)
+    MASK_PRG_CHUNKED_KEY = _PREFIX + b"mask-prg-chunked-key"
     #: session identifier computed by each client from the session binding
     SESSION_ID = _PREFIX + b"session-id"
     #: permutation of client ids for the Harary graph of SecAgg+

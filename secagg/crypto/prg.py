@@ -28,6 +28,25 @@ keystream as consecutive little-endian words of ``mask_dtype(R)`` width, AND
 each word with ``2**R.bit_length() - 1`` (R not a power of two) or ``R - 1``
 (R a power of two), and output the first ``length`` words that are ``< R``, in
 keystream order. The chunking used internally does not change this result.
+
+PRG versions (spec §4.6, §4.6.1). Version 1 is the definition above. Version 2
+("chunked") exists so that any coordinate range of a mask can be regenerated
+alone for *every* R, which is what unmasking on workers needs (§8.5): for R a
+power of two it is version 1 exactly (output word i is already keystream bytes
+[i w, (i + 1) w), so ranges are free); for other R the coordinates are cut into
+chunks of :data:`PRG_CHUNK` = 2**17 values, and chunk j is rejection-sampled from
+its own keystream: key ``HKDF(seed, MASK_PRG_CHUNKED_KEY, context)`` (one per
+mask, a label of its own so no v2 stream ever equals a v1 stream), chunk index j
+in the cipher's IV (AES-CTR: initial counter block ``j * 2**64``; ChaCha20:
+nonce j). Rejection runs inside a chunk only, so chunk j's values do not depend
+on any other chunk and a range [a, b) costs at most one chunk of extra keystream.
+Why 2**17: each chunk pays a fixed setup (a cipher context and the Python around
+one keystream call and one compaction: about 9 us measured) on top of about 110 us
+of keystream and compaction per 2**17 values, so at R = 1000003, m = 10**6
+(aes128-ctr, best of 100, one run) chunks of 2**16, 2**17, 2**18 values cost 1.20,
+1.09, 1.04 times version 1 (``python -m bench.primitives`` reports the ratio);
+2**17 (512 KiB of uint32, within L2) keeps that within 10 % while a
+10**7-coordinate vector still splits into 77 ranges for workers.
 """
 
 from __future__ import annotations
@@ -44,7 +63,8 @@ from secagg.crypto.labels import Label
 from secagg.errors import ConfigError, CryptoError
 from secagg.kernels.arith import compact_below
 
-__all__ = ["SEED_LEN", "StreamCipher", "expand_mask", "expand_mask_range", "mask_dtype"]
+__all__ = ["PRG_CHUNK", "PRG_VERSIONS", "SEED_LEN", "StreamCipher", "check_prg_version",
+           "expand_mask", "expand_mask_range", "mask_dtype", "ranges_addressable"]
 
 #: Length in bytes of every mask seed (b_u and s_uv).
 SEED_LEN = 32
@@ -53,6 +73,16 @@ _CHUNK = 1 << 20  # bytes of keystream per update_into call
 # Immutable, so sharing it between threads is safe; slices are zero-copy.
 _ZEROS = memoryview(bytes(_CHUNK))
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
+
+#: The PRG versions this implementation knows (spec §4.6): 1 (one stream per mask) and
+#: 2 (chunked: one stream per chunk of PRG_CHUNK values where R is not a power of two).
+PRG_VERSIONS = (1, 2)
+#: Values per chunk of PRG version 2 (spec §4.6.1); normative, part of the output.
+PRG_CHUNK = 1 << 17
+#: Keystream bytes one chunk may consume (ChaCha20's 2**32 blocks of 64 bytes): a chunk
+#: of 2**17 values, each word accepted with probability >= 1/2, needs more with
+#: probability below 2**-(2**30); past it, expansion fails rather than share keystream.
+_CHUNK_STREAM_LIMIT = 1 << 38
 
 
 class StreamCipher(enum.Enum):
@@ -81,6 +111,35 @@ def mask_dtype(modulus: int) -> np.dtype:
     return np.dtype(np.uint32) if modulus <= 1 << 32 else np.dtype(np.uint64)
 
 
+def check_prg_version(version: object) -> int:
+    """``version`` as an int if this implementation knows it, else ConfigError (§4.6)."""
+    if not is_int_like(version) or int(version) not in PRG_VERSIONS:
+        known = ", ".join(str(v) for v in PRG_VERSIONS)
+        raise ConfigError(f"unknown PRG version {version!r} (known: {known})")
+    return int(version)
+
+
+def ranges_addressable(modulus: int, version: int) -> bool:
+    """Whether any coordinate range of a mask can be regenerated alone (§4.6, §8.5):
+    always with a power-of-two R, else only with the chunked PRG (version 2)."""
+    return modulus & (modulus - 1) == 0 or version >= 2
+
+
+def _key(seed: bytes, context: bytes, cipher: StreamCipher, label: Label) -> bytes:
+    return hkdf(seed, label, context, length=_KEY_LEN[cipher])
+
+
+def _cipher_at(key: bytes, cipher: StreamCipher, iv: int) -> CipherContext:
+    """A fresh keystream generator: AES-CTR from counter block ``iv`` (128-bit
+    big-endian), or ChaCha20 with block counter 0 and nonce ``iv`` (96-bit big-endian)."""
+    if cipher is StreamCipher.AES128_CTR:
+        return Cipher(algorithms.AES(key), modes.CTR(iv.to_bytes(16, "big"))).encryptor()
+    # cryptography's ChaCha20 takes a 16-byte nonce: 32-bit little-endian counter ||
+    # 96-bit nonce
+    return Cipher(algorithms.ChaCha20(key, bytes(4) + iv.to_bytes(12, "big")),
+                  mode=None).encryptor()
+
+
 def _encryptor(seed: bytes, context: bytes, cipher: StreamCipher,
                counter: int = 0) -> CipherContext:
     """A fresh keystream generator keyed from (seed, context); never reused across calls.
@@ -88,12 +147,11 @@ def _encryptor(seed: bytes, context: bytes, cipher: StreamCipher,
     ``counter`` starts the keystream at block ``counter`` (0: the stream of §4.6);
     a worker regenerating a range of a mask starts there instead of at 0.
     """
-    key = hkdf(seed, Label.MASK_PRG_KEY, context, length=_KEY_LEN[cipher])
+    key = _key(seed, context, cipher, Label.MASK_PRG_KEY)
     if cipher is StreamCipher.AES128_CTR:
         # the 16-byte IV is the whole big-endian counter block, zero at the start
-        return Cipher(algorithms.AES(key), modes.CTR(counter.to_bytes(16, "big"))).encryptor()
-    # cryptography's ChaCha20 takes a 16-byte nonce (32-bit little-endian counter ||
-    # 96-bit nonce); the nonce stays zero.
+        return _cipher_at(key, cipher, counter)
+    # ChaCha20: the block counter moves, the nonce stays zero
     return Cipher(algorithms.ChaCha20(key, counter.to_bytes(4, "little") + bytes(12)),
                   mode=None).encryptor()
 
@@ -152,17 +210,20 @@ def expand_mask(
     modulus: int,
     *,
     cipher: StreamCipher = StreamCipher.AES128_CTR,
+    version: int = 1,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Expand ``seed`` into ``length`` independent uniform values in ``[0, modulus)``.
 
     ``context`` binds the keystream to one use (see the module docstring); it
-    should come from :func:`secagg.crypto.kdf.encode_context`. If ``out`` is
-    given it must be a 1-D C-contiguous array of ``mask_dtype(modulus)`` and
+    should come from :func:`secagg.crypto.kdf.encode_context`. ``version`` is the
+    PRG version of the session (§4.6: 1, or 2 for the chunked expansion). If ``out``
+    is given it must be a 1-D C-contiguous array of ``mask_dtype(modulus)`` and
     length ``length``; it is filled in place and returned (lets the caller
     reuse one scratch buffer per worker thread).
     """
     _check_key(seed, context, cipher)
+    version = check_prg_version(version)
     if not is_int_like(length) or length < 0:
         raise ConfigError("length must be a non-negative integer")
     length = int(length)
@@ -170,6 +231,9 @@ def expand_mask(
     modulus = int(modulus)
     out = _output(out, dtype, length)
     if length == 0:
+        return out
+    if version == 2 and modulus & (modulus - 1):
+        _chunked_fill(bytes(seed), bytes(context), 0, out, modulus, cipher)
         return out
 
     enc = _encryptor(bytes(seed), bytes(context), cipher)
@@ -191,29 +255,38 @@ def expand_mask_range(
     modulus: int,
     *,
     cipher: StreamCipher = StreamCipher.AES128_CTR,
+    version: int = 1,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Positions ``[start, stop)`` of ``expand_mask(seed, context, L, modulus)`` for any
-    ``L >= stop``, without generating the keystream before ``start``.
+    """Positions ``[start, stop)`` of ``expand_mask(seed, context, L, modulus, version=...)``
+    for any ``L >= stop``, without generating the keystream of the positions before.
 
-    Only for a power-of-two ``modulus``: then output word i is keystream bytes
-    ``[i * w, (i + 1) * w)`` (w the word width), so the stream cipher can start at
+    A power-of-two ``modulus`` (either version): output word i is keystream bytes
+    ``[i * w, (i + 1) * w)`` (w the word width), so the stream cipher starts at
     the block holding ``start * w`` (spec §4.6: AES-CTR's counter block, ChaCha20's
-    block counter) and skip the bytes before it. For other moduli rejection
-    sampling makes positions data-dependent, and this is refused (ConfigError).
-    Lets workers regenerate one coordinate range of every mask (spec §8.5).
+    block counter) and skips the bytes before it. Other moduli need version 2: each
+    chunk the range meets is expanded from its own stream (§4.6.1), from the chunk's
+    start (at most one chunk of extra keystream when ``start`` is not chunk-aligned).
+    With version 1, rejection sampling makes positions data-dependent, and this is
+    refused (ConfigError). Lets workers regenerate one coordinate range of every mask
+    (spec §8.5).
     """
     _check_key(seed, context, cipher)
+    version = check_prg_version(version)
     if not (is_int_like(start) and is_int_like(stop)) or not 0 <= start <= stop:
         raise ConfigError("a mask range needs integers 0 <= start <= stop")
     dtype = mask_dtype(modulus)
     modulus = int(modulus)
-    if modulus & (modulus - 1):
-        raise ConfigError("a mask range needs a power-of-two modulus: rejection sampling "
-                          "makes positions data-dependent for other moduli")
+    if not ranges_addressable(modulus, version):
+        raise ConfigError("a mask range needs a power-of-two modulus or PRG version 2: "
+                          "with version 1, rejection sampling makes positions "
+                          "data-dependent for other moduli")
     start, stop = int(start), int(stop)
     out = _output(out, dtype, stop - start)
     if stop == start:
+        return out
+    if modulus & (modulus - 1):
+        _chunked_fill(bytes(seed), bytes(context), start, out, modulus, cipher)
         return out
     counter, skip = divmod(start * dtype.itemsize, _BLOCK[cipher])
     if cipher is StreamCipher.CHACHA20 and counter + 1 + (stop - start) * dtype.itemsize \
@@ -227,7 +300,48 @@ def expand_mask_range(
     return out
 
 
-def _rejection_fill(enc: CipherContext, out: np.ndarray, modulus: int, dtype: np.dtype) -> None:
+def _chunked_fill(seed: bytes, context: bytes, start: int, out: np.ndarray, modulus: int,
+                  cipher: StreamCipher) -> None:
+    """Positions ``[start, start + len(out))`` of the chunked expansion (§4.6.1), R not a
+    power of two: chunk j (values ``[j C, (j + 1) C)``) is the first values below R of
+    its own keystream (``_cipher_at(key, cipher, iv)`` with the chunk's IV), so each
+    chunk is computed alone; a range starting inside a chunk computes that chunk's
+    head and drops it.
+
+    Speed: a chunk's keystream is written straight into ``out`` together with the
+    words its rejections are expected to need (plus a margin), spilling into the next
+    chunk's slots, which that chunk overwrites next; so one keystream call and one
+    compaction usually finish a chunk, and only a short last chunk or an unlucky one
+    needs a refill round.
+    """
+    key = _key(seed, context, cipher, Label.MASK_PRG_CHUNKED_KEY)
+    shift = 64 if cipher is StreamCipher.AES128_CTR else 0  # AES: j in the top 64 bits
+    dtype = out.dtype
+    stop = start + out.shape[0]
+    accept = modulus / float(1 << modulus.bit_length())
+    rejects = PRG_CHUNK * (1.0 - accept) / accept  # expected per chunk
+    # rare rejections (R just below 2^w): no spill, _rejection_fill's max check is cheaper
+    spill = int(rejects * 1.02) + 256 if rejects >= 0.5 else 0
+    scratch = np.empty(_CHUNK // dtype.itemsize, dtype)  # refills: at most 1 MiB each
+    for j in range(start // PRG_CHUNK, -(-stop // PRG_CHUNK)):
+        a, b = max(start, j * PRG_CHUNK), min(stop, (j + 1) * PRG_CHUNK)
+        enc = _cipher_at(key, cipher, j << shift)
+        head = a - j * PRG_CHUNK
+        if head:
+            target = np.empty(b - j * PRG_CHUNK, dtype)
+            region = target
+        else:
+            target = out[a - start : b - start]
+            region = out[a - start : min(out.shape[0], b - start + spill)]
+        _fill_words(enc, region)
+        _rejection_fill(enc, target, modulus, dtype, _CHUNK_STREAM_LIMIT, scratch, region)
+        if head:
+            out[a - start : b - start] = target[head:]
+
+
+def _rejection_fill(enc: CipherContext, out: np.ndarray, modulus: int, dtype: np.dtype,
+                    limit: int | None = None, scratch: np.ndarray | None = None,
+                    region: np.ndarray | None = None) -> None:
     """Turn keystream words already in ``out`` into uniform values < ``modulus``.
 
     Each word is masked to ``modulus.bit_length()`` bits, so at least half of
@@ -235,12 +349,19 @@ def _rejection_fill(enc: CipherContext, out: np.ndarray, modulus: int, dtype: np
     pass), and rejected slots are refilled from the continuing keystream in
     batches until ``out`` is full. When rejections are expected to be rare
     (R just below a power of two, e.g. 2**32 - 5 or 2**31 - 1), a cheap
-    ``max`` check usually shows that nothing needs compacting.
+    ``max`` check usually shows that nothing needs compacting. ``limit``: the most
+    keystream bytes the stream may give in all (a chunk's reserve, §4.6.1), else
+    CryptoError; ``scratch``: a buffer for the refills, reused when large enough;
+    ``region``: the keystream words when they run past ``out`` (an array that starts
+    with ``out``'s memory and is longer; its words past ``out`` come next in the stream
+    and are free to overwrite).
     """
     bits = modulus.bit_length()
     word_mask = (1 << bits) - 1
     reject_rate = 1.0 - modulus / float(1 << bits)
-    if reject_rate * out.shape[0] < 0.5:
+    if region is not None and region.shape[0] > out.shape[0]:
+        filled = min(out.shape[0], compact_below(region, word_mask, modulus))
+    elif reject_rate * out.shape[0] < 0.5:
         if bits < 8 * dtype.itemsize:
             np.bitwise_and(out, dtype.type(word_mask), out=out)
         if int(out.max()) < modulus:
@@ -250,10 +371,13 @@ def _rejection_fill(enc: CipherContext, out: np.ndarray, modulus: int, dtype: np
     else:
         filled = compact_below(out, word_mask, modulus)
     max_words = _CHUNK // dtype.itemsize
-    scratch: np.ndarray | None = None
+    drawn = out.nbytes if region is None else region.nbytes
     while filled < out.shape[0]:
         need = out.shape[0] - filled
         draw = min(max_words, int(need / (1.0 - reject_rate) * 1.05) + 64)
+        drawn += draw * dtype.itemsize
+        if limit is not None and drawn > limit:  # pragma: no cover - probability < 2**-(2**30)
+            raise CryptoError("a PRG chunk ran past its keystream reserve")
         if scratch is None or scratch.shape[0] < draw:
             scratch = np.empty(draw, dtype=dtype)
         batch = scratch[:draw]

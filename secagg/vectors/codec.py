@@ -61,12 +61,16 @@ def _config_from(fields: Json) -> SessionConfig:
         round_index=int(fields["round_index"]), task_hash=_unhex(fields["task_hash"]),
         min_cohort=int(fields["min_cohort"]), dropout_ppm=int(fields["dropout_ppm"]),
         corruption_ppm=int(fields["corruption_ppm"]), mode=Mode(fields["mode"]),
-        prg=StreamCipher(fields["prg"]))
+        prg=StreamCipher(fields["prg"]), prg_version=int(fields.get("prg_version", 1)))
 
 
 def _config_fields(cfg: SessionConfig) -> Json:
-    return {"cohort": list(cfg.cohort), "dim": cfg.dim, "modulus": str(cfg.modulus),
-            "threshold": cfg.threshold, "graph": cfg.graph.value, "degree": cfg.degree,
-            "round_index": str(cfg.round_index), "task_hash": _hex(cfg.task_hash),
-            "min_cohort": cfg.min_cohort, "dropout_ppm": cfg.dropout_ppm,
-            "corruption_ppm": cfg.corruption_ppm, "mode": cfg.mode.value, "prg": cfg.prg.value}
+    fields: Json = {
+        "cohort": list(cfg.cohort), "dim": cfg.dim, "modulus": str(cfg.modulus),
+        "threshold": cfg.threshold, "graph": cfg.graph.value, "degree": cfg.degree,
+        "round_index": str(cfg.round_index), "task_hash": _hex(cfg.task_hash),
+        "min_cohort": cfg.min_cohort, "dropout_ppm": cfg.dropout_ppm,
+        "corruption_ppm": cfg.corruption_ppm, "mode": cfg.mode.value, "prg": cfg.prg.value}
+    if cfg.prg_version != 1:  # absent for version 1, as in the encoding (§2.6)
+        fields["prg_version"] = cfg.prg_version
+    return fields

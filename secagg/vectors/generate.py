@@ -17,7 +17,7 @@ from secagg.crypto import aead, shamir, signatures
 from secagg.crypto.agreement import X25519PrivateKey
 from secagg.crypto.entropy import DeterministicEntropy
 from secagg.crypto.kdf import encode_context
-from secagg.crypto.prg import StreamCipher
+from secagg.crypto.prg import PRG_CHUNK, StreamCipher
 from secagg.packing import pack
 from secagg.vectors.codec import (
     FORMAT,
@@ -100,6 +100,11 @@ def _file_kdf() -> list[Json]:
                        "self-mask PRG context", "self_mask",
                        {"session_id": _hex(sid), "client_id": 5,
                         "b_seed": _hex(ent.random_bytes(32))}))
+    out.append(_vector("hkdf-mask-prg-chunked-key", "HKDF with MASK_PRG_CHUNKED_KEY (PRG "
+                       "version 2, spec section 4.6.1), self-mask context, L = 16", "hkdf",
+                       {"label": "MASK_PRG_CHUNKED_KEY", "ikm": _hex(ikm),
+                        "context": _hex(encode_context("self-mask", sid, 1, 0)),
+                        "length": 16}))
     return out
 
 
@@ -210,6 +215,18 @@ def _file_prg() -> list[Json]:
                     f"{what}", "prg",
                     {"seed": _hex(seed), "context": _hex(ctx), "cipher": cipher.value,
                      "modulus": str(modulus), "length": length}))
+    # PRG version 2 (§4.6.1): two full chunks and a part, so every chunk boundary rule
+    # shows; at 2^32 it is version 1 exactly (same key, same values)
+    length = 2 * PRG_CHUNK + 1000
+    for cipher in StreamCipher:
+        for name, modulus in (("1000003", 1000003), ("2^32", 2**32)):
+            out.append(_vector(
+                f"v2-{cipher.value}-{name}-{length}",
+                f"PRG version 2, Expand(seed, self-mask ctx, m = {length}, R = {name}, "
+                f"{cipher.value}): first and last 8, 4 values either side of each chunk "
+                "boundary, and a digest", "prg",
+                {"seed": _hex(seed), "context": _hex(ctx), "cipher": cipher.value,
+                 "modulus": str(modulus), "length": length, "version": 2}))
     return out
 
 
@@ -299,6 +316,18 @@ def _file_config() -> list[Json]:
         ("unsafe-threshold", "t = 1", good[:99] + (1).to_bytes(4, "big") + good[103:]),
     ]
     for name, desc, data in rejects:
+        out.append(_vector(f"decode-reject-{name}", f"SessionConfig.decode refuses: {desc}",
+                           "config_decode", {"encoding": _hex(data)}))
+    v2 = SessionConfig.create(range(1, 11), 16, 1000003, prg_version=2)
+    out.append(_vector("prg-v2", "PRG version 2 (spec section 4.6.1), R = 1000003: the "
+                       "encoding gains a last byte 0x02 and the session id changes",
+                       "config", _config_fields(v2)))
+    for name, desc, data in [
+        ("prg-version-1-explicit", "a last byte 0x01 (version 1 is encoded by absence)",
+         v2.encode()[:-1] + b"\x01"),
+        ("prg-version-unknown", "a last byte 0x03 (no PRG version 3)",
+         v2.encode()[:-1] + b"\x03"),
+    ]:
         out.append(_vector(f"decode-reject-{name}", f"SessionConfig.decode refuses: {desc}",
                            "config_decode", {"encoding": _hex(data)}))
     return out

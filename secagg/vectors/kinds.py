@@ -20,7 +20,7 @@ from secagg.crypto.agreement import X25519PrivateKey, agree, validate_public_key
 from secagg.crypto.entropy import DeterministicEntropy
 from secagg.crypto.kdf import encode_context, hkdf
 from secagg.crypto.labels import Label
-from secagg.crypto.prg import StreamCipher, expand_mask
+from secagg.crypto.prg import PRG_CHUNK, StreamCipher, expand_mask
 from secagg.errors import SecAggError
 from secagg.identity import advertise_statement, view_statement
 from secagg.packing import pack, unpack
@@ -183,10 +183,16 @@ def _k_prg(inp: Json) -> Json:
     cipher = StreamCipher(inp["cipher"])
     modulus, length = int(inp["modulus"]), int(inp["length"])
     seed, ctx = _unhex(inp["seed"]), _unhex(inp["context"])
+    version = int(inp.get("version", 1))  # absent: version 1 (§4.6)
     key_len = 16 if cipher is StreamCipher.AES128_CTR else 32
-    out = expand_mask(seed, ctx, length, modulus, cipher=cipher)
-    result: Json = {"key": _hex(hkdf(seed, Label.MASK_PRG_KEY, ctx, length=key_len)),
+    chunked = version == 2 and modulus & (modulus - 1) != 0
+    label = Label.MASK_PRG_CHUNKED_KEY if chunked else Label.MASK_PRG_KEY
+    out = expand_mask(seed, ctx, length, modulus, cipher=cipher, version=version)
+    result: Json = {"key": _hex(hkdf(seed, label, ctx, length=key_len)),
                     "dtype": str(out.dtype)}
+    if version != 1 and length > PRG_CHUNK:  # the values either side of each chunk boundary
+        result["boundaries"] = {str(b): _ints_out(out[b - 4 : b + 4])
+                                for b in range(PRG_CHUNK, length, PRG_CHUNK)}
     if length <= 64:
         result["values"] = _ints_out(out)
     else:
