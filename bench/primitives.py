@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -165,7 +166,44 @@ def bench_x25519(count: int, repeats: int) -> dict[str, Any]:
         "agreements_per_s": count / best,
         "us_per_agreement": best / count * 1e6,
         "backend": backend,
+        **_x25519_threads(count, repeats),
     }
+
+
+def _x25519_threads(count: int, repeats: int) -> dict[str, float]:
+    """Each backend's agreements on 1 thread against 2 threads doing twice the work.
+
+    Why: the server unmasks on threads, so a backend that holds the GIL (OpenSSL
+    through ``cryptography``) runs its agreements one at a time whatever the cores;
+    ``*_two_thread_speedup`` is about 2 on 2 free cores for one that releases it.
+    """
+    try:
+        from secagg.crypto import agreement
+    except ImportError:
+        return {}
+    private = agreement.X25519PrivateKey.generate()
+    peer = agreement.X25519PrivateKey.generate().public_key
+    out: dict[str, float] = {}
+    for name, fn in (("openssl", agreement.agree),
+                     ("libsodium", getattr(agreement, "agree_unlocked", None))):
+        if fn is None:
+            continue
+
+        def batch(fn: Any = fn) -> None:
+            for _ in range(count):
+                fn(private, peer)
+
+        def two(batch: Any = batch) -> None:
+            threads = [threading.Thread(target=batch) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        times = _best({"one": batch, "two": two}, repeats)
+        out[f"{name}_agreements_per_s"] = count / times["one"]
+        out[f"{name}_two_thread_speedup"] = 2 * times["one"] / times["two"]
+    return out
 
 
 def bench_accumulate(vectors: int, m: int, repeats: int) -> dict[str, float]:
@@ -237,6 +275,10 @@ def _print_text(res: dict[str, Any]) -> None:
     x = res["x25519"]
     print(f"X25519 ({x['backend']})")
     print(f"  {x['agreements_per_s']:,.0f} agreements/s ({x['us_per_agreement']:.1f} us each)")
+    for name in ("openssl", "libsodium"):
+        if f"{name}_agreements_per_s" in x:
+            print(f"  {name}: {x[f'{name}_agreements_per_s']:,.0f}/s on one thread, "
+                  f"{x[f'{name}_two_thread_speedup']:.2f}x on two")
     a = res["accumulate"]
     print(f"Accumulate {a['vectors']} x {a['length']:,} uint32")
     print(f"  numba add_into R=2^32    {a['numba_2^32_ms']:8.2f} ms")

@@ -42,7 +42,7 @@ from secagg import masking
 from secagg import messages as msgs
 from secagg.config import Mode, SessionConfig
 from secagg.crypto import shamir
-from secagg.crypto.agreement import X25519PrivateKey, validate_public_key
+from secagg.crypto.agreement import X25519PrivateKey, agree_unlocked, validate_public_key
 from secagg.crypto.prg import mask_dtype, ranges_addressable
 from secagg.crypto.signatures import verify
 from secagg.engine import Engine
@@ -680,7 +680,7 @@ class ServerProtocol:
                     sub_into(out, scratch, R)
                     continue
                 v, w = a, b  # v dropped, w survived and added sign(w, v) * PRG(s_wv)
-                agreed = mask_keys[v].exchange(keys[w].mask_pk)
+                agreed = agree_unlocked(mask_keys[v], keys[w].mask_pk)
                 seed = masking.pairwise_seed(agreed, sid, v, w, keys[v].mask_pk, keys[w].mask_pk)
                 masking.expand_pairwise_mask(seed, sid, v, w, dim, R, cipher, out=scratch,
                                              version=version)

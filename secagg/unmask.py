@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from secagg import masking
-from secagg.crypto.agreement import X25519PrivateKey
+from secagg.crypto.agreement import X25519PrivateKey, agree_unlocked
 from secagg.crypto.prg import PRG_CHUNK, StreamCipher, expand_mask_range, mask_dtype
 from secagg.kernels.arith import add_into, sub_into
 
@@ -112,7 +112,7 @@ def pairwise_seeds(session_id: bytes, jobs: Sequence[PairJob]) -> list[tuple[int
     for job in jobs:
         key = X25519PrivateKey.from_bytes(job.secret)
         for w, pk_w in job.peers:
-            agreed = key.exchange(pk_w)
+            agreed = agree_unlocked(key, pk_w)
             out.append((job.v, w, masking.pairwise_seed(agreed, session_id, job.v, w,
                                                         job.pk_v, pk_w)))
     return out

@@ -149,6 +149,8 @@ def test_same_bytes_as_libsodium(secret: bytes, other: bytes) -> None:
     assert mine.public_key == nacl.bindings.crypto_scalarmult_base(secret)
     assert public_key_matches(secret, mine.public_key)
     assert mine.exchange(peer) == nacl.bindings.crypto_scalarmult(secret, peer)
+    # the server's backend (libsodium, GIL released) gives the same secret
+    assert agreement.agree_unlocked(mine, peer) == mine.exchange(peer)
 
 
 def test_rfc7748_5_2_vector_2_high_bit_masked() -> None:
@@ -202,6 +204,8 @@ def test_low_order_points_rejected(encoded: bytes) -> None:
         agree(alice, encoded)
     with pytest.raises(InvalidKeyError):
         alice.exchange(encoded)
+    with pytest.raises(InvalidKeyError):
+        agreement.agree_unlocked(alice, encoded)
 
 
 @pytest.mark.parametrize(
@@ -212,10 +216,11 @@ def test_backend_rejection_is_mapped_when_validation_is_bypassed(
 ) -> None:
     # Second line of defence: libsodium's own blacklist, mapped to the same error.
     monkeypatch.setattr(agreement, "validate_public_key", lambda b: bytes(b))
-    with pytest.raises(InvalidKeyError) as info:
-        agree(X25519PrivateKey.from_bytes(h(ALICE_PRIV)), encoded)
-    assert info.value.__cause__ is None
-    assert info.value.__context__ is None
+    for backend in (agree, agreement.agree_unlocked):
+        with pytest.raises(InvalidKeyError) as info:
+            backend(X25519PrivateKey.from_bytes(h(ALICE_PRIV)), encoded)
+        assert info.value.__cause__ is None
+        assert info.value.__context__ is None
 
 
 @pytest.mark.parametrize("offset", range(19))
@@ -353,3 +358,4 @@ def test_error_messages_hide_key_material() -> None:
     with pytest.raises(InvalidKeyError) as info2:
         X25519PrivateKey.from_bytes(h(ALICE_PRIV)).exchange(le(0))
     assert ALICE_PRIV not in str(info2.value)
+
