@@ -87,6 +87,12 @@ def decode_speed(dim: int, modulus: int, repeats: int) -> dict[str, Any]:
 
 def receive_overhead(dim: int) -> float:
     """Bytes allocated beyond the held state while one more masked input is taken, in vectors."""
+    return second_receive(dim)[0]
+
+
+def second_receive(dim: int) -> tuple[float, ServerProtocol]:
+    """:func:`receive_overhead`, and the server that took the two inputs (clients 1 and
+    2 of 5), so a test can also check that both were accepted."""
     R = 1 << 32
     config = SessionConfig.create(range(1, 6), dim, R, min_cohort=3)
     dtype = mask_dtype(R)
@@ -102,7 +108,7 @@ def receive_overhead(dim: int) -> float:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    return (peak - base) / (dim * dtype.itemsize)
+    return (peak - base) / (dim * dtype.itemsize), server
 
 
 def session_peak(clients: int, dim: int) -> dict[str, float]:
