@@ -47,6 +47,9 @@ _T = TypeVar("_T", bool, bytes, float, int, str)
 RECORD_KEY = "secagg"
 #: Key of the client's persisted protocol state in ``Context.state.config_records``.
 STATE_KEY = "secagg.client"
+#: the client's DP parameters of the current session, in ``Context.state`` (here, not in
+#: ``secagg.flower.dp``, so the mod names it without loading the DP code)
+DP_STATE_KEY = "secagg.client.dp"
 #: The legacy (FitIns) path stores the global model under this key.
 LEGACY_INS_PARAMETERS = "fitins.parameters"
 #: ... and the legacy evaluation path (EvaluateIns) under this one.

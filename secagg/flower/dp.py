@@ -48,7 +48,7 @@ import numpy as np
 
 from secagg.checks import is_plain_int, is_plain_number
 from secagg.errors import ConfigError, ProtocolError
-from secagg.flower.common import LABEL_PREFIX, DecodedAggregate, get_field
+from secagg.flower.common import DP_STATE_KEY, LABEL_PREFIX, DecodedAggregate, get_field
 from secagg.quantize import Layout, flatten, unflatten
 
 if TYPE_CHECKING:
@@ -60,8 +60,7 @@ if TYPE_CHECKING:
 
 MECHANISMS = ("ddg", "skellam")
 SAMPLINGS = ("none", "fixed")
-#: the client's DP parameters of the current session, in ``Context.state``
-STATE_KEY = "secagg.client.dp"
+STATE_KEY = DP_STATE_KEY  # the client's DP parameters, in ``Context.state``
 #: how many DP updates this client has sent in the run, in ``Context.state``
 SPENT_KEY = "secagg.client.dp-spent"
 #: metric names of the ε the strategy sees next to the aggregate

@@ -71,6 +71,7 @@ from secagg.crypto.prg import mask_dtype
 from secagg.errors import ConfigError, ProtocolError
 from secagg.flower import receipts
 from secagg.flower.common import (
+    DP_STATE_KEY,
     EVALUATE_LAYOUT,
     LABEL_PREFIX,
     LEGACY_EVALUATE_PARAMETERS,
@@ -96,7 +97,6 @@ if TYPE_CHECKING:
     from secagg.flower.dp import DPOptions
 
 SEED_LEN = 32
-_DP_STATE_KEY = "secagg.client.dp"  # = secagg.flower.dp.STATE_KEY (that module loads lazily)
 _HELD_ENTRY = 4 + 2 * SHARE_LEN  # u32 peer id, its s-share, its b-share
 logger = logging.getLogger(__name__)
 _EXPECTED: dict[Stage, type[KeyBroadcast | CiphertextBundle | UnmaskRequest]] = {
@@ -505,7 +505,7 @@ def _dp_check(record: ConfigRecord, ctxt: Context, own: DPOptions | None,
     client with a DP target refuses a training session without DP, and one without a
     target refuses a DP session (it could not check the noise). Loads the DP code only
     when DP is configured on either side."""
-    ctxt.state.config_records.pop(_DP_STATE_KEY, None)
+    ctxt.state.config_records.pop(DP_STATE_KEY, None)
     options = _dp_options(ctxt, own)
     asked = "dp-mechanism" in record
     if evaluate and asked:
@@ -529,7 +529,7 @@ def _dp_check(record: ConfigRecord, ctxt: Context, own: DPOptions | None,
 
 def _dp_params(ctxt: Context) -> DPParams | None:
     """The DP parameters this session's first stage checked and kept; None if not DP."""
-    record = ctxt.state.config_records.get(_DP_STATE_KEY)
+    record = ctxt.state.config_records.get(DP_STATE_KEY)
     if record is None:
         return None
     from secagg.flower.dp import params_from_record
