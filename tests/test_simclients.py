@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import tracemalloc
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -126,6 +127,51 @@ def test_masked_inputs_reach_the_server_as_they_come(monkeypatch: pytest.MonkeyP
     for u in config.cohort:
         expected += [("down", u), ("up", u)]
     assert events.events == expected
+
+
+class _MemoryAtEachCall:
+    """A worker pool that records the traced memory each time a window is sent out,
+    before its replies exist (the clients live in the workers, so what is traced here
+    is the coordinator's: the server and the replies it was given)."""
+
+    def __init__(self, engine: ProcessEngine) -> None:
+        self.engine = engine
+        self.held: list[int] = []
+
+    @property
+    def workers(self) -> int:
+        return self.engine.workers
+
+    def map(self, fn, items):  # type: ignore[no-untyped-def]
+        return self.engine.map(fn, items)
+
+    def run_on(self, calls):  # type: ignore[no-untyped-def]
+        self.held.append(tracemalloc.get_traced_memory()[0])
+        return self.engine.run_on(calls)
+
+
+def test_a_reply_is_dropped_once_posted(pool: ProcessEngine,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At m = 10^8 the window is one reply: between windows the coordinator holds the
+    server's accumulator and nothing else, not also the previous reply (which put the
+    server's peak at four vectors with the next reply's pickle buffer and its copy)."""
+    monkeypatch.setattr(simclients, "REPLY_BUDGET", 1)
+    dim = 1 << 18  # 1 MiB at 32 bits: far above every other allocation here
+    config = SessionConfig.create(cohort(6), dim, 1 << 32, min_cohort=6)
+    engine = _MemoryAtEachCall(pool)
+    tracemalloc.start()
+    try:
+        report = simulate(config, SeededInputs(2, dim, 1 << 32), {}, engine=engine)
+    finally:
+        tracemalloc.stop()
+    assert report.exact
+    # counted from the first round's first window: the server is made (and the kernels
+    # warmed up), and no vector exists yet
+    _open_shards, first, *rest = engine.held
+    held = [(b - first) / (dim * 4) for b in rest]
+    assert len(held) >= 2 * len(config.cohort)
+    assert max(held) < 1.5, held  # the accumulator only (was 2: and the last reply)
+    assert max(held) > 0.9  # the accumulator is counted, so the count is of the right thing
 
 
 def test_default_window_bounds_the_replies_held() -> None:
