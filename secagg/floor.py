@@ -93,10 +93,19 @@ def _best(fn: Callable[[], object], repeats: int, rounds: int = 3) -> float:
     return best
 
 
-def _shamir_seconds(t: int, n: int) -> dict[str, float]:
-    """One combination of t shares, one O(t^2) coefficient set, one derived from a superset."""
+def _shamir_seconds(t: int, n: int, spread_ids: bool) -> dict[str, float]:
+    """One combination of t shares, one O(t^2) coefficient set, one derived from a superset.
+
+    The points are ids of the session's size, and of its shape: the first t + 1 of a
+    complete graph's responders are neighbouring ids; a Harary graph's holders are laid
+    over a random permutation, so their ids spread over [1, n], and the wider
+    differences make a coefficient set about 20% dearer at n = 10^4, t = 20.
+    """
     t = max(2, t)
-    xs = list(range(max(1, n - t), max(1, n - t) + t + 1))  # ids of the session's size
+    if spread_ids and n > t:
+        xs = [1 + (i * n) // (t + 1) for i in range(t + 1)]
+    else:
+        xs = list(range(max(1, n - t), max(1, n - t) + t + 1))
     values = [int.from_bytes(os.urandom(32), "big") for _ in range(t)]
     lambdas = lagrange_at_zero(xs[:t], PRIME)
 
@@ -123,9 +132,10 @@ def _shamir_seconds(t: int, n: int) -> dict[str, float]:
     }
 
 
-def primitive_seconds(*, threshold: int, n: int) -> dict[str, float]:
+def primitive_seconds(*, threshold: int, n: int, spread_ids: bool = False) -> dict[str, float]:
     """Best single-core seconds of one of each primitive besides keystream and additions,
-    measured now on this machine (short batches, best of 3: the machine's rate, not its load)."""
+    measured now on this machine (short batches, best of 3: the machine's rate, not its load).
+    ``spread_ids``: Shamir points spread over the cohort (a sparse Harary graph)."""
     key, peer = X25519PrivateKey.generate(), X25519PrivateKey.generate().public_key
     secret, public = key.secret_bytes(), key.public_key
     ikm = os.urandom(32)
@@ -134,12 +144,12 @@ def primitive_seconds(*, threshold: int, n: int) -> dict[str, float]:
         "agreement": _best(lambda: agree_unlocked(key, peer), 64),  # the server's backend
         "key_check": _best(lambda: public_key_matches(secret, public), 64),
         "key_derivation": _best(lambda: hkdf(ikm, Label.PAIRWISE_MASK_SEED, context), 64),
-        **_shamir_seconds(threshold, n),
+        **_shamir_seconds(threshold, n, spread_ids),
     }
 
 
 def measure_full_floor(work: UnmaskWork, *, keystream_floor: float, n: int,
-                       parallelism: int) -> FullFloor:
+                       parallelism: int, spread_ids: bool = False) -> FullFloor:
     """The full floor of a session's server: each primitive it ran, at its best rate.
 
     Counts come from what the server did (:class:`~secagg.unmask.UnmaskWork`):
@@ -150,8 +160,10 @@ def measure_full_floor(work: UnmaskWork, *, keystream_floor: float, n: int,
     for the same masks and inputs over the same parallelism, measured beside the
     session (sustained throughput; a short burst would catch an idle core the
     session never had). So the full floor is never below the keystream floor.
+    ``spread_ids``: the Shamir points spread over the cohort, as a sparse Harary
+    graph's holders are (their coefficient sets cost more than neighbouring ids').
     """
-    rate = primitive_seconds(threshold=work.threshold, n=n)
+    rate = primitive_seconds(threshold=work.threshold, n=n, spread_ids=spread_ids)
     parallelism = max(1, parallelism)
     parts = {
         "agreements": work.agreements * rate["agreement"] / parallelism,

@@ -138,7 +138,7 @@ def _with_full_floor(report: SimulationReport, config: SessionConfig, result: Un
                      parallelism: int) -> SimulationReport:
     """The report with the full floor of what its server did, over the same cores."""
     full = measure_full_floor(result.work, keystream_floor=report.floor_seconds, n=config.n,
-                              parallelism=parallelism)
+                              parallelism=parallelism, spread_ids=config.degree < config.n - 1)
     return dataclasses.replace(
         report, full_floor_seconds=full.seconds, full_floor_parts=full.parts,
         server_to_full_floor=(report.server_seconds / full.seconds) if full.seconds > 0

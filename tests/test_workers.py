@@ -200,6 +200,36 @@ def test_full_floor_is_above_the_keystream_floor() -> None:
     assert report.full_floor_parts["agreements"] > 0
 
 
+@pytest.mark.parametrize("graph", ["complete", "harary"])
+def test_full_floor_prices_coefficient_sets_on_points_shaped_like_the_session(
+        graph: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A complete graph's first t responders are neighbouring ids; a Harary graph's
+    holders lie over a random permutation, spread over the cohort, where a coefficient
+    set costs more (wider differences): the floor must price the sets the server had."""
+    from secagg import floor
+
+    seen: list[list[int]] = []
+    real = floor.lagrange_at_zero
+
+    def recording(xs: list[int], prime: int) -> list[int]:
+        seen.append(list(xs))
+        return real(xs, prime)
+
+    monkeypatch.setattr(floor, "lagrange_at_zero", recording)
+    n = 60
+    config = (SessionConfig.create(cohort(n), 100, 1 << 32, min_cohort=10) if graph == "complete"
+              else harary_config(cohort(n), 100, 1 << 32, dropout_rate=0.1))
+    assert (config.degree < n - 1) == (graph == "harary")
+    report = simulate(config, random_inputs(config, 3), _drop_schedule(n, {4, 9}), threads=1,
+                      measure_memory=False)
+    assert report.exact and seen
+    t = config.threshold
+    for xs in seen:
+        assert len(set(xs)) == len(xs) >= t and all(1 <= x <= n for x in xs)
+        span = max(xs) - min(xs)
+        assert span > n // 2 if graph == "harary" else span == len(xs) - 1
+
+
 def test_cli_workers(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["simulate", "--clients", "12", "--dim", "100", "--dropout", "0.25", "--json",
             "--seed", "3"]

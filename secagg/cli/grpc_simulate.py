@@ -85,7 +85,8 @@ def to_report(r: Mapping[str, Any], config: SessionConfig) -> dict[str, Any]:
                               mask_dtype(config.modulus), config.modulus, r["threads"])
         # the same honest floor as in process (§8.5): the server's counted primitives
         full_floor = measure_full_floor(UnmaskWork(**r["server_work"]), keystream_floor=floor,
-                                        n=config.n, parallelism=r["threads"])
+                                        n=config.n, parallelism=r["threads"],
+                                        spread_ids=config.degree < config.n - 1)
         full, full_parts = full_floor.seconds, full_floor.parts
     refusals: dict[str, str] = {}
     for u, events in r["client_events"].items():
