@@ -1,6 +1,7 @@
 """Where the coordinator's serial server seconds go (issue 15).
 
-Run ``python -m bench.coordinator [--top N] [--json] -- <secagg simulate options>``, e.g.
+Run ``python -m bench.coordinator [--top N] [--json] [--no-profile] -- <secagg simulate
+options>`` (``--no-profile``: round times without cProfile, which inflates Python calls), e.g.
 ``python -m bench.coordinator -- --clients 500 --dim 100000 --dropout 0.3
 --drop-at masked-input --graph complete --workers 2``.
 
@@ -37,13 +38,15 @@ from secagg.rounds import Round
 from secagg.session import SessionDriver
 
 _PROFILE = cProfile.Profile()
+_PROFILING = [True]  # off with --no-profile: per-round times without cProfile's inflation
 _TIMES: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # key -> [wall, cpu]
 
 
 @contextlib.contextmanager
 def _billed(key: str) -> Iterator[None]:
     w0, c0 = time.perf_counter(), time.process_time()
-    _PROFILE.enable()
+    if _PROFILING[0]:
+        _PROFILE.enable()
     _INSIDE[0] = True
     try:
         yield
@@ -114,7 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-profile", action="store_true",
+                   help="time the rounds without cProfile (which inflates Python calls)")
     a = p.parse_args(own)
+    _PROFILING[0] = not a.no_profile
     _patch()
     _patch_engines()
     from secagg.cli import main as cli_main
@@ -132,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         "critical_path_cpu_s": round(sum(c for _, c in _TIMES.values())
                                      + sum(max(call, default=0.0) for call in _JOBS), 4),
         "full_floor_seconds": report.get("full_floor_seconds"),
-        "by_round": rounds, "top": _top(a.top),
+        "by_round": rounds, "top": _top(a.top) if _PROFILING[0] else [],
     }
     if a.json:
         print(json.dumps(result, indent=2))
