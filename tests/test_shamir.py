@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from secagg.crypto import shamir
 from secagg.crypto.entropy import DeterministicEntropy
 from secagg.crypto.shamir import (
-    MAX_X,
     PRIME,
     SHARE_LEN,
     LagrangeCache,
@@ -397,37 +396,3 @@ def test_superset_derivation_matches_direct_coefficients() -> None:
     # a set that is not the superset minus one point falls back to the direct computation
     other = [*base[2:], 6000]
     assert cache.coefficients(other[:39]) == tuple(shamir.lagrange_at_zero(other[:39], PRIME))
-
-
-def _reference_decode(shares: object, threshold: int) -> dict[int, int] | str:
-    """The per-share checks alone (what _decode_shares did before its column-wise path)."""
-    try:
-        decoded = shamir._decode_each(shares)  # type: ignore[arg-type]
-    except ReconstructionError as exc:
-        return str(exc)
-    if len(decoded) < threshold:
-        return f"need {threshold} shares, got {len(decoded)}"
-    return decoded
-
-
-_share_ids = st.one_of(st.integers(-2, 6), st.integers(MAX_X - 2, MAX_X + 1), st.booleans())
-_share_values = st.one_of(
-    st.binary(min_size=32, max_size=34),
-    st.integers(PRIME - 2, PRIME + 2).map(lambda v: v.to_bytes(33, "big")),
-    st.integers(0, PRIME - 1).map(lambda v: bytearray(v.to_bytes(33, "big"))),
-    st.just("not bytes"),
-)
-
-
-@given(st.dictionaries(_share_ids, _share_values, max_size=6), st.integers(2, 4))
-@settings(max_examples=400, deadline=None)
-def test_column_wise_share_checks_agree_with_the_per_share_checks(
-        shares: dict[object, object], threshold: int) -> None:
-    """The fast path decodes exactly what the loop accepts, and refuses with the same
-    one-line message (naming the same share) whatever is wrong."""
-    expected = _reference_decode(shares, threshold)
-    try:
-        got: dict[int, int] | str = shamir._decode_shares(shares, threshold)  # type: ignore[arg-type]
-    except ReconstructionError as exc:
-        got = str(exc)
-    assert got == expected

@@ -26,10 +26,8 @@ Nothing in this module logs or formats a secret or a share value.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
-import operator
 import secrets
 import threading
 from collections import OrderedDict
@@ -275,46 +273,10 @@ def split(
 
 
 def _decode_shares(shares: Mapping[int, bytes], threshold: int) -> dict[int, int]:
-    """Validate every share (ids and encodings) and decode it; messages name ids only.
-
-    The server decodes t to k shares for each of up to n owners, so the checks run
-    column-wise first (C-level maps over all ids and all encodings); only where one
-    of them fails does the per-share loop run, to name the share that is wrong.
-    """
+    """Validate every share (ids and encodings) and decode it; messages name ids only."""
     _check_threshold(threshold)
     if not isinstance(shares, Mapping):
         raise ReconstructionError("shares must be a mapping from client id to share bytes")
-    decoded = _decode_columns(shares)
-    if decoded is None:
-        decoded = _decode_each(shares)
-    if len(decoded) < threshold:
-        raise ReconstructionError(f"need {threshold} shares, got {len(decoded)}")
-    return decoded
-
-
-#: An encoded share is valid iff it is below this (equal-length big-endian strings
-#: compare as the numbers they encode).
-_PRIME_BYTES = PRIME.to_bytes(SHARE_LEN, "big")
-_SHARE_TYPES = frozenset({bytes, bytearray})
-_from_big_endian = functools.partial(int.from_bytes, byteorder="big")
-
-
-def _decode_columns(shares: Mapping[int, bytes]) -> dict[int, int] | None:
-    """Every share decoded at once, or None if any id or encoding is off (or unusual:
-    an int subclass as an id goes through the per-share checks)."""
-    if not shares:
-        return {}
-    xs, values = zip(*shares.items(), strict=True)
-    if set(map(type, xs)) != {int} or min(xs) < 1 or max(xs) >= MAX_X:
-        return None
-    if (not _SHARE_TYPES.issuperset(map(type, values))
-            or set(map(len, values)) != {SHARE_LEN} or max(values) >= _PRIME_BYTES):
-        return None
-    return dict(zip(xs, map(_from_big_endian, values), strict=True))
-
-
-def _decode_each(shares: Mapping[int, bytes]) -> dict[int, int]:
-    """The per-share checks, in order: the first wrong share is named."""
     decoded: dict[int, int] = {}
     for x, share in shares.items():
         if not _valid_x(x):
@@ -325,13 +287,14 @@ def _decode_each(shares: Mapping[int, bytes]) -> dict[int, int]:
         if value >= PRIME:
             raise ReconstructionError(f"share from {x} is not a field element")
         decoded[x] = value
+    if len(decoded) < threshold:
+        raise ReconstructionError(f"need {threshold} shares, got {len(decoded)}")
     return decoded
 
 
 def _combine(points: dict[int, int], xs: Sequence[int], cache: LagrangeCache | None) -> int:
     lambdas = cache.coefficients(xs) if cache is not None else lagrange_at_zero(xs, PRIME)
-    total: int = sum(map(operator.mul, lambdas, map(points.__getitem__, xs)))
-    return total % PRIME
+    return sum(lam * points[x] for lam, x in zip(lambdas, xs, strict=True)) % PRIME
 
 
 def _to_secret(value: int) -> bytes:
