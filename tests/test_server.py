@@ -8,6 +8,8 @@ import secrets
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from secagg.config import SessionConfig
 from secagg.crypto.agreement import X25519PrivateKey
@@ -471,3 +473,47 @@ def test_share_field_check_at_its_boundary(cfg: SessionConfig) -> None:
         refused(srv, _tamper(resp, None, value), "outside the Shamir field")
     srv.receive(_tamper(resp, None, (PRIME - 1).to_bytes(33, "big")))  # in the field: taken
     assert 2 not in srv.expected()
+
+
+def _t_core_one_by_one(srv: ServerProtocol, members: set[int], t: int) -> set[int]:
+    """The pruning as it was written first: one client at a time, by id, to a fixpoint."""
+    members = set(members)
+    changed = True
+    while changed:
+        changed = False
+        for u in sorted(members):
+            if u in members and len(members.intersection(srv.config.neighbours(u))) < t:
+                members.discard(u)
+                changed = True
+    return members
+
+
+@pytest.mark.parametrize("graph", ["complete", "harary"])
+@given(data=st.data())
+@settings(max_examples=60, deadline=None)
+def test_neighbour_counts_from_the_absent_side_are_the_intersections(
+        graph: str, data: st.DataObject) -> None:
+    """The server counts N(u) ∩ members from whichever side is smaller; both must give
+    every member's true count, and the pruning built on them the same t-core as
+    removing short clients one by one."""
+    cfg = _GRAPHS[graph]
+    srv = ServerProtocol(cfg, threads=1)
+    ids = list(cfg.cohort)
+    members = set(data.draw(st.lists(st.sampled_from(ids), unique=True, min_size=1)))
+    counts = srv._counts_among(members)
+    assert counts == {u: len(members.intersection(cfg.neighbours(u))) for u in members}
+    t = data.draw(st.integers(1, cfg.degree))
+    core = set(members)
+    while short := [u for u, c in srv._counts_among(core).items() if c < t]:
+        core.difference_update(short)
+    assert core == _t_core_one_by_one(srv, members, t)
+    for u in sorted(members):
+        assert srv._nbrs_sorted(u, members) == tuple(sorted(members & set(cfg.neighbours(u))))
+        assert srv._with_self(u, members) == tuple(
+            sorted((members & set(cfg.neighbours(u))) | {u}))
+
+
+_GRAPHS = {
+    "complete": SessionConfig.create(cohort(12), 10, 1 << 32, min_cohort=5),
+    "harary": harary_config(cohort(40), 10, 1 << 32, dropout_rate=0.1),
+}
