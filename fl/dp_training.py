@@ -86,7 +86,6 @@ from fl.fedavg import (
     draw_round,
 )
 from fl.models import Metrics, Model
-from secagg import graph as graphs
 from secagg.config import SessionConfig
 from secagg.crypto.prg import mask_dtype
 from secagg.dp.accountant import DPAccountant, PoissonCohorts, poisson_cohorts
@@ -96,6 +95,7 @@ from secagg.dp.params import DPParams, check_mechanism
 from secagg.dp.pipeline import decode_mean, encode_client
 from secagg.dp.planning import Plan, format_plan, plan
 from secagg.dp.rounding import clip_l2
+from secagg.dp.survivors import dp_floor
 from secagg.quantize import Layout, flatten, unflatten
 from secagg.rounds import SEMI_HONEST_ROUNDS, Round
 from secagg.sim import random_schedule, run_simulation
@@ -216,22 +216,6 @@ class DPTrainingHistory:
     def expected_dropout(self) -> float:
         e = self.options.expected_dropout
         return self.config.dropout if e is None else e
-
-
-def survivor_floor(config: SessionConfig) -> int:
-    """Fewest included clients a session of ``config`` can finish with (§21.6, §8.0)."""
-    floor = config.threshold
-    if config.graph is graphs.GraphKind.HARARY and config.degree < config.n - 1:
-        floor = max(floor, config.n - graphs.tolerated_dropouts(config.n, config.dropout_ppm))
-    return floor
-
-
-def dp_floor(config: SessionConfig, expected_dropout: float) -> int:
-    """The floor the noise is sized for (§21.10): the session's own floor, raised to the
-    count expected to survive, ``n − floor(e·n)``. A round with fewer included clients
-    is not released; with more, it carries at most ``n/F`` times the target variance."""
-    n = config.n
-    return min(n, max(survivor_floor(config), n - math.floor(expected_dropout * n + 1e-9)))
 
 
 def _task_hash(layout: Layout, params: DPParams) -> bytes:

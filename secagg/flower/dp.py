@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from secagg.checks import is_plain_int, is_plain_number
+from secagg.dp.survivors import dp_floor
 from secagg.errors import ConfigError, ProtocolError
 from secagg.flower.common import DP_STATE_KEY, LABEL_PREFIX, DecodedAggregate, get_field
 from secagg.quantize import Layout, flatten, unflatten
@@ -138,22 +139,6 @@ def options_from_run_config(config: Mapping[str, Any]) -> DPOptions | None:
 
 
 # --------------------------------------------------------------------------- shared
-
-
-def survivor_floor(config: SessionConfig) -> int:
-    """Fewest included clients a session of ``config`` can finish with (§21.6, §8.0)."""
-    from secagg.graph import GraphKind, tolerated_dropouts
-
-    floor = config.threshold
-    if config.graph is GraphKind.HARARY and config.degree < config.n - 1:
-        floor = max(floor, config.n - tolerated_dropouts(config.n, config.dropout_ppm))
-    return floor
-
-
-def dp_floor(config: SessionConfig, expected_dropout: float) -> int:
-    """The floor the noise is sized for: as the trainer's ``dp_floor`` (§21.10)."""
-    n = config.n
-    return min(n, max(survivor_floor(config), n - math.floor(expected_dropout * n + 1e-9)))
 
 
 def dp_task_hash(base: bytes, params: DPParams) -> bytes:
