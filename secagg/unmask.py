@@ -128,20 +128,20 @@ def mask_range(job: RangeJob) -> np.ndarray:
     R, start, stop = job.modulus, job.start, job.stop
     dtype = mask_dtype(R)
     length = stop - start
-    plus = np.zeros(length, dtype=dtype)
-    minus = np.zeros(length, dtype=dtype)
+    # one partial, each mask folded in with its sign: two vectors a job (the partial
+    # and a scratch), not a plus, a minus and a last pass to subtract them
+    net = np.zeros(length, dtype=dtype)
     scratch = np.empty(length, dtype=dtype)
     sid, version = job.session_id, job.prg_version
     for u, seed in job.self_seeds:
         expand_mask_range(seed, masking.self_mask_context(sid, u), start, stop, R,
                           cipher=job.cipher, version=version, out=scratch)
-        add_into(plus, scratch, R)
+        add_into(net, scratch, R)
     for v, w, seed in job.pair_seeds:
         expand_mask_range(seed, masking.pairwise_mask_context(sid, v, w), start, stop, R,
                           cipher=job.cipher, version=version, out=scratch)
-        add_into(plus if masking.pairwise_sign(w, v) > 0 else minus, scratch, R)
-    sub_into(plus, minus, R)
-    return plus
+        (add_into if masking.pairwise_sign(w, v) > 0 else sub_into)(net, scratch, R)
+    return net
 
 
 def split_ranges(dim: int, parts: int, align: int = RANGE_ALIGN) -> list[tuple[int, int]]:

@@ -8,7 +8,9 @@ the accumulator. Counted with tracemalloc, so a copy brought back fails here.
 from __future__ import annotations
 
 import copy
+import os
 import pickle
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -16,12 +18,13 @@ import pytest
 from bench.decode import second_receive
 from secagg import messages as msgs
 from secagg.config import SessionConfig
-from secagg.crypto.prg import mask_dtype
+from secagg.crypto.prg import StreamCipher, mask_dtype
 from secagg.measure import simulate
 from secagg.packing import pack, unpack
 from secagg.rounds import Round, decode_client
 from secagg.sim import random_schedule
 from secagg.simclients import SeededInputs
+from secagg.unmask import RangeJob, mask_range
 
 DIM = 1 << 18  # 1 MiB per vector at 32 bits: far above every other allocation here
 R = 1 << 32
@@ -69,3 +72,19 @@ def test_whole_session_peak_in_vectors(threads: int) -> None:
     assert report.exact
     peak = report.peak_server_mb * 2**20
     assert _vectors(peak) < 2 * threads + 0.5
+
+
+def test_a_range_job_holds_two_vectors() -> None:
+    """A worker's range job folds every mask into one partial with its sign: the partial
+    and a scratch buffer (was three: a plus, a minus and the scratch)."""
+    seeds = tuple((u, os.urandom(32)) for u in (1, 2))
+    pairs = tuple((3, w, os.urandom(32)) for w in (1, 2))  # one of each sign
+    job = RangeJob(os.urandom(32), R, StreamCipher.AES128_CTR, 0, DIM, seeds, pairs)
+    tracemalloc.start()
+    try:
+        partial = mask_range(job)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert partial.shape == (DIM,)
+    assert 1.9 < _vectors(peak) < 2.5
